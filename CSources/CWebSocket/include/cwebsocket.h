@@ -1,0 +1,326 @@
+/*
+ * cwebsocket.h - the one public header of the C core.
+ *
+ * Everything here is sans-IO: functions take bytes and return results or a
+ * close code; none of them touches a socket. Every exported symbol starts
+ * with cws_. Buffers are void* / uint8_t* and structs are plain, so Swift
+ * imports them directly.
+ */
+#ifndef CWEBSOCKET_H
+#define CWEBSOCKET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------
+ * SIMD levels and run-time dispatch (cpu.c)
+ *
+ * Each kernel family (masking, UTF-8) has one implementation per level. The
+ * best level the CPU supports is picked once; the environment variable
+ * CWS_SIMD=scalar|sse|avx2|avx512 caps it (for tests and benchmarks).
+ * A family without a kernel at some level uses the next lower one.
+ * ------------------------------------------------------------------------ */
+typedef enum cws_simd_level {
+    CWS_SIMD_SCALAR = 0, /* portable C, 64-bit words where it helps */
+    CWS_SIMD_SSE = 1,    /* SSE2 (masking), SSSE3 (UTF-8: needs pshufb) */
+    CWS_SIMD_AVX2 = 2,
+    CWS_SIMD_AVX512 = 3, /* AVX-512 F+BW */
+} cws_simd_level;
+
+/* 1 if this CPU can run kernels of that level. */
+int cws_simd_supported(int level);
+/* The level the dispatching entry points use (CPU best, capped by CWS_SIMD). */
+int cws_simd_active(void);
+/* "scalar", "sse", "avx2", "avx512". */
+const char *cws_simd_name(int level);
+
+/* ------------------------------------------------------------------------
+ * Masking (mask.c), RFC 6455 section 5.3
+ *
+ * key: the four masking-key bytes exactly as they appear on the wire, loaded
+ *      into a uint32_t with memcpy (so byte 0 of the key is the first byte
+ *      in memory).
+ * offset: the position of buf[0] within the frame payload; lets a payload
+ *      that arrives in pieces be unmasked piece by piece.
+ * Masking is its own inverse, so this both masks and unmasks, in place.
+ * ------------------------------------------------------------------------ */
+void cws_mask(void *buf, size_t len, uint32_t key, size_t offset);
+/* The same at a given SIMD level (falls back if the CPU lacks it). */
+void cws_mask_with(int level, void *buf, size_t len, uint32_t key, size_t offset);
+/* dst = src masked; dst and src may be equal but must not otherwise overlap. */
+void cws_mask_copy(void *dst, const void *src, size_t len, uint32_t key, size_t offset);
+
+/* ------------------------------------------------------------------------
+ * UTF-8 validation (utf8.c), incremental and fail-fast
+ *
+ * cws_utf8_feed validates the next chunk of one message. It fails as soon as
+ * a byte arrives that can never be part of valid UTF-8, even when that byte
+ * ends the chunk in the middle of a character (F4 90 fails at the 90, since
+ * no continuation can make it valid). The state is a DFA state: zero at a
+ * character boundary, so a message that arrives whole carries nothing.
+ * ------------------------------------------------------------------------ */
+typedef struct cws_utf8_state {
+    uint32_t state; /* 0: at a character boundary; otherwise the DFA state */
+} cws_utf8_state;
+
+#define CWS_UTF8_VALID 0
+#define CWS_UTF8_INVALID (-1)
+
+void cws_utf8_init(cws_utf8_state *s);
+/* 0 if every byte so far can still be part of valid UTF-8; -1 otherwise,
+ * with *bad_offset (if not NULL) set to the index within this chunk of the
+ * first byte that made the text invalid. After -1 the state is poisoned:
+ * further feeds return -1 with *bad_offset = 0. */
+int cws_utf8_feed(cws_utf8_state *s, const void *buf, size_t len, size_t *bad_offset);
+int cws_utf8_feed_with(int level, cws_utf8_state *s, const void *buf, size_t len, size_t *bad_offset);
+/* At the end of the message: 0 if it ended on a character boundary, else -1. */
+int cws_utf8_finish(const cws_utf8_state *s);
+/* Whole buffer: 0 if valid UTF-8, else -1 with *bad_offset set as above
+ * (a truncated final character is reported at len). */
+int cws_utf8_validate(const void *buf, size_t len, size_t *bad_offset);
+int cws_utf8_validate_with(int level, const void *buf, size_t len, size_t *bad_offset);
+
+/* ------------------------------------------------------------------------
+ * Framing (frame.c), RFC 6455 section 5
+ * ------------------------------------------------------------------------ */
+typedef enum cws_opcode {
+    CWS_OP_CONTINUATION = 0x0,
+    CWS_OP_TEXT = 0x1,
+    CWS_OP_BINARY = 0x2,
+    CWS_OP_CLOSE = 0x8,
+    CWS_OP_PING = 0x9,
+    CWS_OP_PONG = 0xA,
+} cws_opcode;
+
+/* Close codes used by the core (RFC 6455 section 7.4.1). */
+enum {
+    CWS_CLOSE_NORMAL = 1000,
+    CWS_CLOSE_GOING_AWAY = 1001,
+    CWS_CLOSE_PROTOCOL_ERROR = 1002,
+    CWS_CLOSE_UNSUPPORTED_DATA = 1003,
+    CWS_CLOSE_NO_STATUS = 1005,   /* never on the wire */
+    CWS_CLOSE_ABNORMAL = 1006,    /* never on the wire */
+    CWS_CLOSE_INVALID_PAYLOAD = 1007,
+    CWS_CLOSE_POLICY_VIOLATION = 1008,
+    CWS_CLOSE_MESSAGE_TOO_BIG = 1009,
+    CWS_CLOSE_MANDATORY_EXTENSION = 1010,
+    CWS_CLOSE_INTERNAL_ERROR = 1011,
+    CWS_CLOSE_TRY_AGAIN_LATER = 1013,
+};
+
+#define CWS_RSV1 0x4
+#define CWS_RSV2 0x2
+#define CWS_RSV3 0x1
+
+/* Largest frame header: 2 + 8 (64-bit length) + 4 (mask key). */
+#define CWS_MAX_HEADER_SIZE 14
+
+typedef struct cws_frame_header {
+    uint64_t payload_len;
+    uint32_t mask_key;   /* wire order, as for cws_mask; 0 when unmasked */
+    uint8_t fin;         /* 0 or 1 */
+    uint8_t rsv;         /* CWS_RSV1|CWS_RSV2|CWS_RSV3 bits */
+    uint8_t opcode;      /* cws_opcode */
+    uint8_t masked;      /* 0 or 1 */
+    uint8_t header_len;  /* 2..14 */
+} cws_frame_header;
+
+typedef enum cws_role {
+    CWS_ROLE_SERVER = 0, /* reads client frames: they must be masked */
+    CWS_ROLE_CLIENT = 1, /* reads server frames: they must not be masked */
+} cws_role;
+
+/*
+ * A streaming frame parser. It keeps the partial header (so bytes can come
+ * one at a time) and the message-level state that the continuation rules
+ * need. Payload bytes are unmasked in place and handed back as they arrive.
+ */
+typedef struct cws_parser {
+    /* configuration: set by cws_parser_init, may be changed between frames */
+    uint64_t max_frame_payload; /* larger frames fail with 1009; 0 = no limit */
+    uint8_t role;               /* cws_role */
+    uint8_t rsv_allowed;        /* RSV bits an extension claims (e.g. CWS_RSV1 for
+                                   permessage-deflate); only legal on the first
+                                   frame of a data message */
+    /* state: private */
+    uint8_t header_have;
+    uint8_t in_payload;
+    uint8_t in_message;      /* a fragmented data message is in progress */
+    uint8_t message_opcode;  /* TEXT or BINARY of that message */
+    uint8_t failed;
+    uint8_t header_buf[CWS_MAX_HEADER_SIZE];
+    cws_frame_header frame;
+    uint64_t payload_done;
+} cws_parser;
+
+typedef struct cws_frame_event {
+    cws_frame_header header; /* the frame these bytes belong to */
+    uint8_t *payload;        /* unmasked payload bytes (points into the input) */
+    size_t payload_len;      /* may be 0 */
+    uint64_t payload_offset; /* offset of payload[0] within the frame payload */
+    uint8_t frame_start;     /* first event of this frame */
+    uint8_t frame_end;       /* last event of this frame: the payload is complete */
+    uint8_t message_opcode;  /* TEXT/BINARY for data frames (continuations too),
+                                else the control opcode */
+    uint8_t message_start;   /* frame_start of the first frame of a data message */
+} cws_frame_event;
+
+#define CWS_PARSE_NEED_MORE 0 /* every input byte consumed, no event */
+#define CWS_PARSE_EVENT 1     /* *ev is filled in */
+
+void cws_parser_init(cws_parser *p, cws_role role, uint64_t max_frame_payload);
+/*
+ * Consumes bytes from buf (which it may unmask in place), stores the count in
+ * *consumed, and returns CWS_PARSE_EVENT with *ev filled in, CWS_PARSE_NEED_MORE,
+ * or a negative close code (-1002, -1009) when the input breaks the protocol.
+ * Call again with the rest of the buffer after an event. A frame whose whole
+ * payload is in the buffer comes back as a single event (start and end).
+ * After an error the parser stays failed.
+ */
+int cws_parse(cws_parser *p, void *buf, size_t len, size_t *consumed, cws_frame_event *ev);
+
+/*
+ * Parses a complete header from buf without any state or rule checks beyond
+ * the wire format (64-bit length top bit): returns the header length, 0 if
+ * more bytes are needed, or -1002.
+ */
+int cws_frame_header_decode(const void *buf, size_t len, cws_frame_header *out);
+
+/*
+ * Writes a frame header into out (at least CWS_MAX_HEADER_SIZE bytes) and
+ * returns its length. mask_key is used only when masked is 1 (the client role).
+ */
+size_t cws_frame_header_encode(void *out, uint8_t fin, uint8_t rsv, uint8_t opcode,
+                               uint64_t payload_len, uint8_t masked, uint32_t mask_key);
+/* Header length for a payload of this size. */
+size_t cws_frame_header_size(uint64_t payload_len, uint8_t masked);
+/*
+ * Writes a whole frame (header + payload, masked if masked is 1) into out,
+ * which has room for cws_frame_header_size(len, masked) + len bytes. Returns
+ * the bytes written.
+ */
+size_t cws_frame_encode(void *out, uint8_t fin, uint8_t rsv, uint8_t opcode,
+                        const void *payload, size_t len, uint8_t masked, uint32_t mask_key);
+
+/* 1 if a close code may appear on the wire (1000-1003, 1007-1014, 3000-4999). */
+int cws_close_code_valid(uint32_t code);
+/*
+ * Checks a received close payload. Returns 0 and sets *code (1005 when the
+ * payload is empty) and the reason slice, or the close code to fail with:
+ * 1002 for a 1-byte payload or a code that is not allowed, 1007 for a reason
+ * that is not UTF-8.
+ */
+int cws_close_payload_parse(const void *payload, size_t len, uint16_t *code,
+                            const uint8_t **reason, size_t *reason_len);
+/* Writes code + reason (reason truncated to 123 bytes at a character boundary).
+ * out needs 125 bytes. code 0 writes an empty payload. Returns the length. */
+size_t cws_close_payload_encode(void *out, uint16_t code, const void *reason, size_t reason_len);
+
+/* ------------------------------------------------------------------------
+ * HTTP/1.1 upgrade handshake (handshake.c), RFC 6455 section 4
+ * ------------------------------------------------------------------------ */
+#define CWS_HTTP_MAX_HEADERS 64
+
+typedef struct cws_slice {
+    const char *ptr; /* into the request buffer; NULL when absent */
+    size_t len;
+} cws_slice;
+
+typedef struct cws_http_header {
+    cws_slice name;
+    cws_slice value; /* surrounding whitespace trimmed */
+} cws_http_header;
+
+/* An incremental request-head parser: call cws_http_parse each time more bytes
+ * have been appended to the same buffer; it resumes its scan where it stopped. */
+typedef struct cws_http_request {
+    /* state: private */
+    size_t scanned;
+    size_t max_head;
+    /* result, valid once cws_http_parse returned > 0 */
+    size_t head_len;             /* bytes up to and including the blank line */
+    cws_slice method;
+    cws_slice target;            /* request-target as sent */
+    cws_slice path;              /* target before '?' */
+    cws_slice query;             /* after '?', without it; ptr NULL if none */
+    uint8_t http_minor;          /* 1 for HTTP/1.1 */
+    uint8_t http_major;
+    uint16_t header_count;
+    cws_http_header headers[CWS_HTTP_MAX_HEADERS];
+} cws_http_request;
+
+/* Errors from cws_http_parse, as negative HTTP status codes. */
+#define CWS_HTTP_BAD_REQUEST (-400)
+#define CWS_HTTP_HEAD_TOO_LARGE (-431)
+
+void cws_http_request_init(cws_http_request *r, size_t max_head);
+/*
+ * buf holds all bytes received so far (the same buffer, grown). Returns the
+ * head length when the head is complete, 0 when more bytes are needed, or a
+ * negative HTTP status: -400 for a malformed head, -431 when no complete head
+ * fits in max_head bytes or there are more than CWS_HTTP_MAX_HEADERS headers.
+ */
+long cws_http_parse(cws_http_request *r, const void *buf, size_t len);
+/* First header with this name (case-insensitive), or a NULL slice. */
+cws_slice cws_http_header_get(const cws_http_request *r, const char *name);
+
+/* What a validated upgrade request offers. */
+typedef struct cws_upgrade_info {
+    cws_slice key;           /* Sec-WebSocket-Key, as sent */
+    cws_slice origin;        /* Origin, NULL if absent */
+    cws_slice protocols;     /* Sec-WebSocket-Protocol values (first header) */
+    cws_slice extensions;    /* Sec-WebSocket-Extensions (first header; see count) */
+    uint16_t extension_headers; /* how many Sec-WebSocket-Extensions headers */
+    cws_slice cookie;        /* Cookie, NULL if absent */
+    cws_slice host;
+} cws_upgrade_info;
+
+/*
+ * 1 if the request asks for a WebSocket upgrade at all (an Upgrade header
+ * naming websocket, or Sec-WebSocket-Key present): such requests are answered
+ * by cws_upgrade_validate, others go to the HTTP router.
+ */
+int cws_http_is_upgrade(const cws_http_request *r);
+/*
+ * Validates a WebSocket opening handshake: GET, HTTP/1.1 or later, Host
+ * present, a Connection token list containing "upgrade" (across repeated
+ * headers, case-insensitive), Upgrade: websocket, exactly one
+ * Sec-WebSocket-Key that base64-decodes to 16 bytes, Sec-WebSocket-Version 13.
+ * Returns 0 and fills *info, or the HTTP status to answer with: 400 (bad
+ * request), 405 (not GET), 426 (version missing or not 13: answer with
+ * cws_http_error_response which adds Sec-WebSocket-Version: 13).
+ */
+int cws_upgrade_validate(const cws_http_request *r, cws_upgrade_info *info);
+
+/* Sec-WebSocket-Accept for a key: base64(SHA-1(key + GUID)), 28 chars, no NUL. */
+void cws_accept_key(const void *key, size_t key_len, char out[28]);
+
+/*
+ * Builds the 101 Switching Protocols response into out (cap bytes). protocol
+ * and extensions may be NULL / empty (the headers are then left out). Returns
+ * the length, or 0 if cap is too small.
+ */
+size_t cws_upgrade_response(void *out, size_t cap, const void *key, size_t key_len,
+                            const char *protocol, const char *extensions);
+/*
+ * Builds a short error response ("HTTP/1.1 426 Upgrade Required", with
+ * Sec-WebSocket-Version: 13 for 426, Connection: close, Content-Length) into
+ * out. Returns the length, or 0 if cap is too small.
+ */
+size_t cws_http_error_response(void *out, size_t cap, int status);
+
+/* Standard base64 (RFC 4648) used by the handshake. out needs 4*ceil(len/3). */
+size_t cws_base64_encode(const void *in, size_t len, char *out);
+/* Decodes padded standard base64; returns the decoded length or -1 if malformed. */
+long cws_base64_decode(const char *in, size_t len, void *out, size_t cap);
+/* SHA-1 of a buffer (handshake only; not for anything that needs security). */
+void cws_sha1(const void *data, size_t len, uint8_t out[20]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CWEBSOCKET_H */
