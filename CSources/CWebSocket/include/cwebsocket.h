@@ -151,7 +151,7 @@ typedef struct cws_parser {
     uint8_t in_payload;
     uint8_t in_message;      /* a fragmented data message is in progress */
     uint8_t message_opcode;  /* TEXT or BINARY of that message */
-    uint8_t failed;
+    uint16_t failed_code;    /* close code of the error that stopped the parser */
     uint8_t header_buf[CWS_MAX_HEADER_SIZE];
     cws_frame_header frame;
     uint64_t payload_done;
@@ -245,7 +245,7 @@ typedef struct cws_http_request {
     size_t head_len;             /* bytes up to and including the blank line */
     cws_slice method;
     cws_slice target;            /* request-target as sent */
-    cws_slice path;              /* target before '?' */
+    cws_slice path;              /* target before '?' (absolute-form: its path part) */
     cws_slice query;             /* after '?', without it; ptr NULL if none */
     uint8_t http_minor;          /* 1 for HTTP/1.1 */
     uint8_t http_major;
@@ -315,7 +315,8 @@ size_t cws_http_error_response(void *out, size_t cap, int status);
 
 /* Standard base64 (RFC 4648) used by the handshake. out needs 4*ceil(len/3). */
 size_t cws_base64_encode(const void *in, size_t len, char *out);
-/* Decodes padded standard base64; returns the decoded length or -1 if malformed. */
+/* Decodes padded standard base64; returns the decoded length, or -1 if malformed
+ * or if the result would not fit in cap. */
 long cws_base64_decode(const char *in, size_t len, void *out, size_t cap);
 /* SHA-1 of a buffer (handshake only; not for anything that needs security). */
 void cws_sha1(const void *data, size_t len, uint8_t out[20]);
