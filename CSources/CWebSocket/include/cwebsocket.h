@@ -321,6 +321,118 @@ long cws_base64_decode(const char *in, size_t len, void *out, size_t cap);
 /* SHA-1 of a buffer (handshake only; not for anything that needs security). */
 void cws_sha1(const void *data, size_t len, uint8_t out[20]);
 
+
+/* ------------------------------------------------------------------------
+ * The server engine (engine.c, engine_epoll.c, engine_uring.c)
+ *
+ * One event loop thread per core, each with its own io_uring (or epoll) and
+ * its own SO_REUSEPORT listener; a connection lives on one loop for its whole
+ * life. Callbacks run on the loop thread that owns the connection and must
+ * not block. The send and close functions may be called from any thread:
+ * they queue the work to the owning loop and wake it.
+ * ------------------------------------------------------------------------ */
+typedef struct cws_server cws_server;
+typedef struct cws_request cws_request; /* one HTTP request, valid during on_request */
+typedef struct cws_msg cws_msg;         /* a framed, reference-counted message */
+/* Names one connection for its life; never reused; never 0. */
+typedef uint64_t cws_conn_id;
+
+typedef enum cws_backend {
+    CWS_BACKEND_AUTO = 0,  /* io_uring where the kernel allows it, else epoll */
+    CWS_BACKEND_URING = 1,
+    CWS_BACKEND_EPOLL = 2,
+} cws_backend;
+
+typedef enum cws_overflow_policy {
+    CWS_OVERFLOW_CLOSE = 0, /* a send that would exceed max_send_queue closes with 1008 */
+    CWS_OVERFLOW_DROP = 1,  /* the message is dropped and counted */
+} cws_overflow_policy;
+
+typedef struct cws_callbacks {
+    void *ctx;
+    /* Every complete HTTP request head. For a valid WebSocket upgrade `upgrade`
+     * is non-NULL: call cws_request_accept to upgrade, or cws_request_respond to
+     * refuse. For other requests call cws_request_respond. A request answered
+     * by neither gets 404. Invalid upgrades (400/405/426) and malformed heads
+     * are answered by the engine without calling this. */
+    void (*on_request)(void *ctx, cws_request *req, const cws_http_request *http,
+                       const cws_upgrade_info *upgrade);
+    /* The 101 response is queued; messages may be sent. */
+    void (*on_open)(void *ctx, cws_conn_id id, void *user);
+    /* A complete message: TEXT (valid UTF-8) or BINARY. data is valid only
+     * during the call. */
+    void (*on_message)(void *ctx, cws_conn_id id, void *user, uint8_t opcode, const void *data, size_t len);
+    /* Exactly once for every opened connection, last. code is what the peer
+     * sent (or 1005/1006, or the code the server failed the connection with).
+     * It runs as soon as the close handshake is over (the TCP teardown may
+     * still be in progress); from then on the id is stale (-ENOENT). */
+    void (*on_close)(void *ctx, cws_conn_id id, void *user, uint16_t code, const void *reason, size_t reason_len);
+} cws_callbacks;
+
+typedef struct cws_server_config {
+    const char *host;              /* bind address: "0.0.0.0", "::", "127.0.0.1"...; NULL = "::" (dual-stack) */
+    uint16_t port;                 /* 0 = any free port (see cws_server_port) */
+    uint16_t loops;                /* event loops; 0 = one per online CPU */
+    uint8_t backend;               /* cws_backend; CWS_BACKEND env var (auto|uring|epoll) overrides AUTO */
+    uint8_t overflow_policy;       /* cws_overflow_policy */
+    uint32_t max_head_size;        /* request head bytes (default 8 KiB) -> 431 */
+    uint32_t handshake_timeout_ms; /* from accept to a complete head (default 10 s) */
+    uint64_t max_message_size;     /* reassembled message bytes (default 16 MiB) -> 1009 */
+    uint32_t idle_timeout_ms;      /* no traffic for this long -> ping (default 30 s; 0 = off) */
+    uint32_t pong_timeout_ms;      /* no traffic after that ping -> close 1006 (default 10 s) */
+    uint32_t close_timeout_ms;     /* wait for the peer's close frame / FIN (default 3 s) */
+    uint64_t max_send_queue;       /* queued bytes per connection (default 16 MiB) */
+    cws_callbacks callbacks;
+} cws_server_config;
+
+void cws_server_config_init(cws_server_config *cfg);
+/* Binds the listeners (so the port is known) without starting threads. NULL
+ * on failure with a message in err. */
+cws_server *cws_server_create(const cws_server_config *cfg, char *err, size_t err_cap);
+int cws_server_start(cws_server *s);        /* starts the loop threads; 0 or -errno */
+uint16_t cws_server_port(const cws_server *s);
+const char *cws_server_backend_name(const cws_server *s); /* "io_uring" or "epoll" */
+/* Graceful: stop accepting, close every connection with 1001, wait up to
+ * timeout_ms for the close handshakes, then close what is left and join the
+ * threads. Callbacks are done when it returns. */
+void cws_server_stop(cws_server *s, uint32_t timeout_ms);
+void cws_server_destroy(cws_server *s);
+
+typedef struct cws_server_stats {
+    uint64_t connections;     /* open now */
+    uint64_t accepted;        /* TCP connections accepted, total */
+    uint64_t messages_in, bytes_in, messages_out, bytes_out;
+    uint64_t dropped;         /* messages dropped by CWS_OVERFLOW_DROP */
+} cws_server_stats;
+void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
+
+/* Inside on_request: answer with a plain HTTP response (the engine copies
+ * everything before returning). headers: extra lines, each ending in CRLF, or
+ * NULL. A refused upgrade is answered this way too. */
+void cws_request_respond(cws_request *req, int status, const char *content_type,
+                         const char *headers, const void *body, size_t body_len);
+/* Inside on_request for an upgrade: accept it. protocol (may be NULL) is echoed
+ * in Sec-WebSocket-Protocol; user is handed back in every callback for this
+ * connection. Returns the new connection's id. */
+cws_conn_id cws_request_accept(cws_request *req, const char *protocol, void *user);
+/* "ip:port" / "[ipv6]:port" of the peer. */
+const char *cws_request_remote(const cws_request *req);
+
+/* A message framed once for any number of recipients (server role: unmasked). */
+cws_msg *cws_msg_new(uint8_t opcode, const void *data, size_t len);
+void cws_msg_retain(cws_msg *m);
+void cws_msg_release(cws_msg *m);
+
+/* Queue a message to one connection (the engine takes its own reference).
+ * 0, or -ENOENT when the connection is gone. */
+int cws_send_msg(cws_server *s, cws_conn_id id, cws_msg *m);
+/* Copying convenience: frame and send data to one connection. */
+int cws_send(cws_server *s, cws_conn_id id, uint8_t opcode, const void *data, size_t len);
+/* One message to many connections: one wake-up per loop, not per recipient. */
+void cws_send_msg_many(cws_server *s, const cws_conn_id *ids, size_t count, cws_msg *m);
+/* Start the close handshake with this code and reason. */
+int cws_close(cws_server *s, cws_conn_id id, uint16_t code, const void *reason, size_t reason_len);
+
 #ifdef __cplusplus
 }
 #endif

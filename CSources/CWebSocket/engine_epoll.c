@@ -1,0 +1,201 @@
+/*
+ * The epoll backend: level-triggered readiness, one recv per ready socket per
+ * turn into the loop's 64 KiB buffer (fair between connections; a socket with
+ * more data is simply reported again), writes with sendmsg over the queued
+ * messages, EPOLLOUT only while a write is blocked.
+ */
+#include "engine_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+/* epoll user data: connection ids are never 0 or 1 (the generation is >= 1). */
+#define CWS_EP_LISTENER 0
+#define CWS_EP_WAKE 1
+
+typedef struct cws_epoll {
+    int epfd;
+} cws_epoll;
+
+static int cws_ep_ctl(cws_loop *l, int op, int fd, uint32_t events, uint64_t data) {
+    cws_epoll *e = l->be;
+    struct epoll_event ev = {.events = events, .data.u64 = data};
+    return epoll_ctl(e->epfd, op, fd, &ev);
+}
+
+static int cws_ep_init(cws_loop *l, char *err, size_t cap) {
+    cws_epoll *e = calloc(1, sizeof *e);
+    l->rbuf = malloc(CWS_RECV_BUF_SIZE);
+    if (!e || !l->rbuf) {
+        free(e);
+        snprintf(err, cap, "out of memory");
+        return -1;
+    }
+    e->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (e->epfd < 0) {
+        snprintf(err, cap, "epoll_create1: %s", strerror(errno));
+        free(e);
+        return -1;
+    }
+    l->be = e;
+    if (cws_ep_ctl(l, EPOLL_CTL_ADD, l->listen_fd, EPOLLIN, CWS_EP_LISTENER) < 0 ||
+        cws_ep_ctl(l, EPOLL_CTL_ADD, l->wake_fd, EPOLLIN, CWS_EP_WAKE) < 0) {
+        snprintf(err, cap, "epoll_ctl: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void cws_ep_fini(cws_loop *l) {
+    cws_epoll *e = l->be;
+    close(e->epfd);
+    free(e);
+    l->be = NULL;
+}
+
+static void cws_ep_accept(cws_loop *l) {
+    /* Bounded batch: other sockets get their turn between batches. */
+    for (int i = 0; i < 64 && l->listen_fd >= 0; i++) {
+        int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            /* EAGAIN: drained. EMFILE/ENFILE/ENOBUFS: try again next turn. */
+            return;
+        }
+        int one = 1;
+        /* We batch writes ourselves; Nagle would hold small frames for an ACK. */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        cws_loop_accepted(l, fd);
+    }
+}
+
+static int cws_ep_conn_start(cws_loop *l, cws_conn *c) {
+    uint64_t id = ((uint64_t)c->gen << 32) | ((uint64_t)l->index << CWS_SLOT_BITS) | c->slot;
+    return cws_ep_ctl(l, EPOLL_CTL_ADD, c->fd, EPOLLIN, id);
+}
+
+static void cws_ep_want_write(cws_loop *l, cws_conn *c, int on) {
+    if (!!(c->flags & CWS_CF_WANT_WRITE) == on) return;
+    uint64_t id = ((uint64_t)c->gen << 32) | ((uint64_t)l->index << CWS_SLOT_BITS) | c->slot;
+    if (cws_ep_ctl(l, EPOLL_CTL_MOD, c->fd, EPOLLIN | (on ? EPOLLOUT : 0), id) == 0) {
+        if (on) c->flags |= CWS_CF_WANT_WRITE;
+        else c->flags &= (uint16_t)~CWS_CF_WANT_WRITE;
+    }
+}
+
+static void cws_ep_flush(cws_loop *l, cws_conn *c) {
+    struct iovec iov[CWS_IOV_MAX];
+    while (c->qcount && c->state != CWS_CONN_DEAD) {
+        int n = cws_conn_iov(c, iov, CWS_IOV_MAX);
+        size_t total = 0;
+        for (int i = 0; i < n; i++) total += iov[i].iov_len;
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        /* MSG_NOSIGNAL: a reset peer gives EPIPE here, not SIGPIPE. */
+        ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                cws_ep_want_write(l, c, 1);
+                return;
+            }
+            cws_conn_eof(l, c, errno); /* EPIPE, ECONNRESET, ... */
+            return;
+        }
+        cws_conn_wrote(l, c, (size_t)w);
+        if ((size_t)w < total) {
+            /* The socket buffer is full: wait for EPOLLOUT. */
+            if (c->qcount && c->state != CWS_CONN_DEAD) cws_ep_want_write(l, c, 1);
+            return;
+        }
+    }
+    if (c->state != CWS_CONN_DEAD) cws_ep_want_write(l, c, 0);
+}
+
+static void cws_ep_conn_close(cws_loop *l, cws_conn *c) {
+    /* close() removes the fd from the epoll set: it is never dup'ed. */
+    close(c->fd);
+    c->fd = -1;
+    cws_conn_release(l, c);
+}
+
+static void cws_ep_stop_accept(cws_loop *l) {
+    if (l->listen_fd < 0) return;
+    close(l->listen_fd);
+    l->listen_fd = -1;
+}
+
+static void cws_ep_read(cws_loop *l, cws_conn *c) {
+    for (;;) {
+        ssize_t n = recv(c->fd, l->rbuf, CWS_RECV_BUF_SIZE, 0);
+        if (n > 0) {
+            cws_conn_input(l, c, l->rbuf, (size_t)n);
+            return;
+        }
+        if (n == 0) {
+            cws_conn_eof(l, c, 0);
+            return;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        cws_conn_eof(l, c, errno);
+        return;
+    }
+}
+
+static void cws_ep_run(cws_loop *l) {
+    cws_epoll *e = l->be;
+    struct epoll_event evs[256];
+    int timeout = cws_loop_turn(l);
+    while (!cws_loop_done(l)) {
+        int n = epoll_wait(e->epfd, evs, 256, timeout);
+        if (n < 0) {
+            if (errno != EINTR) {
+                perror("cwebsocket: epoll_wait");
+                break;
+            }
+            n = 0;
+        }
+        for (int i = 0; i < n; i++) {
+            uint64_t id = evs[i].data.u64;
+            if (id == CWS_EP_LISTENER) {
+                cws_ep_accept(l);
+                continue;
+            }
+            if (id == CWS_EP_WAKE) {
+                uint64_t v;
+                while (read(l->wake_fd, &v, sizeof v) < 0 && errno == EINTR) {
+                }
+                cws_loop_drain_inbox(l);
+                continue;
+            }
+            cws_conn *c = cws_loop_conn(l, id);
+            if (!c) continue; /* finished earlier in this batch */
+            uint32_t ev = evs[i].events;
+            if (ev & EPOLLOUT) {
+                cws_ep_flush(l, c);
+                if (c->state == CWS_CONN_DEAD) continue;
+            }
+            /* HUP and ERR surface through recv as 0 or an errno. */
+            if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) cws_ep_read(l, c);
+        }
+        timeout = cws_loop_turn(l);
+    }
+}
+
+const cws_backend_ops cws_epoll_ops = {
+    .name = "epoll",
+    .loop_init = cws_ep_init,
+    .loop_run = cws_ep_run,
+    .loop_fini = cws_ep_fini,
+    .conn_start = cws_ep_conn_start,
+    .conn_flush = cws_ep_flush,
+    .conn_close = cws_ep_conn_close,
+    .stop_accept = cws_ep_stop_accept,
+};

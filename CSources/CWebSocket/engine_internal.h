@@ -1,0 +1,245 @@
+/*
+ * Private to the server engine: the structures shared by engine.c (the
+ * connection state machine), engine_msg.c (framed buffers and send queues),
+ * engine_timer.c (the timer wheel) and the two I/O backends. Not installed.
+ *
+ * Division of labour: the backend moves bytes and events (accepts, reads,
+ * writes, wake-ups, the clock); every protocol decision lives in engine.c, so
+ * epoll and io_uring behave the same.
+ */
+#ifndef CWS_ENGINE_INTERNAL_H
+#define CWS_ENGINE_INTERNAL_H
+
+#include "cws_internal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/uio.h>
+
+typedef struct cws_loop cws_loop;
+typedef struct cws_conn cws_conn;
+
+/* ---- framed messages (engine_msg.c) ---------------------------------- */
+
+/* Opcode of a message that carries raw bytes (an HTTP response), not a frame. */
+#define CWS_MSG_RAW 0xFF
+
+struct cws_msg {
+    _Atomic uint32_t refs;
+    uint8_t opcode;     /* what the frame carries; CWS_MSG_RAW for HTTP bytes */
+    uint8_t size_class; /* pool class it came from, or CWS_MSG_NO_CLASS */
+    uint16_t pad;
+    size_t len;         /* bytes in data: header + payload */
+    uint8_t data[];
+};
+#define CWS_MSG_NO_CLASS 0xFF
+#define CWS_MSG_CLASSES 7 /* 256 B .. 16 KiB total allocation, powers of two */
+#define CWS_MSG_POOL_CAP 512 /* free blocks kept per class per loop */
+
+/* Per-loop free lists: steady-state sends reuse blocks instead of malloc. */
+typedef struct cws_msg_pool {
+    cws_msg **free[CWS_MSG_CLASSES];
+    uint32_t count[CWS_MSG_CLASSES];
+} cws_msg_pool;
+
+/* A message with room for len bytes (refs = 1); data is filled by the caller. */
+cws_msg *cws_msg_alloc(size_t len);
+/* A whole frame (server role, unmasked) of this payload. */
+cws_msg *cws_msg_frame(uint8_t opcode, const void *payload, size_t len);
+void cws_msg_pool_free(cws_msg_pool *p);
+
+/* One queued message and how much of it has been written. */
+typedef struct cws_sendq_entry {
+    cws_msg *msg;
+    size_t off;
+} cws_sendq_entry;
+
+/* ---- connections -------------------------------------------------------- */
+
+enum cws_conn_state {
+    CWS_CONN_HANDSHAKE = 0, /* reading the request head */
+    CWS_CONN_OPEN,          /* WebSocket frames both ways */
+    CWS_CONN_CLOSING,       /* a close frame (or an HTTP answer) is queued / sent */
+    CWS_CONN_DRAINING,      /* our side is shut down; discard input until EOF */
+    CWS_CONN_DEAD,          /* finished; waiting for the backend to let go */
+};
+
+enum cws_conn_flags {
+    CWS_CF_WANT_WRITE = 1 << 0,   /* backend waits for writability */
+    CWS_CF_DIRTY = 1 << 1,        /* on the loop's flush list */
+    CWS_CF_CLOSE_SENT = 1 << 2,   /* a close frame is queued: send nothing else */
+    CWS_CF_CLOSE_RECV = 1 << 3,   /* the peer's close frame arrived */
+    CWS_CF_SHUT_AFTER = 1 << 4,   /* shut our side down once the queue is written */
+    CWS_CF_OPENED = 1 << 5,       /* on_open was called: on_close is owed */
+    CWS_CF_PING_SENT = 1 << 6,    /* idle ping out, waiting for any traffic */
+    CWS_CF_READ_DONE = 1 << 7,    /* stop interpreting input (after failing) */
+    CWS_CF_REPORTED = 1 << 8,     /* the id is stale and on_close (if owed) ran */
+};
+
+struct cws_conn {
+    int fd;
+    uint32_t slot;
+    uint32_t gen;
+    uint8_t state;
+    uint8_t reason_len;
+    uint16_t flags;
+    uint16_t close_code;     /* reported to on_close */
+    uint8_t be_flags;        /* backend private */
+    uint16_t be_inflight;    /* backend private: operations the kernel holds */
+    cws_conn *timer_next, *timer_prev;
+    uint32_t timer_tick;     /* deadline in loop ticks (when linked) */
+    uint32_t active_tick;    /* last tick with input */
+    void *user;
+    cws_parser parser;
+    cws_utf8_state utf8;
+    uint32_t rlen, rcap;     /* rbuf: request head, then message reassembly */
+    uint8_t *rbuf;
+    uint8_t *ctrl;           /* a control frame split across reads (125 B) */
+    uint8_t *reason;         /* the peer's close reason, for on_close */
+    uint32_t qhead, qcount, qcap;
+    cws_sendq_entry *q;      /* ring of qcap entries, allocated on first send */
+    uint64_t qbytes;         /* unwritten bytes in q */
+};
+
+/* ---- loops and the server --------------------------------------------- */
+
+/* A command from another thread to a loop. */
+typedef struct cws_cmd {
+    cws_conn_id id;
+    cws_msg *msg;    /* owned reference */
+    uint16_t close_code; /* nonzero: msg is a close frame with this code */
+} cws_cmd;
+
+typedef struct cws_slot {
+    cws_conn *conn;          /* loop thread only */
+    _Atomic uint32_t gen;    /* read by any thread to reject stale ids early */
+} cws_slot;
+
+#define CWS_SLOT_CHUNK_BITS 12
+#define CWS_SLOT_CHUNK (1u << CWS_SLOT_CHUNK_BITS)
+#define CWS_SLOT_BITS 24
+#define CWS_MAX_CHUNKS ((1u << CWS_SLOT_BITS) / CWS_SLOT_CHUNK)
+#define CWS_WHEEL_SIZE 1024
+
+typedef struct cws_loop_stats {
+    _Atomic uint64_t connections, accepted, messages_in, bytes_in, messages_out, bytes_out, dropped;
+} cws_loop_stats;
+
+typedef struct cws_backend_ops cws_backend_ops;
+
+struct cws_loop {
+    cws_server *srv;
+    uint32_t index;
+    int listen_fd;
+    int wake_fd;               /* eventfd: other threads' commands */
+    pthread_t thread;
+    void *be;                  /* backend state */
+
+    /* connections */
+    _Atomic(cws_slot *) chunks[CWS_MAX_CHUNKS];
+    uint32_t nslots;           /* slots ever handed out */
+    uint32_t *free_slots;
+    uint32_t nfree, free_cap;
+    uint32_t live;             /* conns not yet freed */
+    cws_conn *graveyard;       /* released conns, freed at the end of the turn */
+
+    /* flush list: ids of connections with queued output */
+    cws_conn_id *dirty;
+    uint32_t ndirty, dirty_cap;
+
+    /* inbox from other threads */
+    pthread_mutex_t inbox_lock;
+    cws_cmd *inbox, *inbox_spare;
+    uint32_t ninbox, inbox_cap, spare_cap;
+    _Atomic int wake_pending;
+
+    /* time */
+    uint64_t start_ms;
+    uint32_t tick;             /* ticks processed */
+    uint64_t now_ms;           /* since start_ms */
+    cws_conn *wheel[CWS_WHEEL_SIZE];
+
+    int stopping;
+    uint8_t *rbuf;             /* receive buffer (epoll backend) */
+    cws_http_request http;     /* scratch for request heads */
+    cws_msg_pool pool;
+    cws_loop_stats stats;
+} __attribute__((aligned(64)));
+
+struct cws_server {
+    cws_server_config cfg;
+    const cws_backend_ops *ops;
+    cws_loop *loops;
+    uint32_t nloops;
+    uint16_t port;
+    uint32_t tick_ms;
+    int started;
+    _Atomic int stopping;
+    uint64_t stop_deadline_ms;  /* CLOCK_MONOTONIC ms */
+};
+
+struct cws_backend_ops {
+    const char *name;
+    /* Creates the loop's ring / epoll instance and registers listen_fd and wake_fd. */
+    int (*loop_init)(cws_loop *l, char *err, size_t cap);
+    void (*loop_run)(cws_loop *l);
+    void (*loop_fini)(cws_loop *l);
+    /* A new connection (fd already non-blocking): start reading. */
+    int (*conn_start)(cws_loop *l, cws_conn *c);
+    /* Write what is queued (may complete later; the backend calls cws_conn_wrote). */
+    void (*conn_flush)(cws_loop *l, cws_conn *c);
+    /* Stop all I/O and close the fd; call cws_conn_release once the kernel holds
+     * nothing of this connection any more. */
+    void (*conn_close)(cws_loop *l, cws_conn *c);
+    /* Stop accepting (graceful shutdown). */
+    void (*stop_accept)(cws_loop *l);
+};
+
+extern const cws_backend_ops cws_epoll_ops;
+extern const cws_backend_ops cws_uring_ops;
+/* 0 if io_uring works here with everything the backend needs, else -errno and
+ * a reason in why. */
+int cws_uring_probe(char *why, size_t cap);
+
+/* The loop whose thread this is (NULL on other threads). */
+extern __thread cws_loop *cws_current_loop;
+
+#define CWS_RECV_BUF_SIZE (64 * 1024)
+#define CWS_IOV_MAX 64
+
+/* ---- engine entry points for the backends (engine.c) --------------------- */
+void cws_loop_accepted(cws_loop *l, int fd);
+/* Input for c; data is writable (it is unmasked in place) and valid only
+ * during the call. */
+void cws_conn_input(cws_loop *l, cws_conn *c, uint8_t *data, size_t len);
+/* EOF (err 0) or a socket error. */
+void cws_conn_eof(cws_loop *l, cws_conn *c, int err);
+/* Fills iov from the send queue; returns the count (0 if nothing is queued). */
+int cws_conn_iov(const cws_conn *c, struct iovec *iov, int max);
+/* n bytes of the queue were written: release finished messages and, when the
+ * queue is empty, finish a pending shutdown. */
+void cws_conn_wrote(cws_loop *l, cws_conn *c, size_t n);
+/* The backend lets go of c: frees it and its slot. */
+void cws_conn_release(cws_loop *l, cws_conn *c);
+/* Resolves an id owned by this loop (NULL if stale). */
+cws_conn *cws_loop_conn(cws_loop *l, cws_conn_id id);
+/* Commands from other threads; the backend calls it after a wake-up. */
+void cws_loop_drain_inbox(cws_loop *l);
+/* Advances the clock, runs due timers, flushes dirty connections. Returns the
+ * wait timeout in ms until the next tick. */
+int cws_loop_turn(cws_loop *l);
+/* Wakes the loop's thread to read its inbox (any thread). */
+void cws_loop_wake(cws_loop *l);
+/* The loop thread's body. */
+void *cws_loop_thread(void *arg);
+/* 1 when the loop has finished a graceful stop. */
+int cws_loop_done(const cws_loop *l);
+
+/* ---- timer wheel (engine_timer.c) --------------------------------------- */
+void cws_timer_set(cws_loop *l, cws_conn *c, uint32_t ms);
+void cws_timer_clear(cws_loop *l, cws_conn *c);
+/* Runs every bucket up to the current time, calling fire for due conns. */
+void cws_timer_advance(cws_loop *l, void (*fire)(cws_loop *, cws_conn *));
+uint64_t cws_monotonic_ms(void);
+
+#endif

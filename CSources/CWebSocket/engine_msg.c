@@ -1,0 +1,92 @@
+/*
+ * Framed, reference-counted messages. A message is framed once and shared by
+ * every recipient's send queue. Blocks come from per-loop free lists when the
+ * message is made on a loop thread, so echoing and fan-out from callbacks do
+ * not call malloc per message once the lists are warm.
+ */
+#include "engine_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CWS_MSG_MIN_SHIFT 8 /* smallest class: 256 B */
+
+static uint8_t cws_msg_class(size_t total) {
+    for (uint8_t k = 0; k < CWS_MSG_CLASSES; k++)
+        if (total <= ((size_t)1 << (CWS_MSG_MIN_SHIFT + k))) return k;
+    return CWS_MSG_NO_CLASS;
+}
+
+cws_msg *cws_msg_alloc(size_t len) {
+    size_t total = sizeof(cws_msg) + len;
+    uint8_t k = cws_msg_class(total);
+    cws_loop *l = cws_current_loop;
+    cws_msg *m = NULL;
+    if (k != CWS_MSG_NO_CLASS) {
+        if (l && l->pool.count[k]) {
+            m = l->pool.free[k][--l->pool.count[k]];
+        } else {
+            m = malloc((size_t)1 << (CWS_MSG_MIN_SHIFT + k));
+        }
+    } else {
+        m = malloc(total);
+    }
+    if (!m) return NULL;
+    atomic_init(&m->refs, 1);
+    m->opcode = CWS_MSG_RAW;
+    m->size_class = k;
+    m->pad = 0;
+    m->len = len;
+    return m;
+}
+
+cws_msg *cws_msg_frame(uint8_t opcode, const void *payload, size_t len) {
+    size_t h = cws_frame_header_size(len, 0);
+    cws_msg *m = cws_msg_alloc(h + len);
+    if (!m) return NULL;
+    m->opcode = opcode;
+    cws_frame_header_encode(m->data, 1, 0, opcode, len, 0, 0);
+    if (len) memcpy(m->data + h, payload, len);
+    return m;
+}
+
+cws_msg *cws_msg_new(uint8_t opcode, const void *data, size_t len) {
+    return cws_msg_frame(opcode, data, len);
+}
+
+void cws_msg_retain(cws_msg *m) {
+    /* Relaxed: a new reference is made from an existing one, which already
+     * orders the message's contents for this thread. */
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+}
+
+void cws_msg_release(cws_msg *m) {
+    if (!m) return;
+    /* Release on the decrement and acquire on the last one, so every writer's
+     * use of the bytes happens before the block is reused or freed. */
+    if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_release) != 1) return;
+    atomic_thread_fence(memory_order_acquire);
+    cws_loop *l = cws_current_loop;
+    uint8_t k = m->size_class;
+    if (l && k != CWS_MSG_NO_CLASS && l->pool.count[k] < CWS_MSG_POOL_CAP) {
+        if (!l->pool.free[k]) {
+            l->pool.free[k] = malloc(CWS_MSG_POOL_CAP * sizeof(cws_msg *));
+            if (!l->pool.free[k]) {
+                free(m);
+                return;
+            }
+        }
+        l->pool.free[k][l->pool.count[k]++] = m;
+        return;
+    }
+    free(m);
+}
+
+void cws_msg_pool_free(cws_msg_pool *p) {
+    for (int k = 0; k < CWS_MSG_CLASSES; k++) {
+        for (uint32_t i = 0; i < p->count[k]; i++) free(p->free[k][i]);
+        free(p->free[k]);
+        p->free[k] = NULL;
+        p->count[k] = 0;
+    }
+}

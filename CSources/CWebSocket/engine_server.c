@@ -1,0 +1,259 @@
+/*
+ * Server lifecycle: configuration, listeners (one SO_REUSEPORT socket per
+ * loop), backend choice, loop threads, graceful stop, statistics.
+ */
+#include "engine_internal.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+void cws_server_config_init(cws_server_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->backend = CWS_BACKEND_AUTO;
+    cfg->overflow_policy = CWS_OVERFLOW_CLOSE;
+    cfg->max_head_size = 8 * 1024;
+    cfg->handshake_timeout_ms = 10000;
+    cfg->max_message_size = 16u << 20;
+    cfg->idle_timeout_ms = 30000;
+    cfg->pong_timeout_ms = 10000;
+    cfg->close_timeout_ms = 3000;
+    cfg->max_send_queue = 16u << 20;
+}
+
+static void cws_err(char *err, size_t cap, const char *fmt, ...) {
+    if (!err || !cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* The wheel's tick: a quarter of the shortest timeout, within [10, 250] ms. */
+static uint32_t cws_pick_tick(const cws_server_config *c) {
+    uint32_t t[] = {c->handshake_timeout_ms, c->idle_timeout_ms, c->pong_timeout_ms, c->close_timeout_ms};
+    uint32_t m = 1000;
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (t[i] && t[i] < m) m = t[i];
+    m /= 4;
+    return m < 10 ? 10 : m > 250 ? 250 : m;
+}
+
+static int cws_listen_one(const struct sockaddr *addr, socklen_t len, int dual, char *err, size_t cap) {
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        cws_err(err, cap, "socket: %s", strerror(errno));
+        return -1;
+    }
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    /* One listener per loop on the same port: the kernel spreads connections
+     * across them, so loops never share an accept queue or a lock. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+        cws_err(err, cap, "SO_REUSEPORT: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (addr->sa_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, dual ? &zero : &one, sizeof one);
+    if (bind(fd, addr, len) < 0 || listen(fd, 1024) < 0) {
+        cws_err(err, cap, "bind/listen: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static const cws_backend_ops *cws_choose_backend(const cws_server_config *cfg, char *err, size_t cap) {
+    int want = cfg->backend;
+    const char *env = getenv("CWS_BACKEND");
+    if (want == CWS_BACKEND_AUTO && env && *env) {
+        if (!strcasecmp(env, "uring") || !strcasecmp(env, "io_uring")) want = CWS_BACKEND_URING;
+        else if (!strcasecmp(env, "epoll")) want = CWS_BACKEND_EPOLL;
+    }
+    char why[160] = "";
+    if (want == CWS_BACKEND_EPOLL) return &cws_epoll_ops;
+    int rc = cws_uring_probe(why, sizeof why);
+    if (want == CWS_BACKEND_URING) {
+        if (rc == 0) return &cws_uring_ops;
+        cws_err(err, cap, "io_uring unavailable: %s", why);
+        return NULL;
+    }
+    if (rc == 0) {
+        fprintf(stderr, "cwebsocket: backend io_uring\n");
+        return &cws_uring_ops;
+    }
+    fprintf(stderr, "cwebsocket: backend epoll (io_uring unavailable: %s)\n", why);
+    return &cws_epoll_ops;
+}
+
+static void cws_loop_free(cws_server *s, cws_loop *l) {
+    if (l->be) s->ops->loop_fini(l);
+    if (l->listen_fd >= 0) close(l->listen_fd);
+    if (l->wake_fd >= 0) close(l->wake_fd);
+    for (uint32_t i = 0; i < l->ninbox; i++) cws_msg_release(l->inbox[i].msg);
+    free(l->inbox);
+    free(l->inbox_spare);
+    free(l->dirty);
+    free(l->free_slots);
+    for (uint32_t i = 0; i < CWS_MAX_CHUNKS; i++) free(atomic_load(&l->chunks[i]));
+    cws_msg_pool_free(&l->pool);
+    free(l->rbuf);
+    pthread_mutex_destroy(&l->inbox_lock);
+}
+
+cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t err_cap) {
+    cws_server_config cfg = *cfg_in;
+    cws_server_config def;
+    cws_server_config_init(&def);
+    if (!cfg.max_head_size) cfg.max_head_size = def.max_head_size;
+    if (!cfg.handshake_timeout_ms) cfg.handshake_timeout_ms = def.handshake_timeout_ms;
+    if (!cfg.max_message_size) cfg.max_message_size = def.max_message_size;
+    if (!cfg.pong_timeout_ms) cfg.pong_timeout_ms = def.pong_timeout_ms;
+    if (!cfg.close_timeout_ms) cfg.close_timeout_ms = def.close_timeout_ms;
+    if (!cfg.max_send_queue) cfg.max_send_queue = def.max_send_queue;
+    if (cfg.max_message_size > UINT32_MAX - 1) cfg.max_message_size = UINT32_MAX - 1;
+    uint32_t nloops = cfg.loops;
+    if (!nloops) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        nloops = n > 0 ? (uint32_t)n : 1;
+    }
+    if (nloops > 256) nloops = 256; /* the id has 8 bits for the loop */
+
+    /* Writes to a peer that went away must fail with EPIPE, not kill us. */
+    signal(SIGPIPE, SIG_IGN);
+
+    const char *host = cfg.host ? cfg.host : "::";
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *ai = NULL;
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%u", cfg.port);
+    int gai = getaddrinfo(host, portstr, &hints, &ai);
+    if (gai || !ai) {
+        cws_err(err, err_cap, "address %s: %s", host, gai_strerror(gai));
+        return NULL;
+    }
+
+    const cws_backend_ops *ops = cws_choose_backend(&cfg, err, err_cap);
+    if (!ops) {
+        freeaddrinfo(ai);
+        return NULL;
+    }
+
+    cws_server *s = calloc(1, sizeof *s);
+    cws_loop *loops = s ? aligned_alloc(64, sizeof(cws_loop) * nloops) : NULL;
+    if (!loops) {
+        free(s);
+        freeaddrinfo(ai);
+        cws_err(err, err_cap, "out of memory");
+        return NULL;
+    }
+    memset(loops, 0, sizeof(cws_loop) * nloops);
+    s->cfg = cfg;
+    s->ops = ops;
+    s->loops = loops;
+    s->tick_ms = cws_pick_tick(&cfg);
+    int dual = cfg.host == NULL; /* "::" given explicitly stays as the OS default */
+
+    struct sockaddr_storage addr;
+    socklen_t alen = (socklen_t)ai->ai_addrlen;
+    memcpy(&addr, ai->ai_addr, alen);
+    freeaddrinfo(ai);
+
+    uint64_t start = cws_monotonic_ms();
+    for (uint32_t i = 0; i < nloops; i++) {
+        cws_loop *l = &loops[i];
+        l->srv = s;
+        l->index = i;
+        l->listen_fd = l->wake_fd = -1;
+        l->start_ms = start;
+        pthread_mutex_init(&l->inbox_lock, NULL);
+        s->nloops = i + 1;
+        l->listen_fd = cws_listen_one((struct sockaddr *)&addr, alen, dual, err, err_cap);
+        if (l->listen_fd < 0) goto fail;
+        if (i == 0) {
+            /* Port 0: every other listener joins the port the first one got. */
+            struct sockaddr_storage got;
+            socklen_t gl = sizeof got;
+            getsockname(l->listen_fd, (struct sockaddr *)&got, &gl);
+            uint16_t port = got.ss_family == AF_INET ? ((struct sockaddr_in *)&got)->sin_port
+                                                     : ((struct sockaddr_in6 *)&got)->sin6_port;
+            if (addr.ss_family == AF_INET) ((struct sockaddr_in *)&addr)->sin_port = port;
+            else ((struct sockaddr_in6 *)&addr)->sin6_port = port;
+            s->port = ntohs(port);
+        }
+        l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (l->wake_fd < 0) {
+            cws_err(err, err_cap, "eventfd: %s", strerror(errno));
+            goto fail;
+        }
+        if (ops->loop_init(l, err, err_cap) < 0) goto fail;
+    }
+    return s;
+fail:
+    for (uint32_t i = 0; i < s->nloops; i++) cws_loop_free(s, &loops[i]);
+    free(loops);
+    free(s);
+    return NULL;
+}
+
+int cws_server_start(cws_server *s) {
+    if (!s || s->started) return -EINVAL;
+    for (uint32_t i = 0; i < s->nloops; i++) {
+        int rc = pthread_create(&s->loops[i].thread, NULL, cws_loop_thread, &s->loops[i]);
+        if (rc) {
+            /* Stop the ones already running. */
+            s->stop_deadline_ms = cws_monotonic_ms();
+            atomic_store(&s->stopping, 1);
+            for (uint32_t j = 0; j < i; j++) cws_loop_wake(&s->loops[j]);
+            for (uint32_t j = 0; j < i; j++) pthread_join(s->loops[j].thread, NULL);
+            return -rc;
+        }
+        s->started = (int)i + 1;
+    }
+    return 0;
+}
+
+void cws_server_stop(cws_server *s, uint32_t timeout_ms) {
+    if (!s || atomic_load(&s->stopping)) return;
+    s->stop_deadline_ms = cws_monotonic_ms() + timeout_ms;
+    atomic_store_explicit(&s->stopping, 1, memory_order_release);
+    for (int i = 0; i < s->started; i++) cws_loop_wake(&s->loops[i]);
+    for (int i = 0; i < s->started; i++) pthread_join(s->loops[i].thread, NULL);
+}
+
+void cws_server_destroy(cws_server *s) {
+    if (!s) return;
+    cws_server_stop(s, 0);
+    for (uint32_t i = 0; i < s->nloops; i++) cws_loop_free(s, &s->loops[i]);
+    free(s->loops);
+    free(s);
+}
+
+uint16_t cws_server_port(const cws_server *s) { return s ? s->port : 0; }
+
+const char *cws_server_backend_name(const cws_server *s) { return s ? s->ops->name : ""; }
+
+void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (!s) return;
+    for (uint32_t i = 0; i < s->nloops; i++) {
+        const cws_loop_stats *st = &s->loops[i].stats;
+        out->connections += atomic_load_explicit(&st->connections, memory_order_relaxed);
+        out->accepted += atomic_load_explicit(&st->accepted, memory_order_relaxed);
+        out->messages_in += atomic_load_explicit(&st->messages_in, memory_order_relaxed);
+        out->bytes_in += atomic_load_explicit(&st->bytes_in, memory_order_relaxed);
+        out->messages_out += atomic_load_explicit(&st->messages_out, memory_order_relaxed);
+        out->bytes_out += atomic_load_explicit(&st->bytes_out, memory_order_relaxed);
+        out->dropped += atomic_load_explicit(&st->dropped, memory_order_relaxed);
+    }
+}

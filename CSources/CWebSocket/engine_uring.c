@@ -1,0 +1,458 @@
+/*
+ * The io_uring backend: multishot accept, multishot recv into a provided
+ * buffer ring, one send (or sendmsg over several queued messages) in flight
+ * per connection, an eventfd read for cross-thread wake-ups, and the tick
+ * timeout passed to io_uring_submit_and_wait_timeout. Every SQE prepared in a
+ * turn goes to the kernel in the one io_uring_enter of the next wait.
+ */
+#include "engine_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <liburing.h>
+
+#define CWS_UR_ENTRIES 1024
+#define CWS_UR_BUFS 256          /* provided buffers per loop (power of two) */
+#define CWS_UR_BUF_SIZE (16 * 1024)
+#define CWS_UR_BGID 0
+#define CWS_UR_SEND_IOV 16
+
+/* user_data: pointer | kind in the low 3 bits (conns and send contexts are
+ * malloc'd, so 8-byte aligned). */
+enum { CWS_UD_ACCEPT = 1, CWS_UD_WAKE, CWS_UD_RECV, CWS_UD_SEND, CWS_UD_SENDMSG, CWS_UD_IGNORE };
+#define CWS_UD(p, k) ((uint64_t)(uintptr_t)(p) | (k))
+#define CWS_UD_KIND(u) ((unsigned)((u) & 7))
+#define CWS_UD_PTR(u) ((void *)(uintptr_t)((u) & ~(uint64_t)7))
+
+/* be_flags */
+enum { CWS_UR_RECV_ARMED = 1, CWS_UR_RECV_NOBUFS = 2, CWS_UR_CLOSED = 4, CWS_UR_RELEASED = 8 };
+
+/* msghdr + iovecs of one sendmsg in flight; recycled through a free list. */
+typedef struct cws_usend {
+    struct cws_usend *next;
+    cws_conn *conn;
+    struct msghdr mh;
+    struct iovec iov[CWS_UR_SEND_IOV];
+} cws_usend;
+
+typedef struct cws_uring {
+    struct io_uring ring;
+    struct io_uring_buf_ring *br;
+    uint8_t *bufs;
+    int accepting;
+    uint64_t wake_val;
+    cws_usend *free_sends;
+    cws_conn **rearm;          /* recv to re-arm after ENOBUFS */
+    uint32_t nrearm, rearm_cap;
+} cws_uring;
+
+static int cws_ur_queue_init(struct io_uring *ring, unsigned extra) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    /* SINGLE_ISSUER: only the loop thread submits, so the kernel can skip
+     * locking. DEFER_TASKRUN: completions run when we wait, not by
+     * interrupting the thread, which batches them per turn. */
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | extra;
+    int rc = io_uring_queue_init_params(CWS_UR_ENTRIES, ring, &p);
+    if (rc == -EINVAL) {
+        /* Older kernel: without the flags (COOP would need 5.19 too). */
+        memset(&p, 0, sizeof p);
+        p.flags = extra;
+        rc = io_uring_queue_init_params(CWS_UR_ENTRIES, ring, &p);
+    }
+    return rc;
+}
+
+static struct io_uring_buf_ring *cws_ur_buf_ring(struct io_uring *ring, unsigned entries, int *err) {
+    size_t sz = entries * sizeof(struct io_uring_buf);
+    void *mem = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (mem == MAP_FAILED) {
+        *err = -errno;
+        return NULL;
+    }
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.ring_addr = (uint64_t)(uintptr_t)mem;
+    reg.ring_entries = entries;
+    reg.bgid = CWS_UR_BGID;
+    int rc = io_uring_register_buf_ring(ring, &reg, 0);
+    if (rc < 0) {
+        munmap(mem, sz);
+        *err = rc;
+        return NULL;
+    }
+    io_uring_buf_ring_init(mem);
+    return mem;
+}
+
+int cws_uring_probe(char *why, size_t cap) {
+    struct io_uring ring;
+    int rc = cws_ur_queue_init(&ring, 0);
+    if (rc < 0) {
+        snprintf(why, cap, "io_uring_queue_init: %s", strerror(-rc));
+        return rc;
+    }
+    struct io_uring_probe *p = io_uring_get_probe_ring(&ring);
+    int ok = p && io_uring_opcode_supported(p, IORING_OP_ACCEPT) && io_uring_opcode_supported(p, IORING_OP_RECV) &&
+             io_uring_opcode_supported(p, IORING_OP_SEND) && io_uring_opcode_supported(p, IORING_OP_SENDMSG) &&
+             io_uring_opcode_supported(p, IORING_OP_READ) && io_uring_opcode_supported(p, IORING_OP_ASYNC_CANCEL);
+    if (p) io_uring_free_probe(p);
+    if (!ok) {
+        io_uring_queue_exit(&ring);
+        snprintf(why, cap, "missing opcodes");
+        return -ENOSYS;
+    }
+    /* Provided-buffer rings (5.19) are the newest thing we need; multishot
+     * recv arrived in 6.0 and is only detectable by use, so it falls back at
+     * run time (see cws_ur_recv_done). */
+    int err = 0;
+    struct io_uring_buf_ring *br = cws_ur_buf_ring(&ring, 8, &err);
+    if (!br) {
+        io_uring_queue_exit(&ring);
+        snprintf(why, cap, "provided buffer rings: %s", strerror(-err));
+        return err;
+    }
+    io_uring_unregister_buf_ring(&ring, CWS_UR_BGID);
+    munmap(br, 8 * sizeof(struct io_uring_buf));
+    io_uring_queue_exit(&ring);
+    return 0;
+}
+
+static struct io_uring_sqe *cws_ur_sqe(cws_uring *u) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+    if (!sqe) {
+        /* SQ full: push what we have and try again. */
+        io_uring_submit(&u->ring);
+        sqe = io_uring_get_sqe(&u->ring);
+    }
+    return sqe;
+}
+
+static int cws_ur_init(cws_loop *l, char *err, size_t cap) {
+    cws_uring *u = calloc(1, sizeof *u);
+    if (!u) {
+        snprintf(err, cap, "out of memory");
+        return -1;
+    }
+    /* R_DISABLED: the ring is created here but used by the loop thread; the
+     * single issuer becomes the thread that enables it. */
+    int rc = cws_ur_queue_init(&u->ring, IORING_SETUP_R_DISABLED);
+    if (rc < 0) {
+        snprintf(err, cap, "io_uring_queue_init: %s", strerror(-rc));
+        free(u);
+        return -1;
+    }
+    u->bufs = mmap(NULL, (size_t)CWS_UR_BUFS * CWS_UR_BUF_SIZE, PROT_READ | PROT_WRITE,
+                   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (u->bufs == MAP_FAILED) {
+        snprintf(err, cap, "mmap: %s", strerror(errno));
+        io_uring_queue_exit(&u->ring);
+        free(u);
+        return -1;
+    }
+    l->be = u;
+    return 0;
+}
+
+static void cws_ur_fini(cws_loop *l) {
+    cws_uring *u = l->be;
+    if (u->br) {
+        io_uring_unregister_buf_ring(&u->ring, CWS_UR_BGID);
+        munmap(u->br, CWS_UR_BUFS * sizeof(struct io_uring_buf));
+    }
+    io_uring_queue_exit(&u->ring);
+    munmap(u->bufs, (size_t)CWS_UR_BUFS * CWS_UR_BUF_SIZE);
+    while (u->free_sends) {
+        cws_usend *s = u->free_sends;
+        u->free_sends = s->next;
+        free(s);
+    }
+    free(u->rearm);
+    free(u);
+    l->be = NULL;
+}
+
+static void cws_ur_arm_accept(cws_loop *l) {
+    cws_uring *u = l->be;
+    struct io_uring_sqe *sqe = cws_ur_sqe(u);
+    if (!sqe) return;
+    io_uring_prep_multishot_accept(sqe, l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, CWS_UD_ACCEPT);
+    u->accepting = 1;
+}
+
+static void cws_ur_arm_wake(cws_loop *l) {
+    cws_uring *u = l->be;
+    struct io_uring_sqe *sqe = cws_ur_sqe(u);
+    if (!sqe) return;
+    io_uring_prep_read(sqe, l->wake_fd, &u->wake_val, sizeof u->wake_val, 0);
+    io_uring_sqe_set_data64(sqe, CWS_UD_WAKE);
+}
+
+static void cws_ur_arm_recv(cws_loop *l, cws_conn *c) {
+    cws_uring *u = l->be;
+    struct io_uring_sqe *sqe = cws_ur_sqe(u);
+    if (!sqe) {
+        cws_conn_eof(l, c, ENOMEM);
+        return;
+    }
+    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    /* The kernel picks a buffer from our group when data arrives, so idle
+     * connections hold no receive memory. */
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = CWS_UR_BGID;
+    io_uring_sqe_set_data64(sqe, CWS_UD(c, CWS_UD_RECV));
+    c->be_flags |= CWS_UR_RECV_ARMED;
+    c->be_inflight++;
+}
+
+static int cws_ur_conn_start(cws_loop *l, cws_conn *c) {
+    int one = 1;
+    /* We batch writes ourselves; Nagle would hold small frames for an ACK. */
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    cws_ur_arm_recv(l, c);
+    return 0;
+}
+
+static void cws_ur_maybe_release(cws_loop *l, cws_conn *c) {
+    if (c->state == CWS_CONN_DEAD && c->be_inflight == 0 && !(c->be_flags & CWS_UR_RELEASED)) {
+        c->be_flags |= CWS_UR_RELEASED;
+        cws_conn_release(l, c);
+    }
+}
+
+static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
+    cws_uring *u = l->be;
+    if ((c->flags & CWS_CF_WANT_WRITE) || !c->qcount || c->state == CWS_CONN_DEAD) return;
+    struct io_uring_sqe *sqe = cws_ur_sqe(u);
+    if (!sqe) return; /* retried at the next flush of this connection */
+    struct iovec one;
+    int n = cws_conn_iov(c, &one, 1);
+    if (c->qcount == 1 || n == 0) {
+        /* One message: a plain send needs no msghdr. MSG_NOSIGNAL: EPIPE, not SIGPIPE. */
+        io_uring_prep_send(sqe, c->fd, one.iov_base, one.iov_len, MSG_NOSIGNAL);
+        io_uring_sqe_set_data64(sqe, CWS_UD(c, CWS_UD_SEND));
+    } else {
+        cws_usend *s = u->free_sends;
+        if (s) u->free_sends = s->next;
+        else if (!(s = malloc(sizeof *s))) {
+            io_uring_prep_nop(sqe);
+            io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
+            cws_conn_eof(l, c, ENOMEM);
+            return;
+        }
+        s->conn = c;
+        memset(&s->mh, 0, sizeof s->mh);
+        s->mh.msg_iov = s->iov;
+        s->mh.msg_iovlen = (size_t)cws_conn_iov(c, s->iov, CWS_UR_SEND_IOV);
+        io_uring_prep_sendmsg(sqe, c->fd, &s->mh, MSG_NOSIGNAL);
+        io_uring_sqe_set_data64(sqe, CWS_UD(s, CWS_UD_SENDMSG));
+    }
+    c->flags |= CWS_CF_WANT_WRITE; /* here: a send is in flight */
+    c->be_inflight++;
+}
+
+static void cws_ur_conn_close(cws_loop *l, cws_conn *c) {
+    cws_uring *u = l->be;
+    if (c->be_flags & CWS_UR_RECV_ARMED) {
+        struct io_uring_sqe *sqe = cws_ur_sqe(u);
+        if (sqe) {
+            io_uring_prep_cancel64(sqe, CWS_UD(c, CWS_UD_RECV), 0);
+            io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
+        }
+    }
+    /* The requests hold their own file reference: closing the number now is
+     * safe, the socket goes away when the last request completes. */
+    close(c->fd);
+    c->fd = -1;
+    c->be_flags |= CWS_UR_CLOSED;
+    cws_ur_maybe_release(l, c);
+}
+
+static void cws_ur_stop_accept(cws_loop *l) {
+    cws_uring *u = l->be;
+    if (l->listen_fd < 0) return;
+    if (u->accepting) {
+        struct io_uring_sqe *sqe = cws_ur_sqe(u);
+        if (sqe) {
+            io_uring_prep_cancel64(sqe, CWS_UD_ACCEPT, 0);
+            io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
+        }
+    }
+    close(l->listen_fd);
+    l->listen_fd = -1;
+}
+
+static void cws_ur_recycle(cws_uring *u, unsigned bid) {
+    io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * CWS_UR_BUF_SIZE, CWS_UR_BUF_SIZE, (unsigned short)bid,
+                          io_uring_buf_ring_mask(CWS_UR_BUFS), 0);
+    io_uring_buf_ring_advance(u->br, 1);
+}
+
+static void cws_ur_recv_done(cws_loop *l, cws_conn *c, struct io_uring_cqe *cqe) {
+    cws_uring *u = l->be;
+    int res = cqe->res;
+    int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    if (!more) {
+        c->be_flags &= (uint8_t)~CWS_UR_RECV_ARMED;
+        c->be_inflight--;
+    }
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        if (res > 0 && c->state != CWS_CONN_DEAD)
+            cws_conn_input(l, c, u->bufs + (size_t)bid * CWS_UR_BUF_SIZE, (size_t)res);
+        cws_ur_recycle(u, bid);
+    } else if (res == 0 && c->state != CWS_CONN_DEAD) {
+        cws_conn_eof(l, c, 0);
+    } else if (res == -ENOBUFS && c->state != CWS_CONN_DEAD) {
+        /* Every buffer is in use: back-pressure, not an error. Re-arm at the
+         * end of the turn, after this turn's buffers went back to the ring. */
+        if (u->nrearm == u->rearm_cap) {
+            uint32_t cap = u->rearm_cap ? u->rearm_cap * 2 : 64;
+            cws_conn **n = realloc(u->rearm, cap * sizeof *n);
+            if (!n) {
+                cws_conn_eof(l, c, ENOMEM);
+                cws_ur_maybe_release(l, c);
+                return;
+            }
+            u->rearm = n;
+            u->rearm_cap = cap;
+        }
+        if (!(c->be_flags & CWS_UR_RECV_NOBUFS)) {
+            c->be_flags |= CWS_UR_RECV_NOBUFS;
+            c->be_inflight++; /* the pending re-arm keeps c alive */
+            u->rearm[u->nrearm++] = c;
+        }
+        return;
+    } else if (res < 0 && res != -ECANCELED && c->state != CWS_CONN_DEAD) {
+        cws_conn_eof(l, c, -res);
+    }
+    if (!more && !(c->be_flags & CWS_UR_RECV_ARMED) && c->state != CWS_CONN_DEAD) {
+        /* The kernel ended the multishot (it does when the CQ overflows or a
+         * buffer ran out): arm it again. */
+        cws_ur_arm_recv(l, c);
+    }
+    cws_ur_maybe_release(l, c);
+}
+
+static void cws_ur_write_done(cws_loop *l, cws_conn *c, int res) {
+    c->flags &= (uint16_t)~CWS_CF_WANT_WRITE;
+    c->be_inflight--;
+    if (c->state != CWS_CONN_DEAD) {
+        if (res >= 0) {
+            cws_conn_wrote(l, c, (size_t)res);
+            if (c->qcount && c->state != CWS_CONN_DEAD) cws_ur_conn_flush(l, c);
+        } else if (res != -EINTR && res != -EAGAIN) {
+            cws_conn_eof(l, c, -res); /* EPIPE, ECONNRESET, ... */
+        } else {
+            cws_ur_conn_flush(l, c);
+        }
+    }
+    cws_ur_maybe_release(l, c);
+}
+
+static void cws_ur_cqe(cws_loop *l, struct io_uring_cqe *cqe) {
+    cws_uring *u = l->be;
+    uint64_t ud = io_uring_cqe_get_data64(cqe);
+    switch (CWS_UD_KIND(ud)) {
+    case CWS_UD_ACCEPT:
+        if (cqe->res >= 0) {
+            cws_loop_accepted(l, cqe->res);
+        }
+        if (!(cqe->flags & IORING_CQE_F_MORE)) {
+            u->accepting = 0;
+            /* Ended (error such as EMFILE, or cancelled): re-arm unless stopping. */
+            if (l->listen_fd >= 0 && !l->stopping) cws_ur_arm_accept(l);
+        }
+        break;
+    case CWS_UD_WAKE:
+        cws_loop_drain_inbox(l);
+        cws_ur_arm_wake(l);
+        break;
+    case CWS_UD_RECV:
+        cws_ur_recv_done(l, CWS_UD_PTR(ud), cqe);
+        break;
+    case CWS_UD_SEND:
+        cws_ur_write_done(l, CWS_UD_PTR(ud), cqe->res);
+        break;
+    case CWS_UD_SENDMSG: {
+        cws_usend *s = CWS_UD_PTR(ud);
+        cws_conn *c = s->conn;
+        s->next = u->free_sends;
+        u->free_sends = s;
+        cws_ur_write_done(l, c, cqe->res);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void cws_ur_run(cws_loop *l) {
+    cws_uring *u = l->be;
+    /* The raw syscall: the installed liburing.so predates io_uring_enable_rings. */
+    int rc = (int)syscall(__NR_io_uring_register, u->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+    if (rc < 0) rc = -errno;
+    int err = 0;
+    if (rc == 0) u->br = cws_ur_buf_ring(&u->ring, CWS_UR_BUFS, &err);
+    if (rc < 0 || !u->br) {
+        fprintf(stderr, "cwebsocket: io_uring loop %u failed to start: %s\n", l->index,
+                strerror(rc < 0 ? -rc : -err));
+        return;
+    }
+    for (unsigned i = 0; i < CWS_UR_BUFS; i++)
+        io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * CWS_UR_BUF_SIZE, CWS_UR_BUF_SIZE, (unsigned short)i,
+                              io_uring_buf_ring_mask(CWS_UR_BUFS), (int)i);
+    io_uring_buf_ring_advance(u->br, CWS_UR_BUFS);
+    cws_ur_arm_accept(l);
+    cws_ur_arm_wake(l);
+    int timeout = cws_loop_turn(l);
+    while (!cws_loop_done(l)) {
+        struct __kernel_timespec ts = {.tv_sec = timeout / 1000, .tv_nsec = (long long)(timeout % 1000) * 1000000};
+        struct io_uring_cqe *cqe;
+        rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
+            fprintf(stderr, "cwebsocket: io_uring_submit_and_wait_timeout: %s\n", strerror(-rc));
+            break;
+        }
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&u->ring, head, cqe) {
+            cws_ur_cqe(l, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&u->ring, n);
+        /* Buffers went back to the ring during this batch: re-arm the
+         * connections that hit ENOBUFS. */
+        uint32_t nr = u->nrearm;
+        u->nrearm = 0;
+        for (uint32_t i = 0; i < nr; i++) {
+            cws_conn *c = u->rearm[i];
+            c->be_flags &= (uint8_t)~CWS_UR_RECV_NOBUFS;
+            c->be_inflight--;
+            if (c->state != CWS_CONN_DEAD && !(c->be_flags & CWS_UR_RECV_ARMED)) cws_ur_arm_recv(l, c);
+            cws_ur_maybe_release(l, c);
+        }
+        timeout = cws_loop_turn(l);
+    }
+    /* Let the kernel finish with everything before the ring goes away. */
+    io_uring_submit(&u->ring);
+}
+
+const cws_backend_ops cws_uring_ops = {
+    .name = "io_uring",
+    .loop_init = cws_ur_init,
+    .loop_run = cws_ur_run,
+    .loop_fini = cws_ur_fini,
+    .conn_start = cws_ur_conn_start,
+    .conn_flush = cws_ur_conn_flush,
+    .conn_close = cws_ur_conn_close,
+    .stop_accept = cws_ur_stop_accept,
+};
