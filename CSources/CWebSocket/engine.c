@@ -319,7 +319,10 @@ static int cws_conn_can_send(const cws_conn *c) {
 static int cws_loop_send(cws_loop *l, cws_conn *c, cws_msg *m) {
     if (!cws_conn_can_send(c)) return -ENOENT;
     const cws_server_config *cfg = &l->srv->cfg;
-    if (c->qbytes + m->len > cfg->max_send_queue) {
+    /* An empty queue always takes one message, so a message as large as the
+     * largest the server accepts can be echoed; the bound is then the limit
+     * plus one message. */
+    if (c->qbytes && c->qbytes + m->len > cfg->max_send_queue) {
         if (cfg->overflow_policy == CWS_OVERFLOW_DROP) {
             CWS_STAT_ADD(l, dropped, 1);
             return 0;

@@ -381,7 +381,8 @@ typedef struct cws_server_config {
     uint32_t idle_timeout_ms;      /* no traffic for this long -> ping (default 30 s; 0 = off) */
     uint32_t pong_timeout_ms;      /* no traffic after that ping -> close 1006 (default 10 s) */
     uint32_t close_timeout_ms;     /* wait for the peer's close frame / FIN (default 3 s) */
-    uint64_t max_send_queue;       /* queued bytes per connection (default 16 MiB) */
+    uint64_t max_send_queue;       /* queued bytes per connection (default 16 MiB); an empty
+                                      queue always takes one message, whatever its size */
     cws_callbacks callbacks;
 } cws_server_config;
 
