@@ -7,8 +7,13 @@ let package = Package(
         .library(name: "WebSocketService", targets: ["WebSocketService"]),
         .executable(name: "wsdemo", targets: ["wsdemo"]),
     ],
+    dependencies: [
+        // The only dependency: the logging API that handlers receive
+        // (1.16 for LogHandler.log(event:), which the tests' capture uses).
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+    ],
     targets: [
-        // The C core: sans-IO protocol code now, the io_uring/epoll engine later.
+        // The C core: sans-IO protocol code and the io_uring/epoll engine.
         // SIMD kernels are compiled per function with __attribute__((target)) and chosen
         // at run time, so no per-target compiler flags are needed.
         .target(
@@ -25,18 +30,33 @@ let package = Package(
         ),
         .target(
             name: "WebSocketService",
-            dependencies: ["CWebSocket"],
+            dependencies: [
+                "CWebSocket",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Sources/WebSocketService"
         ),
         .executableTarget(
             name: "wsdemo",
-            dependencies: ["WebSocketService"],
+            dependencies: [
+                "WebSocketService",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Sources/wsdemo"
         ),
         .testTarget(
             name: "CWebSocketTests",
             dependencies: ["CWebSocket", "WebSocketService"],
             path: "Tests/CWebSocketTests"
+        ),
+        .testTarget(
+            name: "WebSocketServiceTests",
+            dependencies: [
+                "CWebSocket",
+                "WebSocketService",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/WebSocketServiceTests"
         ),
     ],
     swiftLanguageModes: [.v6]

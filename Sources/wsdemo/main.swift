@@ -1,5 +1,8 @@
-// wsdemo: a small tool over the C core until the server lands (issue 3 turns
-// this into the chat example and the echo server).
+// wsdemo: the chat example (a page at / and its socket endpoint /ws?ch=room),
+// an echo server for conformance and load tests (--echo), and two small tools
+// over the C core (info, validate, accept).
+import Dispatch
+import Logging
 import WebSocketService
 
 #if canImport(Glibc)
@@ -8,11 +11,93 @@ import Glibc
 
 func usage() -> Never {
     print("""
-    usage: wsdemo info                 SIMD levels of this CPU and the one in use
+    usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
+                                       the chat example (a page at /, the socket at /ws?ch=room);
+                                       --echo echoes every message unchanged at every path
+                                       defaults: --host 127.0.0.1 --port 8080 --loops 0 (one per CPU) --backend auto
+           wsdemo info                 SIMD levels of this CPU and the one in use
            wsdemo validate FILE...     UTF-8 validation, fail-fast, in 64 KiB chunks
            wsdemo accept KEY           Sec-WebSocket-Accept for a Sec-WebSocket-Key
     """)
     exit(2)
+}
+
+func fail(_ message: String) -> Never {
+    let line = "wsdemo: \(message)\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+    exit(1)
+}
+
+/// Parses the server's flags and runs it until SIGINT or SIGTERM.
+func serve(_ arguments: ArraySlice<String>) -> Never {
+    var configuration = Configuration(host: "127.0.0.1", port: 8080)
+    var echo = false
+    var level = Logger.Level.info
+    var args = arguments.makeIterator()
+    func value(_ flag: String) -> String {
+        guard let v = args.next() else { fail("\(flag) needs a value") }
+        return v
+    }
+    while let arg = args.next() {
+        switch arg {
+        case "--echo": echo = true
+        case "--host": configuration.host = value(arg)
+        case "--port":
+            guard let port = Int(value(arg)), (0...65535).contains(port) else { fail("--port takes 0...65535") }
+            configuration.port = port
+        case "--loops":
+            guard let loops = Int(value(arg)), (0...1024).contains(loops) else { fail("--loops takes 0...1024") }
+            configuration.loops = loops
+        case "--backend":
+            guard let backend = Configuration.Backend(rawValue: value(arg)) else { fail("--backend takes auto, uring or epoll") }
+            configuration.backend = backend
+        case "--log-level":
+            guard let l = Logger.Level(rawValue: value(arg)) else { fail("--log-level takes trace, debug, info, notice, warning, error, critical") }
+            level = l
+        case "-h", "--help": usage()
+        default: fail("unknown argument \(arg) (try --help)")
+        }
+    }
+    let chosenLevel = level
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = chosenLevel
+        return handler
+    }
+    let logger = Logger(label: "wsdemo")
+
+    var routes = Routes()
+    if echo {
+        routes.raw("*", handler: EchoHandler())
+    } else {
+        routes.page("/") { _ in .html(chatPage) }
+        routes.socket("/ws", handler: ChatHandler())
+    }
+    let service: Service
+    do {
+        service = try Service(routes: routes, configuration: configuration, logger: logger)
+        try service.start()
+    } catch {
+        fail("\(error)")
+    }
+    // Printed unbuffered so a script waiting for it sees it at once.
+    let banner = "wsdemo \(echo ? "echo" : "chat") on \(configuration.host):\(service.port) (\(service.backend))"
+        + (echo ? "" : ": open http://\(configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host):\(service.port)/") + "\n"
+    _ = banner.withCString { write(1, $0, strlen($0)) }
+
+    // Graceful stop on SIGINT / SIGTERM: close 1001 to everyone, then exit.
+    let signals = [SIGINT, SIGTERM].map { signo in
+        signal(signo, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: signo, queue: .main)
+        source.setEventHandler {
+            logger.info("stopping", metadata: ["connections": "\(service.status().connections)"])
+            service.stop(timeout: .seconds(3))
+            exit(0)
+        }
+        source.resume()
+        return source
+    }
+    withExtendedLifetime(signals) { dispatchMain() }
 }
 
 func readFile(_ path: String) -> [UInt8]? {
@@ -30,6 +115,10 @@ func readFile(_ path: String) -> [UInt8]? {
 
 let args = CommandLine.arguments.dropFirst()
 switch args.first {
+case nil, "serve":
+    serve(args.first == nil ? [] : args.dropFirst())
+case let flag? where flag.hasPrefix("-") && flag != "-h":
+    serve(args)
 case "info":
     for level in SIMDLevel.allCases {
         print("\(level.name): \(level.isSupported ? "supported" : "not supported")")

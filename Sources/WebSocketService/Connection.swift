@@ -1,0 +1,96 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// Who is on the other end, as the endpoint's authentication hook decided.
+public struct Profile: Sendable, Hashable, Codable {
+    public var userID: String
+    public var name: String
+    public var attributes: [String: String]
+
+    public init(userID: String, name: String = "", attributes: [String: String] = [:]) {
+        self.userID = userID
+        self.name = name
+        self.attributes = attributes
+    }
+}
+
+/// One open WebSocket connection. Identity and profile are fixed at the
+/// upgrade; channels and counters change and may be read from any thread.
+public final class Connection: Sendable, Identifiable, CustomStringConvertible {
+    public let id: UUID
+    public let profile: Profile
+    /// "ip:port" or "[ipv6]:port" of the peer.
+    public let remoteAddress: String
+    public let started: Date
+    /// The request path it upgraded on.
+    public let path: String
+    /// A logger with this connection's id in its metadata.
+    public let logger: Logger
+
+    let handler: ConnectionHandler
+    /// The channel joined at open (nil for raw endpoints).
+    let firstChannel: String?
+
+    private let _engineID = Atomic<UInt64>(0)
+    // Channels in join order. Written only under the service's lock (so it
+    // agrees with the channel table); this lock lets readers skip that one.
+    let joined = Locked<[String]>([])
+    // In-counters have one writer (the loop thread); out-counters have many.
+    private let _messagesIn = Atomic<UInt64>(0)
+    private let _bytesIn = Atomic<UInt64>(0)
+    private let _messagesOut = Atomic<UInt64>(0)
+    private let _bytesOut = Atomic<UInt64>(0)
+
+    init(id: UUID, profile: Profile, remoteAddress: String, path: String, handler: ConnectionHandler,
+         firstChannel: String?, logger: Logger) {
+        self.id = id
+        self.profile = profile
+        self.remoteAddress = remoteAddress
+        self.started = Date()
+        self.path = path
+        self.handler = handler
+        self.firstChannel = firstChannel
+        var logger = logger
+        logger[metadataKey: "connection"] = "\(id.uuidString.lowercased())"
+        self.logger = logger
+    }
+
+    /// The engine's id for this connection (`cws_conn_id`).
+    public var engineID: UInt64 { _engineID.load(ordering: .acquiring) }
+    func setEngineID(_ id: UInt64) { _engineID.store(id, ordering: .releasing) }
+
+    /// The channels it is in, in join order.
+    public var channels: [String] { joined.withLock { $0 } }
+
+    public struct Counters: Sendable, Hashable, Codable {
+        public var messagesIn: UInt64
+        public var bytesIn: UInt64
+        /// Messages and payload bytes queued to this connection.
+        public var messagesOut: UInt64
+        public var bytesOut: UInt64
+    }
+
+    public var counters: Counters {
+        Counters(messagesIn: _messagesIn.load(ordering: .relaxed), bytesIn: _bytesIn.load(ordering: .relaxed),
+                 messagesOut: _messagesOut.load(ordering: .relaxed), bytesOut: _bytesOut.load(ordering: .relaxed))
+    }
+
+    /// Called on the owning loop thread only: a load and a store, no locked add.
+    func countIn(_ bytes: Int) {
+        _messagesIn.store(_messagesIn.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+        _bytesIn.store(_bytesIn.load(ordering: .relaxed) &+ UInt64(bytes), ordering: .relaxed)
+    }
+
+    func countOut(_ bytes: Int) {
+        _messagesOut.wrappingAdd(1, ordering: .relaxed)
+        _bytesOut.wrappingAdd(UInt64(bytes), ordering: .relaxed)
+    }
+
+    /// The user id that presence updates announce.
+    public var userID: String { profile.userID }
+
+    public var description: String {
+        "Connection(\(id.uuidString.lowercased()), user: \(profile.userID), \(remoteAddress))"
+    }
+}

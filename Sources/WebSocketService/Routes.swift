@@ -1,0 +1,91 @@
+import Foundation
+
+/// What an authentication hook decides from a request's headers and cookies.
+public enum Authentication: Sendable {
+    /// Upgrade. A nil profile is an anonymous user whose userID is the connection id.
+    case accept(Profile?)
+    /// Answer with this status instead (401, 403...).
+    case refuse(status: Int, message: String? = nil)
+}
+
+/// What a socket endpoint decides for one upgrade request.
+public enum UpgradeDecision: Sendable {
+    /// Upgrade, join `channel` first (nil: no channel), run messages through `handler`.
+    case accept(profile: Profile?, channel: String?, handler: ConnectionHandler)
+    case refuse(HTTPResponse)
+}
+
+/// Pages and socket endpoints by exact path. A route at path `"*"` answers
+/// every path that has no route of its own.
+public struct Routes: Sendable {
+    /// Origins allowed to open sockets (exact `Origin` values such as
+    /// "https://example.com"). Empty: any origin. An upgrade with an Origin
+    /// outside the list gets 403. A request without Origin (not a browser) is
+    /// allowed: cross-site WebSocket hijacking needs a browser, and browsers
+    /// always send Origin.
+    public var allowedOrigins: Set<String> = []
+
+    typealias PageRoute = @Sendable (HTTPRequest) -> HTTPResponse
+    typealias SocketRoute = @Sendable (HTTPRequest) -> UpgradeDecision
+
+    private(set) var pages: [String: PageRoute] = [:]
+    private(set) var sockets: [String: SocketRoute] = [:]
+
+    public init() {}
+
+    /// A page: GET (and HEAD) requests on `path`.
+    public mutating func page(_ path: String, _ respond: @escaping @Sendable (HTTPRequest) -> HTTPResponse) {
+        pages[path] = respond
+    }
+
+    /// A socket endpoint with full control over each upgrade.
+    public mutating func socket(_ path: String, upgrade: @escaping @Sendable (HTTPRequest) -> UpgradeDecision) {
+        sockets[path] = upgrade
+    }
+
+    /// An envelope endpoint: `authenticate` sees the request (headers,
+    /// cookies) and gives the profile or refuses; the first channel is the
+    /// query's `ch`, or a random one when it has none.
+    public mutating func socket(
+        _ path: String, handler: some Handler,
+        authenticate: @escaping @Sendable (HTTPRequest) -> Authentication = { _ in .accept(nil) }
+    ) {
+        let connectionHandler = ConnectionHandler.envelope(handler)
+        socket(path) { request in
+            switch authenticate(request) {
+            case .refuse(let status, let message):
+                return .refuse(.status(status, message))
+            case .accept(let profile):
+                return .accept(profile: profile, channel: Self.channel(of: request), handler: connectionHandler)
+            }
+        }
+    }
+
+    /// A raw endpoint: whole text and binary messages, no envelope, no channel.
+    public mutating func raw(
+        _ path: String, handler: some RawHandler,
+        authenticate: @escaping @Sendable (HTTPRequest) -> Authentication = { _ in .accept(nil) }
+    ) {
+        let connectionHandler = ConnectionHandler.raw(handler)
+        socket(path) { request in
+            switch authenticate(request) {
+            case .refuse(let status, let message): return .refuse(.status(status, message))
+            case .accept(let profile): return .accept(profile: profile, channel: nil, handler: connectionHandler)
+            }
+        }
+    }
+
+    /// The query's `ch`, or a random channel name.
+    public static func channel(of request: HTTPRequest) -> String {
+        if let ch = request.queryItem("ch"), !ch.isEmpty { return ch }
+        return "channel-" + UUID().uuidString.lowercased()
+    }
+
+    func page(for path: String) -> PageRoute? { pages[path] ?? pages["*"] }
+    func socket(for path: String) -> SocketRoute? { sockets[path] ?? sockets["*"] }
+
+    func originAllowed(_ origin: String?) -> Bool {
+        guard !allowedOrigins.isEmpty, let origin else { return true }
+        return allowedOrigins.contains(origin)
+    }
+}

@@ -1,0 +1,485 @@
+import CWebSocket
+import Foundation
+import Logging
+import Synchronization
+
+/// A WebSocket server: the C engine's event loops below, routes, channels and
+/// the JSON envelope above. Thread-safe: callbacks arrive on the loop
+/// threads, and every method may be called from any thread (except `stop`,
+/// which must not be called from a handler: it waits for the loops).
+public final class Service: Sendable {
+    public struct Error: Swift.Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    /// Numbers for the admin pages and the health check.
+    public struct Status: Sendable, Codable, Hashable {
+        public var connections: Int
+        /// Channel name → member count.
+        public var channels: [String: Int]
+        /// TCP connections accepted since start (pages included).
+        public var accepted: UInt64
+        public var messagesIn: UInt64
+        public var bytesIn: UInt64
+        public var messagesOut: UInt64
+        public var bytesOut: UInt64
+        /// Messages dropped by the `.drop` overflow policy.
+        public var dropped: UInt64
+        /// Seconds since `start()`.
+        public var uptime: Double
+        /// "io_uring" or "epoll".
+        public var backend: String
+    }
+
+    public let configuration: Configuration
+    public let logger: Logger
+    let routes: Routes
+
+    /// Written once in init, before the loops start; read-only afterwards.
+    nonisolated(unsafe) private var server: OpaquePointer?
+
+    private struct State {
+        var byID: [UUID: Connection] = [:]
+        var byEngineID: [cws_conn_id: Connection] = [:]
+        /// Members by engine id: the fan-out needs the ids (and bumps each
+        /// member's out-counters), nothing per recipient beyond that.
+        var channels: [String: [cws_conn_id: Connection]] = [:]
+        var startedAt: ContinuousClock.Instant?
+        var stopped = false
+    }
+    private let state = Locked(State())
+
+    private struct Hooks {
+        var onOpen: (@Sendable (Connection) -> Void)?
+        var onClose: (@Sendable (Connection, CloseCode, String) -> Void)?
+    }
+    private let hooks = Locked(Hooks())
+
+    /// Binds the listeners (so `port` is known); `start()` starts the loops.
+    public init(routes: Routes, configuration: Configuration = Configuration(),
+                logger: Logger = Logger(label: "WebSocketService")) throws(Service.Error) {
+        self.routes = routes
+        self.configuration = configuration
+        self.logger = logger
+        self.server = nil
+
+        var cfg = cws_server_config()
+        cws_server_config_init(&cfg)
+        configuration.apply(to: &cfg)
+        cfg.callbacks.ctx = Unmanaged.passUnretained(self).toOpaque()
+        cfg.callbacks.on_request = { ctx, req, http, upgrade in
+            Unmanaged<Service>.fromOpaque(ctx!).takeUnretainedValue().handleRequest(req!, http!, upgrade)
+        }
+        cfg.callbacks.on_open = { ctx, _, user in
+            Unmanaged<Service>.fromOpaque(ctx!).takeUnretainedValue()
+                .opened(Unmanaged<Connection>.fromOpaque(user!).takeUnretainedValue())
+        }
+        cfg.callbacks.on_message = { ctx, _, user, opcode, data, len in
+            Unmanaged<Service>.fromOpaque(ctx!).takeUnretainedValue()
+                .received(Unmanaged<Connection>.fromOpaque(user!).takeUnretainedValue(), opcode: opcode,
+                          UnsafeRawBufferPointer(start: data, count: len))
+        }
+        cfg.callbacks.on_close = { ctx, _, user, code, reason, len in
+            // The engine's reference from the upgrade ends here.
+            let connection = Unmanaged<Connection>.fromOpaque(user!).takeRetainedValue()
+            let text = String(decoding: UnsafeRawBufferPointer(start: reason, count: len), as: UTF8.self)
+            Unmanaged<Service>.fromOpaque(ctx!).takeUnretainedValue().closed(connection, code: code, reason: text)
+        }
+
+        var message = [CChar](repeating: 0, count: 256)
+        let created = configuration.host.withCString { host -> OpaquePointer? in
+            cfg.host = host
+            return cws_server_create(&cfg, &message, message.count)
+        }
+        guard let created else {
+            throw Error(description: "cannot listen on \(configuration.host) port \(configuration.port): "
+                + String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        server = created
+    }
+
+    deinit {
+        if let server {
+            stop()
+            cws_server_destroy(server)
+        }
+    }
+
+    /// The bound port (useful with port 0).
+    public var port: Int { Int(cws_server_port(server)) }
+    /// "io_uring" or "epoll".
+    public var backend: String { String(cString: cws_server_backend_name(server)) }
+
+    /// Starts the event loops.
+    public func start() throws(Service.Error) {
+        let rc = cws_server_start(server)
+        guard rc == 0 else { throw Error(description: "cannot start the event loops: \(String(cString: strerror(-rc)))") }
+        state.withLock { $0.startedAt = .now }
+        logger.info("listening", metadata: ["host": "\(configuration.host)", "port": "\(port)", "backend": "\(backend)"])
+    }
+
+    /// Graceful stop: no new connections, close 1001 to every connection,
+    /// wait up to `timeout` for the close handshakes. Callbacks are over when
+    /// it returns. Idempotent. Never call it from a handler.
+    public func stop(timeout: Duration = .seconds(3)) {
+        let first = state.withLock { s in
+            defer { s.stopped = true }
+            return !s.stopped
+        }
+        guard first else { return }
+        cws_server_stop(server, Configuration.milliseconds(timeout))
+    }
+
+    // MARK: - Callbacks
+
+    /// Called once for each new connection, after it joined its first channel.
+    public var onOpen: (@Sendable (Connection) -> Void)? {
+        get { hooks.withLock { $0.onOpen } }
+        set { hooks.withLock { $0.onOpen = newValue } }
+    }
+
+    /// Called once for each connection that opened, with the close code and
+    /// reason (1005 none given, 1006 dropped), after it left its channels.
+    public var onClose: (@Sendable (Connection, CloseCode, String) -> Void)? {
+        get { hooks.withLock { $0.onClose } }
+        set { hooks.withLock { $0.onClose = newValue } }
+    }
+
+    // MARK: - Writing
+
+    /// Sends an envelope to one connection. False if it is gone.
+    @discardableResult
+    public func writeConnection(cmd: String, param: RawJSON, id: UUID, from: UUID? = nil,
+                                channel: String? = nil) -> Bool {
+        guard let connection = connection(id) else { return false }
+        return write(Envelope(from: from, channel: channel, cmd: cmd, param: param), to: connection)
+    }
+
+    /// Sends an envelope to a connection the caller holds (no lookup).
+    @discardableResult
+    public func write(_ envelope: Envelope, to connection: Connection) -> Bool {
+        envelope.encoded().withUnsafeBytes { send($0, opcode: .text, to: connection) }
+    }
+
+    /// Sends an envelope to every member of `channel` but `except`: encoded
+    /// and framed once, whatever the member count. Returns the recipients.
+    @discardableResult
+    public func writeChannel(cmd: String, param: RawJSON, channel: String, except: UUID? = nil,
+                             from: UUID? = nil) -> Int {
+        let bytes = Envelope(from: from, channel: channel, cmd: cmd, param: param).encoded()
+        let ids = state.withLock { s -> [cws_conn_id] in
+            guard let members = s.channels[channel] else { return [] }
+            return Self.recipients(members, except: except.flatMap { s.byID[$0]?.engineID }, bytes: bytes.count)
+        }
+        fanOut(bytes, to: ids)
+        return ids.count
+    }
+
+    /// Sends an envelope to every open connection of an envelope endpoint
+    /// (raw endpoints don't speak it), encoded and framed once.
+    @discardableResult
+    public func writeAll(cmd: String, param: RawJSON, from: UUID? = nil) -> Int {
+        let bytes = Envelope(from: from, cmd: cmd, param: param).encoded()
+        let ids = state.withLock { s -> [cws_conn_id] in
+            var ids: [cws_conn_id] = []
+            ids.reserveCapacity(s.byEngineID.count)
+            for (id, connection) in s.byEngineID {
+                guard case .envelope = connection.handler else { continue }
+                ids.append(id)
+                connection.countOut(bytes.count)
+            }
+            return ids
+        }
+        fanOut(bytes, to: ids)
+        return ids.count
+    }
+
+    /// Raw bytes as one text or binary message (text must be UTF-8), below the envelope.
+    @discardableResult
+    public func send(_ bytes: UnsafeRawBufferPointer, opcode: Opcode, to connection: Connection) -> Bool {
+        let rc = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 1) { empty in
+            cws_send(server, connection.engineID, opcode.rawValue, bytes.baseAddress ?? UnsafeRawPointer(empty.baseAddress!),
+                     bytes.count)
+        }
+        guard rc == 0 else { return false }
+        connection.countOut(bytes.count)
+        return true
+    }
+
+    @discardableResult
+    public func send(_ bytes: [UInt8], opcode: Opcode, to connection: Connection) -> Bool {
+        bytes.withUnsafeBytes { send($0, opcode: opcode, to: connection) }
+    }
+
+    /// Starts the close handshake with this code and reason.
+    @discardableResult
+    public func close(_ id: UUID, code: CloseCode = .normal, reason: String = "") -> Bool {
+        guard let connection = connection(id) else { return false }
+        return close(connection, code: code, reason: reason)
+    }
+
+    @discardableResult
+    public func close(_ connection: Connection, code: CloseCode = .normal, reason: String = "") -> Bool {
+        var reason = reason
+        return reason.withUTF8 { cws_close(server, connection.engineID, code.rawValue, $0.baseAddress, $0.count) } == 0
+    }
+
+    /// Member ids minus `except`; counts the message for each recipient.
+    private static func recipients(_ members: [cws_conn_id: Connection], except: cws_conn_id?, bytes: Int) -> [cws_conn_id] {
+        var ids: [cws_conn_id] = []
+        ids.reserveCapacity(members.count)
+        for (id, connection) in members where id != except {
+            ids.append(id)
+            connection.countOut(bytes)
+        }
+        return ids
+    }
+
+    /// One framed, reference-counted message for every recipient.
+    private func fanOut(_ bytes: [UInt8], to ids: [cws_conn_id]) {
+        guard !ids.isEmpty else { return }
+        guard let message = bytes.withUnsafeBytes({ cws_msg_new(Opcode.text.rawValue, $0.baseAddress, $0.count) }) else {
+            logger.error("cws_msg_new failed", metadata: ["bytes": "\(bytes.count)"])
+            return
+        }
+        ids.withUnsafeBufferPointer { cws_send_msg_many(server, $0.baseAddress, $0.count, message) }
+        cws_msg_release(message)
+    }
+
+    // MARK: - Channels
+
+    /// Adds a connection to a channel; the other members get `online-update`
+    /// `{userID, connected: true}`. False if the connection is gone or
+    /// already a member.
+    @discardableResult
+    public func join(_ id: UUID, _ channel: String) -> Bool {
+        guard let connection = connection(id) else { return false }
+        return join(connection, channel)
+    }
+
+    @discardableResult
+    public func join(_ connection: Connection, _ channel: String) -> Bool {
+        let presence = presenceUpdate(connection, channel: channel, connected: true)
+        let engineID = connection.engineID
+        let others = state.withLock { s -> [cws_conn_id]? in
+            guard s.byEngineID[engineID] != nil, s.channels[channel]?[engineID] == nil else { return nil }
+            let others = presence.map { Self.recipients(s.channels[channel] ?? [:], except: nil, bytes: $0.count) } ?? []
+            s.channels[channel, default: [:]][engineID] = connection
+            connection.joined.withLock { $0.append(channel) }
+            return others
+        }
+        guard let others else { return false }
+        if let presence { fanOut(presence, to: others) }
+        return true
+    }
+
+    /// Removes a connection from a channel; the other members get
+    /// `online-update` `{userID, connected: false}`. False if it was not a member.
+    @discardableResult
+    public func leave(_ id: UUID, _ channel: String) -> Bool {
+        guard let connection = connection(id) else { return false }
+        return leave(connection, channel)
+    }
+
+    @discardableResult
+    public func leave(_ connection: Connection, _ channel: String) -> Bool {
+        let presence = presenceUpdate(connection, channel: channel, connected: false)
+        let engineID = connection.engineID
+        let others = state.withLock { s -> [cws_conn_id]? in
+            guard s.channels[channel]?.removeValue(forKey: engineID) != nil else { return nil }
+            connection.joined.withLock { $0.removeAll { $0 == channel } }
+            let members = s.channels[channel] ?? [:]
+            if members.isEmpty { s.channels[channel] = nil }
+            return presence.map { Self.recipients(members, except: nil, bytes: $0.count) } ?? []
+        }
+        guard let others else { return false }
+        if let presence { fanOut(presence, to: others) }
+        return true
+    }
+
+    private func presenceUpdate(_ connection: Connection, channel: String, connected: Bool) -> [UInt8]? {
+        guard configuration.announcesPresence else { return nil }
+        var param: [UInt8] = Array(#"{"userID":"#.utf8)
+        JSONWriter.appendString(connection.userID, to: &param)
+        param.append(contentsOf: (connected ? #","connected":true}"# : #","connected":false}"#).utf8)
+        return Envelope(from: connection.id, channel: channel, cmd: "online-update",
+                        param: RawJSON(trusted: param)).encoded()
+    }
+
+    // MARK: - Reading
+
+    public func connection(_ id: UUID) -> Connection? { state.withLock { $0.byID[id] } }
+
+    /// Every open connection, oldest first.
+    public func connections() -> [Connection] {
+        state.withLock { Array($0.byID.values) }.sorted { $0.started < $1.started }
+    }
+
+    /// The members of a channel, oldest first.
+    public func connections(in channel: String) -> [Connection] {
+        state.withLock { s in s.channels[channel].map { Array($0.values) } ?? [] }.sorted { $0.started < $1.started }
+    }
+
+    /// Channel names and member counts.
+    public func channels() -> [String: Int] { state.withLock { $0.channels.mapValues(\.count) } }
+
+    public func status() -> Status {
+        var stats = cws_server_stats()
+        cws_server_get_stats(server, &stats)
+        let (connections, channels, startedAt) = state.withLock { s in
+            (s.byID.count, s.channels.mapValues(\.count), s.startedAt)
+        }
+        let uptime = startedAt.map { ContinuousClock.now - $0 } ?? .zero
+        let (seconds, attoseconds) = uptime.components
+        return Status(connections: connections, channels: channels, accepted: stats.accepted,
+                      messagesIn: stats.messages_in, bytesIn: stats.bytes_in, messagesOut: stats.messages_out,
+                      bytesOut: stats.bytes_out, dropped: stats.dropped,
+                      uptime: Double(seconds) + Double(attoseconds) / 1e18, backend: backend)
+    }
+
+    // MARK: - Engine events (loop threads)
+
+    private func handleRequest(_ req: OpaquePointer, _ http: UnsafePointer<cws_http_request>,
+                               _ upgrade: UnsafePointer<cws_upgrade_info>?) {
+        let request = Self.makeRequest(http, remote: String(cString: cws_request_remote(req)), isUpgrade: upgrade != nil)
+        guard request.isUpgrade else {
+            if let page = routes.page(for: request.path) {
+                guard request.method == "GET" || request.method == "HEAD" else {
+                    respond(req, HTTPResponse(status: 405, headers: [HTTPHeader("Allow", "GET, HEAD")],
+                                              body: Array("Method Not Allowed".utf8)))
+                    return
+                }
+                respond(req, page(request))
+            } else if routes.socket(for: request.path) != nil {
+                respond(req, HTTPResponse(status: 426, headers: [HTTPHeader("Upgrade", "websocket")],
+                                          body: Array("Upgrade Required".utf8)))
+            }
+            return // unanswered: the engine sends 404
+        }
+        guard let route = routes.socket(for: request.path) else {
+            respond(req, .status(404))
+            return
+        }
+        guard routes.originAllowed(request.origin) else {
+            logger.info("origin refused", metadata: ["origin": "\(request.origin ?? "")", "remote": "\(request.remoteAddress)"])
+            respond(req, .status(403))
+            return
+        }
+        switch route(request) {
+        case .refuse(let response):
+            respond(req, response)
+        case .accept(let profile, let channel, let handler):
+            let id = UUID()
+            let connection = Connection(
+                id: id, profile: profile ?? Profile(userID: id.uuidString.lowercased()),
+                remoteAddress: request.remoteAddress, path: request.path, handler: handler,
+                firstChannel: channel, logger: logger)
+            // The engine holds this reference until on_close.
+            let user = Unmanaged.passRetained(connection)
+            let engineID = cws_request_accept(req, nil, user.toOpaque())
+            guard engineID != 0 else {
+                user.release()
+                return
+            }
+            connection.setEngineID(engineID)
+        }
+    }
+
+    private func respond(_ req: OpaquePointer, _ response: HTTPResponse) {
+        response.contentType.withCString { type in
+            response.body.withUnsafeBytes { body in
+                if let lines = response.headerLines {
+                    lines.withCString { cws_request_respond(req, Int32(response.status), type, $0, body.baseAddress, body.count) }
+                } else {
+                    cws_request_respond(req, Int32(response.status), type, nil, body.baseAddress, body.count)
+                }
+            }
+        }
+    }
+
+    private static func string(_ slice: cws_slice) -> String {
+        guard let ptr = slice.ptr else { return "" }
+        return String(decoding: UnsafeRawBufferPointer(start: ptr, count: slice.len), as: UTF8.self)
+    }
+
+    private static func makeRequest(_ http: UnsafePointer<cws_http_request>, remote: String, isUpgrade: Bool) -> HTTPRequest {
+        let count = Int(http.pointee.header_count)
+        let offset = MemoryLayout<cws_http_request>.offset(of: \cws_http_request.headers)!
+        let first = (UnsafeRawPointer(http) + offset).assumingMemoryBound(to: cws_http_header.self)
+        var headers: [HTTPHeader] = []
+        headers.reserveCapacity(count)
+        for i in 0..<min(count, Int(CWS_HTTP_MAX_HEADERS)) {
+            headers.append(HTTPHeader(string(first[i].name), string(first[i].value)))
+        }
+        let query = http.pointee.query.ptr == nil ? nil : string(http.pointee.query)
+        return HTTPRequest(method: string(http.pointee.method), path: string(http.pointee.path), query: query,
+                           headers: headers, remoteAddress: remote, isUpgrade: isUpgrade)
+    }
+
+    private func opened(_ connection: Connection) {
+        state.withLock { s in
+            s.byID[connection.id] = connection
+            s.byEngineID[connection.engineID] = connection
+        }
+        if let channel = connection.firstChannel { join(connection, channel) }
+        connection.logger.debug("open", metadata: ["remote": "\(connection.remoteAddress)", "path": "\(connection.path)"])
+        hooks.withLock { $0.onOpen }?(connection)
+    }
+
+    private func received(_ connection: Connection, opcode: UInt8, _ data: UnsafeRawBufferPointer) {
+        connection.countIn(data.count)
+        switch connection.handler {
+        case .raw(let handler):
+            handler.handle(service: self, connection: connection,
+                           message: RawMessage(opcode: Opcode(rawValue: opcode) ?? .binary, bytes: data),
+                           logger: connection.logger)
+        case .envelope(let handler):
+            guard opcode == Opcode.text.rawValue else {
+                write(.error("binary messages are not accepted here: send JSON text"), to: connection)
+                return
+            }
+            let envelope: Envelope
+            do {
+                envelope = try Envelope.parse(data)
+            } catch {
+                connection.logger.debug("bad envelope", metadata: ["error": "\(error)"])
+                write(.error("bad message: \(error)"), to: connection)
+                return
+            }
+            do {
+                try handler.handle(service: self, connection: connection,
+                                   message: Message(cmd: envelope.cmd, param: envelope.param, channel: envelope.channel),
+                                   logger: connection.logger)
+            } catch {
+                connection.logger.warning("handler failed", metadata: ["cmd": "\(envelope.cmd)", "error": "\(error)"])
+                write(.error("\(error)"), to: connection)
+            }
+        }
+    }
+
+    private func closed(_ connection: Connection, code: UInt16, reason: String) {
+        let engineID = connection.engineID
+        var updates: [([UInt8], [cws_conn_id])] = []
+        state.withLock { s in
+            s.byID[connection.id] = nil
+            s.byEngineID[engineID] = nil
+            // Read under the lock: a join racing with this close either
+            // happened before (and is undone here) or finds the connection gone.
+            let channels = connection.joined.withLock { joined in
+                defer { joined.removeAll() }
+                return joined
+            }
+            for channel in channels {
+                guard s.channels[channel]?.removeValue(forKey: engineID) != nil else { continue }
+                let members = s.channels[channel] ?? [:]
+                if members.isEmpty { s.channels[channel] = nil }
+                if !members.isEmpty, let presence = presenceUpdate(connection, channel: channel, connected: false) {
+                    updates.append((presence, Self.recipients(members, except: nil, bytes: presence.count)))
+                }
+            }
+        }
+        for (presence, ids) in updates { fanOut(presence, to: ids) }
+        connection.logger.debug("closed", metadata: ["code": "\(code)"])
+        hooks.withLock { $0.onClose }?(connection, CloseCode(rawValue: code), reason)
+    }
+}

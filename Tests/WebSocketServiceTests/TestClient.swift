@@ -1,0 +1,242 @@
+import Foundation
+import WebSocketService
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct ClientError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A compact blocking WebSocket client over a loopback socket, built on the
+/// C core's frame encoder and parser. Every read has a deadline that fails
+/// the test instead of hanging it.
+final class TestClient {
+    enum Received: Equatable {
+        case text(String)
+        case binary([UInt8])
+        case close(code: UInt16, reason: String)
+    }
+
+    let fd: Int32
+    private var parser = FrameParser(role: .client)
+    private var pending: [Received] = []
+    private var message: [UInt8] = []
+    private var control: [UInt8] = []
+    private var leftover: [UInt8] = []
+    private(set) var closedByPeer = false
+
+    private init(fd: Int32) { self.fd = fd }
+    deinit { Glibc.close(fd) }
+
+    /// A TCP connection to 127.0.0.1:port.
+    static func tcp(port: Int) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ClientError("socket: errno \(errno)") }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else {
+            let e = errno
+            Glibc.close(fd)
+            throw ClientError("connect: errno \(e)")
+        }
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        return fd
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws {
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ClientError("send: errno \(errno)")
+            }
+            sent += n
+        }
+    }
+
+    /// Reads what is there, waiting up to `deadline`; [] at end of stream.
+    static func readSome(_ fd: Int32, deadline: ContinuousClock.Instant) throws -> [UInt8] {
+        while true {
+            let left = deadline - .now
+            guard left > .zero else { throw ClientError("read timed out") }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ms = Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
+            let rc = poll(&pfd, 1, ms)
+            if rc < 0 && errno == EINTR { continue }
+            if rc <= 0 { continue }
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                if errno == ECONNRESET { return [] }
+                throw ClientError("recv: errno \(errno)")
+            }
+            return Array(buffer[0..<n])
+        }
+    }
+
+    /// A plain HTTP exchange: sends `request`, reads until the server closes
+    /// (every answer here has Connection: close) or the head and body are in.
+    static func http(port: Int, _ request: String, timeout: Duration = .seconds(5)) throws -> (status: Int, head: String, body: String) {
+        let fd = try tcp(port: port)
+        defer { Glibc.close(fd) }
+        try writeAll(fd, Array(request.utf8))
+        let deadline = ContinuousClock.now + timeout
+        var data: [UInt8] = []
+        while true {
+            let chunk = try readSome(fd, deadline: deadline)
+            if chunk.isEmpty { break }
+            data += chunk
+            if let (head, body) = split(data), let length = contentLength(head), body.count >= length { break }
+        }
+        guard let (head, body) = split(data) else { throw ClientError("no HTTP head in \(data.count) bytes") }
+        let status = Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
+        return (status, head, String(decoding: body, as: UTF8.self))
+    }
+
+    private static func split(_ data: [UInt8]) -> (String, [UInt8])? {
+        let marker: [UInt8] = [13, 10, 13, 10]
+        guard data.count >= 4 else { return nil }
+        for i in 0...(data.count - 4) where data[i..<(i + 4)].elementsEqual(marker) {
+            return (String(decoding: data[0..<i], as: UTF8.self), Array(data[(i + 4)...]))
+        }
+        return nil
+    }
+
+    private static func contentLength(_ head: String) -> Int? {
+        for line in head.split(separator: "\r\n") where line.lowercased().hasPrefix("content-length:") {
+            return Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces))
+        }
+        return nil
+    }
+
+    static func upgradeRequest(path: String, headers: [String] = []) -> String {
+        var key = [UInt8](repeating: 0, count: 16)
+        for i in key.indices { key[i] = UInt8.random(in: 0...255) }
+        var lines = [
+            "GET \(path) HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade",
+            "Sec-WebSocket-Key: \(Data(key).base64EncodedString())", "Sec-WebSocket-Version: 13",
+        ]
+        lines += headers
+        return lines.joined(separator: "\r\n") + "\r\n\r\n"
+    }
+
+    /// Opens a WebSocket; throws unless the answer is 101.
+    static func connect(port: Int, path: String = "/ws", headers: [String] = [],
+                        timeout: Duration = .seconds(5)) throws -> TestClient {
+        let fd = try tcp(port: port)
+        let client = TestClient(fd: fd)
+        try writeAll(fd, Array(upgradeRequest(path: path, headers: headers).utf8))
+        let deadline = ContinuousClock.now + timeout
+        var data: [UInt8] = []
+        while true {
+            let chunk = try readSome(fd, deadline: deadline)
+            guard !chunk.isEmpty else { throw ClientError("closed during the handshake: \(String(decoding: data, as: UTF8.self))") }
+            data += chunk
+            if let (head, rest) = split(data) {
+                guard head.hasPrefix("HTTP/1.1 101") else { throw ClientError("refused: \(head)") }
+                client.leftover = rest
+                return client
+            }
+        }
+    }
+
+    func send(_ opcode: Opcode, _ payload: [UInt8], fin: Bool = true) throws {
+        let key = UInt32.random(in: 0...UInt32.max)
+        try Self.writeAll(fd, FrameEncoder.encode(opcode, payload: payload, fin: fin, maskKey: key))
+    }
+
+    func send(text: String) throws { try send(.text, Array(text.utf8)) }
+
+    func sendClose(code: UInt16 = 1000) throws {
+        try send(.close, [UInt8(code >> 8), UInt8(code & 0xFF)])
+    }
+
+    /// The next whole message (pings are answered and skipped).
+    func receive(timeout: Duration = .seconds(5)) throws -> Received {
+        let deadline = ContinuousClock.now + timeout
+        while pending.isEmpty {
+            var chunk: [UInt8]
+            if !leftover.isEmpty {
+                chunk = leftover
+                leftover = []
+            } else {
+                guard !closedByPeer else { throw ClientError("connection closed") }
+                chunk = try Self.readSome(fd, deadline: deadline)
+                if chunk.isEmpty {
+                    closedByPeer = true
+                    throw ClientError("connection closed without a close frame")
+                }
+            }
+            var pongs: [[UInt8]] = []
+            do {
+                try chunk.withUnsafeMutableBytes { buffer in
+                    try parser.parse(buffer) { event in
+                        if event.opcode == .text || event.opcode == .binary || event.opcode == .continuation {
+                            message.append(contentsOf: event.payload)
+                            if event.isFrameEnd && event.fin {
+                                pending.append(event.messageOpcode == .text
+                                    ? .text(String(decoding: message, as: UTF8.self)) : .binary(message))
+                                message = []
+                            }
+                        } else {
+                            control.append(contentsOf: event.payload)
+                            if event.isFrameEnd {
+                                switch event.opcode {
+                                case .close:
+                                    let code = control.count >= 2 ? UInt16(control[0]) << 8 | UInt16(control[1]) : 1005
+                                    let reason = control.count > 2 ? String(decoding: control[2...], as: UTF8.self) : ""
+                                    pending.append(.close(code: code, reason: reason))
+                                case .ping: pongs.append(control)
+                                default: break
+                                }
+                                control = []
+                            }
+                        }
+                    }
+                }
+            } catch {
+                throw ClientError("server sent a bad frame: \(error)")
+            }
+            for payload in pongs { try send(.pong, payload) }
+        }
+        return pending.removeFirst()
+    }
+
+    /// The next text message parsed as JSON.
+    func receiveJSON(timeout: Duration = .seconds(5)) throws -> [String: Any] {
+        let message = try receive(timeout: timeout)
+        guard case .text(let text) = message else { throw ClientError("expected text, got \(message)") }
+        guard let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw ClientError("not a JSON object: \(text)")
+        }
+        return object
+    }
+
+    /// The next envelope whose cmd is `cmd`, skipping others (presence updates...).
+    func receiveEnvelope(cmd: String, timeout: Duration = .seconds(5)) throws -> [String: Any] {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let object = try receiveJSON(timeout: deadline - .now)
+            if object["cmd"] as? String == cmd { return object }
+        }
+    }
+
+    /// Waits for the peer's FIN after a close exchange.
+    func waitForEOF(timeout: Duration = .seconds(5)) throws {
+        let deadline = ContinuousClock.now + timeout
+        while !closedByPeer {
+            if try Self.readSome(fd, deadline: deadline).isEmpty { closedByPeer = true }
+        }
+    }
+}
