@@ -40,6 +40,12 @@ final class EngineEvents: @unchecked Sendable {
         }
     }
     func message() { lock.withLock { _messages += 1 } }
+
+    /// When set, the next message is answered with `count` binary messages of
+    /// `size` bytes instead of its echo (all queued within one callback).
+    private var _burst: (count: Int, size: Int)?
+    func setBurst(count: Int, size: Int) { lock.withLock { _burst = (count, size) } }
+    func takeBurst() -> (count: Int, size: Int)? { lock.withLock { defer { _burst = nil }; return _burst } }
     var opened: [cws_conn_id] { lock.withLock { _opened } }
     func closeCode(_ id: cws_conn_id) -> UInt16? { lock.withLock { _closed[id] } }
     var closedCount: Int { lock.withLock { _closed.count } }
@@ -81,6 +87,11 @@ private let onMessage: @convention(c) (UnsafeMutableRawPointer?, cws_conn_id, Un
                                        UnsafeRawPointer?, Int) -> Void = { ctx, id, _, opcode, data, len in
     let ev = events(ctx)
     ev.message()
+    if let burst = ev.takeBurst() {
+        let payload = [UInt8](repeating: 0xB5, count: burst.size)
+        for _ in 0..<burst.count { _ = cws_send(ev.server, id, UInt8(CWS_OP_BINARY.rawValue), payload, payload.count) }
+        return
+    }
     let rc = cws_send(ev.server, id, opcode, data, len)
     precondition(rc == 0, "cws_send from the loop thread failed: \(rc)")
 }
@@ -456,6 +467,58 @@ struct EngineTests {
         let id = srv.events.opened[0]
         try srv.events.wait("on_close") { srv.events.closeCode(id) != nil }
         #expect(srv.events.closeCode(id) == 1006)
+    }
+
+    /// A burst larger than max_send_queue, queued within one callback:
+    /// the close policy fails the connection with 1008 after what fit.
+    @Test(arguments: EngineBackend.allCases)
+    func sendQueueOverflowCloses(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend, configure: { $0.max_send_queue = 64 * 1024 }) else { return }
+        srv.events.setBurst(count: 8, size: 16 * 1024)
+        let c = try openClient(srv)
+        try c.sendText("go")
+        var delivered = 0
+        while true {
+            let f = try c.readFrame()
+            if f.opcode == opClose {
+                #expect(f.closeCode == 1008)
+                break
+            }
+            #expect(f.opcode == opBinary && f.payload.count == 16 * 1024)
+            delivered += 1
+        }
+        #expect(delivered > 0 && delivered < 8)
+        let id = srv.events.opened[0]
+        try srv.events.wait("on_close") { srv.events.closeCode(id) != nil }
+        #expect(srv.events.closeCode(id) == 1008)
+    }
+
+    /// The drop policy keeps the connection and counts what it dropped.
+    @Test(arguments: EngineBackend.allCases)
+    func sendQueueOverflowDrops(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend, configure: {
+            $0.max_send_queue = 64 * 1024
+            $0.overflow_policy = UInt8(CWS_OVERFLOW_DROP.rawValue)
+        }) else { return }
+        srv.events.setBurst(count: 8, size: 16 * 1024)
+        let c = try openClient(srv)
+        try c.sendText("go")
+        try c.sendText("after")  // echoed once the burst is out: marks its end
+        var delivered = 0
+        while true {
+            let f = try c.readFrame()
+            if f.opcode == opText {
+                #expect(f.payload == Array("after".utf8))
+                break
+            }
+            #expect(f.opcode == opBinary && f.payload.count == 16 * 1024)
+            delivered += 1
+        }
+        #expect(delivered > 0 && delivered < 8)
+        var stats = cws_server_stats()
+        cws_server_get_stats(srv.server, &stats)
+        #expect(stats.dropped == UInt64(8 - delivered))
+        #expect(srv.events.closedCount == 0)
     }
 
     @Test(arguments: EngineBackend.allCases)
