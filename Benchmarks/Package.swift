@@ -14,6 +14,12 @@ let package = Package(
             dependencies: [.product(name: "WebSocketService", package: "swift-websocket-server")],
             path: "Sources/CoreThroughput"
         ),
+        // A self-contained C load generator (epoll): echo and idle-connection
+        // scenarios against any ws:// server on loopback. See Sources/wsload/main.c.
+        .executableTarget(
+            name: "wsload",
+            path: "Sources/wsload"
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,889 @@
+/*
+ * wsload: a WebSocket load generator for loopback servers (epoll, one thread).
+ *
+ *   wsload echo --url ws://127.0.0.1:PORT/PATH [--conns N] [--size BYTES]
+ *               [--text|--binary] [--inflight K] [--duration S] [--warmup S]
+ *               [--server-pid PID] [--server-cpu CPU] [--verify] [--result]
+ *   wsload idle --url ws://127.0.0.1:PORT/PATH [--conns N] [--hold S]
+ *               [--concurrency C] [--server-pid PID] [--result]
+ *
+ * echo: opens N connections, keeps K messages in flight on each (all K frames
+ * of a refill go out in one write), counts echoes and their round-trip times
+ * (send -> complete echo) in a log-bucket histogram. Frames are masked once,
+ * up front, with a fixed key: the payload buffer is never touched again.
+ * Echoes are parsed header-only (payload bytes are skipped unless --verify).
+ *
+ * idle: opens N connections (at most C handshakes outstanding), reports
+ * handshakes/s, then the server's RSS per connection.
+ *
+ * Given the server's PID, reports its CPU (utime+stime from /proc/PID/stat)
+ * per message; given the server's core (--server-cpu), that core's busy time
+ * (softirq included, from /proc/stat) per message, which is how the guide's
+ * reference figures are measured. The generator's own CPU (getrusage) and, when
+ * it is pinned to one core, that core's busy share tell whether it is the
+ * bottleneck.
+ *
+ * Loopback only (127.0.0.0/8, ::1, localhost); bounded in connections and
+ * time; stops by itself.
+ *
+ * Cost: user space is ~2.5% of wsload's CPU at 1 message in flight (perf); the
+ * rest is the kernel's TCP path (on loopback the sender's write also runs the
+ * receiver's softirq), which costs a client about what it costs the server.
+ * So at 1 in flight a one-core client and the server saturate together, and
+ * server CPU per message, not messages/s, is the figure to compare.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_CONNS 100000
+#define MAX_SECONDS 600.0
+#define MAX_PAYLOAD (16u << 20)
+#define MAX_INFLIGHT 1024
+
+/* ---------------------------------------------------------------- utilities */
+
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("wsload: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static inline uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double rusage_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+/* utime + stime of a whole process (all threads), seconds; -1 if unreadable. */
+static double proc_cpu_s(int pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* comm may hold spaces */
+    if (!p) return -1;
+    p += 2;
+    /* fields after comm start at 3 (state); utime is 14, stime 15 */
+    unsigned long long ut = 0, st = 0;
+    int field = 3;
+    for (char *tok = strtok(p, " "); tok; tok = strtok(NULL, " "), field++) {
+        if (field == 14) ut = strtoull(tok, NULL, 10);
+        if (field == 15) { st = strtoull(tok, NULL, 10); break; }
+    }
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* A core's busy and total time from /proc/stat, seconds (busy = everything but
+ * idle and iowait: user, nice, system, irq, softirq, steal). */
+static int core_times(int cpu, double *busy, double *total, double *steal, double *softirq) {
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return -1;
+    char line[512], want[16];
+    snprintf(want, sizeof want, "cpu%d ", cpu);
+    int ok = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, want, strlen(want))) continue;
+        unsigned long long v[10] = {0};
+        sscanf(line + strlen(want), "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+               &v[5], &v[6], &v[7]);
+        double hz = (double)sysconf(_SC_CLK_TCK);
+        unsigned long long b = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+        *busy = b / hz;
+        *total = (b + v[3] + v[4]) / hz;
+        *steal = v[7] / hz;
+        *softirq = v[6] / hz;
+        ok = 0;
+        break;
+    }
+    fclose(f);
+    return ok;
+}
+
+/* VmRSS and RssAnon of a process, bytes. */
+static int proc_rss(int pid, long long *rss, long long *anon) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    *rss = *anon = -1;
+    while (fgets(line, sizeof line, f)) {
+        long long kb;
+        if (sscanf(line, "VmRSS: %lld kB", &kb) == 1) *rss = kb * 1024;
+        if (sscanf(line, "RssAnon: %lld kB", &kb) == 1) *anon = kb * 1024;
+    }
+    fclose(f);
+    return *rss < 0 ? -1 : 0;
+}
+
+/* The single CPU this process is pinned to, or -1. */
+static int pinned_cpu(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set)) return -1;
+    if (CPU_COUNT(&set) != 1) return -1;
+    for (int i = 0; i < CPU_SETSIZE; i++)
+        if (CPU_ISSET(i, &set)) return i;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- histogram */
+/* Log-linear buckets over nanoseconds: 16 sub-buckets per power of two
+ * (<= 6.25% relative error), exact below 16 ns. */
+#define HSUB 4
+#define HBUCKETS (64 << HSUB)
+static uint64_t hist[HBUCKETS];
+static uint64_t hist_count, hist_max;
+
+static inline unsigned hidx(uint64_t v) {
+    if (v < (1u << HSUB)) return (unsigned)v;
+    unsigned msb = 63 - (unsigned)__builtin_clzll(v);
+    return ((msb - HSUB + 1) << HSUB) | (unsigned)((v >> (msb - HSUB)) & ((1u << HSUB) - 1));
+}
+static inline uint64_t hlow(unsigned i) {
+    if (i < (1u << HSUB)) return i;
+    unsigned msb = (i >> HSUB) + HSUB - 1;
+    return (1ull << msb) | ((uint64_t)(i & ((1u << HSUB) - 1)) << (msb - HSUB));
+}
+static inline void hrecord(uint64_t v) {
+    hist[hidx(v)]++;
+    hist_count++;
+    if (v > hist_max) hist_max = v;
+}
+static double hpercentile(double p) { /* ns, bucket midpoint */
+    if (!hist_count) return 0;
+    uint64_t want = (uint64_t)((double)hist_count * p / 100.0);
+    if (want >= hist_count) want = hist_count - 1;
+    uint64_t seen = 0;
+    for (unsigned i = 0; i < HBUCKETS; i++) {
+        seen += hist[i];
+        if (seen > want) {
+            uint64_t lo = hlow(i), hi = i + 1 < HBUCKETS ? hlow(i + 1) : lo;
+            double mid = (double)(lo + hi) / 2.0;
+            return mid > (double)hist_max ? (double)hist_max : mid;
+        }
+    }
+    return (double)hist_max;
+}
+
+/* ---------------------------------------------------------------- options */
+
+static struct {
+    int mode; /* 0 echo, 1 idle */
+    char host[64];
+    int port;
+    char path[256];
+    int conns;
+    size_t size;
+    int binary;
+    int inflight;
+    double duration, warmup, hold;
+    int concurrency;
+    int server_pid;
+    int server_cpu;
+    int verify;
+    int result;
+    int quiet;
+} opt = {.conns = 100, .size = 16, .binary = 1, .inflight = 1, .duration = 5, .warmup = 1, .hold = 2,
+         .concurrency = 256, .server_cpu = -1};
+
+static void usage(void) {
+    fputs("usage: wsload echo --url ws://127.0.0.1:PORT/PATH [--conns N] [--size BYTES] [--text|--binary]\n"
+          "                   [--inflight K] [--duration S] [--warmup S] [--server-pid PID]\n"
+          "                   [--server-cpu CPU] [--verify] [--result] [--quiet]\n"
+          "       wsload idle --url ws://127.0.0.1:PORT/PATH [--conns N] [--hold S] [--concurrency C]\n"
+          "                   [--server-pid PID] [--result] [--quiet]\n"
+          "defaults: --conns 100 --size 16 --binary --inflight 1 --duration 5 --warmup 1 --hold 2\n"
+          "          --concurrency 256 (handshakes outstanding at once)\n"
+          "--server-pid: server CPU per message (/proc/PID/stat) and RSS (/proc/PID/status)\n"
+          "--server-cpu: the core the server is pinned to: its busy time per message, softirq included\n"
+          "--result:     also print one machine-readable line: RESULT key=value...\n",
+          stderr);
+    exit(2);
+}
+
+static void parse_url(const char *url) {
+    if (strncmp(url, "ws://", 5)) die("only ws:// URLs (loopback) are supported: %s", url);
+    const char *p = url + 5, *hend, *pstart;
+    if (*p == '[') {
+        hend = strchr(p, ']');
+        if (!hend) die("bad URL %s", url);
+        if ((size_t)(hend - p - 1) >= sizeof opt.host) die("bad host");
+        memcpy(opt.host, p + 1, (size_t)(hend - p - 1));
+        opt.host[hend - p - 1] = 0;
+        p = hend + 1;
+    } else {
+        hend = p + strcspn(p, ":/");
+        if ((size_t)(hend - p) >= sizeof opt.host) die("bad host");
+        memcpy(opt.host, p, (size_t)(hend - p));
+        opt.host[hend - p] = 0;
+        p = hend;
+    }
+    opt.port = 80;
+    if (*p == ':') opt.port = (int)strtol(p + 1, (char **)&p, 10);
+    pstart = *p ? p : "/";
+    if (*pstart != '/' || strlen(pstart) >= sizeof opt.path) die("bad path in %s", url);
+    snprintf(opt.path, sizeof opt.path, "%s", pstart);
+    if (opt.port <= 0 || opt.port > 65535) die("bad port in %s", url);
+}
+
+static double argd(const char *v, double lo, double hi, const char *name) {
+    char *end;
+    double d = strtod(v, &end);
+    if (*end || d < lo || d > hi) die("%s takes %g...%g", name, lo, hi);
+    return d;
+}
+
+static void parse_args(int argc, char **argv) {
+    if (argc < 2) usage();
+    if (!strcmp(argv[1], "echo")) opt.mode = 0;
+    else if (!strcmp(argv[1], "idle")) opt.mode = 1;
+    else usage();
+    const char *url = NULL;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED() do { if (!v) die("%s needs a value", a); i++; } while (0)
+        if (!strcmp(a, "--url")) { NEED(); url = v; }
+        else if (!strcmp(a, "--conns")) { NEED(); opt.conns = (int)argd(v, 1, MAX_CONNS, a); }
+        else if (!strcmp(a, "--size")) { NEED(); opt.size = (size_t)argd(v, 0, MAX_PAYLOAD, a); }
+        else if (!strcmp(a, "--text")) opt.binary = 0;
+        else if (!strcmp(a, "--binary")) opt.binary = 1;
+        else if (!strcmp(a, "--inflight")) { NEED(); opt.inflight = (int)argd(v, 1, MAX_INFLIGHT, a); }
+        else if (!strcmp(a, "--duration")) { NEED(); opt.duration = argd(v, 0.1, MAX_SECONDS, a); }
+        else if (!strcmp(a, "--warmup")) { NEED(); opt.warmup = argd(v, 0, 60, a); }
+        else if (!strcmp(a, "--hold")) { NEED(); opt.hold = argd(v, 0, MAX_SECONDS, a); }
+        else if (!strcmp(a, "--concurrency")) { NEED(); opt.concurrency = (int)argd(v, 1, MAX_CONNS, a); }
+        else if (!strcmp(a, "--server-pid")) { NEED(); opt.server_pid = (int)argd(v, 1, 1 << 30, a); }
+        else if (!strcmp(a, "--server-cpu")) { NEED(); opt.server_cpu = (int)argd(v, 0, CPU_SETSIZE - 1, a); }
+        else if (!strcmp(a, "--verify")) opt.verify = 1;
+        else if (!strcmp(a, "--result")) opt.result = 1;
+        else if (!strcmp(a, "--quiet")) opt.quiet = 1;
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
+        else die("unknown argument %s (try --help)", a);
+#undef NEED
+    }
+    if (!url) die("--url is required");
+    parse_url(url);
+    if (!strcmp(opt.host, "localhost")) snprintf(opt.host, sizeof opt.host, "127.0.0.1");
+    if (opt.mode == 0 && (uint64_t)opt.size * (uint64_t)opt.inflight > (256u << 20))
+        die("--size x --inflight over 256 MiB");
+}
+
+/* ---------------------------------------------------------------- connections */
+
+enum { C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_DONE };
+
+typedef struct conn {
+    int fd;
+    uint8_t state;
+    uint8_t wantout;    /* EPOLLOUT registered */
+    uint8_t hlen;       /* bytes of a split frame header held in hdr */
+    uint8_t fin;        /* FIN bit of the frame being skipped */
+    uint8_t op;         /* opcode of the frame being skipped (0 = continuation) */
+    uint8_t hdr[14];
+    uint64_t skip;      /* payload bytes of the current frame still to come */
+    uint64_t poff;      /* offset within the current echoed message (for --verify) */
+    uint32_t wpos;      /* offset within the frame of the next byte to write */
+    uint32_t owed;      /* frames to write, not yet counted in wleft */
+    uint64_t wleft;     /* bytes still to write */
+    uint32_t inflight;  /* sent (or queued), not yet echoed */
+    uint32_t ts_head;   /* ring of send times, inflight of them from ts_head */
+    uint64_t *ts;
+    uint16_t hsn;       /* handshake response bytes so far */
+    char *hs;           /* handshake response buffer (freed when open) */
+    uint8_t *ctl;       /* control frame payload being collected (ping/close) */
+    uint32_t ctln;
+} conn;
+
+static conn *conns;
+static int epfd;
+static struct sockaddr_storage peer;
+static socklen_t peerlen;
+static char request[512];
+static size_t request_len;
+static uint8_t *frames;   /* inflight+1 copies of the masked frame, contiguous */
+static size_t frame_len;  /* one masked frame */
+static uint8_t *expect;   /* unmasked payload, for --verify */
+static uint8_t *rbuf;
+static size_t rbuf_cap;
+static const uint8_t mask_key[4] = {0x37, 0xfa, 0x21, 0x3d};
+
+static int n_open, n_connecting, n_failed, n_closed_by_peer, n_started;
+static int sending = 0, measuring = 0;
+static uint64_t msgs_total, msgs_win, bytes_win, verify_errors, unexpected_frames, pings;
+static uint64_t now_cached;
+
+static const char *ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="; /* for the RFC 6455 sample key */
+
+static void resolve_peer(void) {
+    memset(&peer, 0, sizeof peer);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&peer;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&peer;
+    if (inet_pton(AF_INET, opt.host, &a4->sin_addr) == 1) {
+        if ((ntohl(a4->sin_addr.s_addr) >> 24) != 127) die("only loopback hosts (127.0.0.0/8, ::1): %s", opt.host);
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)opt.port);
+        peerlen = sizeof *a4;
+    } else if (inet_pton(AF_INET6, opt.host, &a6->sin6_addr) == 1) {
+        if (!IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr)) die("only loopback hosts (127.0.0.0/8, ::1): %s", opt.host);
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)opt.port);
+        peerlen = sizeof *a6;
+    } else {
+        die("host must be a loopback address literal or localhost: %s", opt.host);
+    }
+    const char *hostfmt = peer.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d";
+    char hostport[96];
+    snprintf(hostport, sizeof hostport, hostfmt, opt.host, opt.port);
+    request_len = (size_t)snprintf(request, sizeof request,
+                                   "GET %s HTTP/1.1\r\n"
+                                   "Host: %s\r\n"
+                                   "Upgrade: websocket\r\n"
+                                   "Connection: Upgrade\r\n"
+                                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                   "Sec-WebSocket-Version: 13\r\n\r\n",
+                                   opt.path, hostport);
+}
+
+/* Client frames must be masked: build one masked frame, once, and K+1 copies
+ * of it back to back so any run of up to K frames starting anywhere inside
+ * the first one is a single contiguous write. */
+static void build_frames(void) {
+    size_t n = opt.size;
+    uint8_t hdr[14];
+    size_t h = 0;
+    hdr[h++] = (uint8_t)(0x80 | (opt.binary ? 2 : 1));
+    if (n < 126) hdr[h++] = (uint8_t)(0x80 | n);
+    else if (n <= 0xffff) { hdr[h++] = 0x80 | 126; hdr[h++] = (uint8_t)(n >> 8); hdr[h++] = (uint8_t)n; }
+    else {
+        hdr[h++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--) hdr[h++] = (uint8_t)((uint64_t)n >> (8 * i));
+    }
+    memcpy(hdr + h, mask_key, 4);
+    h += 4;
+    frame_len = h + n;
+    expect = malloc(n ? n : 1);
+    for (size_t i = 0; i < n; i++) /* printable ASCII: valid as text too */
+        expect[i] = (uint8_t)('a' + (i * 7 + i / 26) % 26);
+    size_t copies = (size_t)opt.inflight + 1;
+    frames = malloc(frame_len * copies);
+    if (!frames || !expect) die("out of memory");
+    memcpy(frames, hdr, h);
+    for (size_t i = 0; i < n; i++) frames[h + i] = expect[i] ^ mask_key[i & 3];
+    for (size_t c = 1; c < copies; c++) memcpy(frames + c * frame_len, frames, frame_len);
+}
+
+static void set_events(conn *c, int out) {
+    if (c->wantout == out) return;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (out ? EPOLLOUT : 0), .data.u32 = (uint32_t)(c - conns)};
+    if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev)) die("epoll_ctl: %s", strerror(errno));
+    c->wantout = (uint8_t)out;
+}
+
+static void conn_close(conn *c, int by_peer) {
+    if (c->state == C_DONE) return;
+    if (c->state == C_CONNECTING || c->state == C_HANDSHAKE) {
+        n_connecting--;
+        n_failed++;
+    } else {
+        n_open--;
+    }
+    if (by_peer && c->state != C_CLOSING) n_closed_by_peer++;
+    c->state = C_DONE;
+    close(c->fd);
+    c->fd = -1;
+    free(c->hs);
+    c->hs = NULL;
+    free(c->ctl);
+    c->ctl = NULL;
+}
+
+static void start_connect(conn *c) {
+    int fd = socket(peer.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket: %s (raise the open-file limit?)", strerror(errno));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->fd = fd;
+    c->state = C_CONNECTING;
+    n_connecting++;
+    n_started++;
+    struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)(c - conns)};
+    c->wantout = 1;
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev)) die("epoll_ctl: %s", strerror(errno));
+    if (connect(fd, (struct sockaddr *)&peer, peerlen) && errno != EINPROGRESS) {
+        fprintf(stderr, "wsload: connect: %s\n", strerror(errno));
+        conn_close(c, 0);
+    }
+}
+
+/* Write what is owed. Frames are identical, so the bytes to write are always a
+ * run inside `frames` starting at wpos. */
+static void flush(conn *c) {
+    if (c->owed) {
+        uint64_t t = now_cached;
+        for (uint32_t i = 0; i < c->owed; i++) c->ts[(c->ts_head + c->inflight + i) % (uint32_t)opt.inflight] = t;
+        c->inflight += c->owed;
+        c->wleft += (uint64_t)c->owed * frame_len;
+        c->owed = 0;
+    }
+    while (c->wleft) {
+        ssize_t n = write(c->fd, frames + c->wpos, c->wleft);
+        if (n < 0) {
+            if (errno == EAGAIN) { set_events(c, 1); return; }
+            if (errno == EINTR) continue;
+            conn_close(c, 1);
+            return;
+        }
+        c->wleft -= (uint64_t)n;
+        c->wpos = (uint32_t)((c->wpos + (uint64_t)n) % frame_len);
+    }
+    set_events(c, 0);
+}
+
+static void send_raw(conn *c, const uint8_t *p, size_t n) { /* control frames; rare, best effort */
+    if (c->wleft) return; /* would interleave inside a data frame; skip (only pongs / close at the end) */
+    while (n) {
+        ssize_t w = write(c->fd, p, n);
+        if (w <= 0) return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void send_control(conn *c, uint8_t op, const uint8_t *payload, size_t n) {
+    uint8_t f[6 + 125];
+    if (n > 125) n = 125;
+    f[0] = (uint8_t)(0x80 | op);
+    f[1] = (uint8_t)(0x80 | n);
+    memcpy(f + 2, mask_key, 4);
+    for (size_t i = 0; i < n; i++) f[6 + i] = payload[i] ^ mask_key[i & 3];
+    send_raw(c, f, 6 + n);
+}
+
+static void send_close(conn *c) {
+    if (c->state != C_OPEN) return;
+    const uint8_t code[2] = {0x03, 0xe8}; /* 1000 */
+    c->owed = 0;
+    if (c->wleft) { conn_close(c, 0); return; } /* stuck mid-frame: a close frame cannot follow; abort */
+    send_control(c, 8, code, 2);
+    c->state = C_CLOSING;
+}
+
+static void message_done(conn *c) {
+    msgs_total++;
+    if (!c->inflight) { unexpected_frames++; return; }
+    uint64_t sent = c->ts[c->ts_head];
+    c->ts_head = (c->ts_head + 1) % (uint32_t)opt.inflight;
+    c->inflight--;
+    if (measuring) {
+        msgs_win++;
+        bytes_win += opt.size;
+        hrecord(now_cached - sent);
+    }
+    if (sending) c->owed++;
+}
+
+/* Parse server frames: headers only; payload bytes are skipped (or compared
+ * with --verify). Control frame payloads are collected to answer them. */
+static void on_frames(conn *c, const uint8_t *p, size_t n) {
+    while (n) {
+        if (c->skip) {
+            size_t k = c->skip < n ? (size_t)c->skip : n;
+            if (c->op >= 8) {
+                if (c->ctl) memcpy(c->ctl + c->ctln, p, k);
+                c->ctln += (uint32_t)k;
+            } else if (opt.verify) {
+                if (c->poff + k > opt.size || memcmp(p, expect + c->poff, k)) verify_errors++;
+                c->poff += k;
+            }
+            c->skip -= k;
+            p += k;
+            n -= k;
+            if (c->skip) return;
+        } else {
+            /* header: 2 bytes, then 2 or 8 of length (servers do not mask) */
+            const uint8_t *h;
+            size_t need;
+            if (c->hlen) {
+                while (c->hlen < 2 && n) { c->hdr[c->hlen++] = *p++; n--; }
+                if (c->hlen < 2) return;
+                need = 2 + ((c->hdr[1] & 127) == 126 ? 2 : (c->hdr[1] & 127) == 127 ? 8 : 0) + ((c->hdr[1] & 0x80) ? 4 : 0);
+                while (c->hlen < need && n) { c->hdr[c->hlen++] = *p++; n--; }
+                if (c->hlen < need) return;
+                h = c->hdr;
+                c->hlen = 0;
+            } else {
+                if (n < 2) { c->hdr[0] = p[0]; c->hlen = 1; return; }
+                need = 2 + ((p[1] & 127) == 126 ? 2 : (p[1] & 127) == 127 ? 8 : 0) + ((p[1] & 0x80) ? 4 : 0);
+                if (n < need) { memcpy(c->hdr, p, n); c->hlen = (uint8_t)n; return; }
+                h = p;
+                p += need;
+                n -= need;
+            }
+            uint64_t len = h[1] & 127;
+            if (len == 126) len = ((uint64_t)h[2] << 8) | h[3];
+            else if (len == 127) { len = 0; for (int i = 0; i < 8; i++) len = (len << 8) | h[2 + i]; }
+            c->fin = h[0] >> 7;
+            uint8_t op = h[0] & 15;
+            if (op >= 8) {
+                if (len > 125) { conn_close(c, 1); return; }
+                free(c->ctl);
+                c->ctl = malloc(126);
+                c->ctln = 0;
+            } else if (op != 0) {
+                c->poff = 0;
+            }
+            c->op = op;
+            c->skip = len;
+            if (len && n) continue;
+            if (len) return;
+        }
+        /* a whole frame has been consumed */
+        if (c->op >= 8) {
+            if (c->op == 9) { pings++; send_control(c, 10, c->ctl, c->ctln); }
+            else if (c->op == 8) {
+                if (c->state == C_OPEN) {
+                    static int shown;
+                    if (!shown++)
+                        fprintf(stderr, "wsload: the server closed a connection (code %d)\n",
+                                c->ctln >= 2 ? (c->ctl[0] << 8 | c->ctl[1]) : 1005);
+                    send_control(c, 8, c->ctl, c->ctln >= 2 ? 2 : 0);
+                }
+                free(c->ctl); c->ctl = NULL;
+                conn_close(c, 1);
+                return;
+            }
+            free(c->ctl);
+            c->ctl = NULL;
+            c->op = 0;
+        } else if (c->fin) {
+            if (opt.verify && c->poff != opt.size) verify_errors++;
+            message_done(c);
+        }
+    }
+}
+
+static void on_handshake(conn *c) {
+    if (!c->hs && !(c->hs = malloc(1024))) die("out of memory");
+    ssize_t r = read(c->fd, c->hs + c->hsn, 1023 - c->hsn);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (r <= 0) { conn_close(c, 1); return; }
+    c->hsn += (uint16_t)r;
+    c->hs[c->hsn] = 0;
+    char *end = strstr(c->hs, "\r\n\r\n");
+    if (!end) {
+        if (c->hsn >= 1023) { fprintf(stderr, "wsload: response head too long\n"); conn_close(c, 0); }
+        return;
+    }
+    if (strncmp(c->hs, "HTTP/1.1 101", 12) || !strstr(c->hs, ACCEPT)) {
+        static int shown;
+        if (!shown++) fprintf(stderr, "wsload: handshake refused: %.*s\n", (int)strcspn(c->hs, "\r\n"), c->hs);
+        conn_close(c, 0);
+        return;
+    }
+    size_t head = (size_t)(end + 4 - c->hs);
+    size_t extra = c->hsn - head;
+    c->state = C_OPEN;
+    n_connecting--;
+    n_open++;
+    if (opt.mode == 0) {
+        c->ts = calloc((size_t)opt.inflight, sizeof *c->ts);
+        if (!c->ts) die("out of memory");
+    }
+    if (extra) on_frames(c, (uint8_t *)c->hs + head, extra);
+    if (c->state != C_DONE) { free(c->hs); c->hs = NULL; }
+}
+
+static void on_event(conn *c, uint32_t ev) {
+    if (c->state == C_CONNECTING) {
+        if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+        int err = 0;
+        socklen_t el = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err) {
+            static int shown;
+            if (!shown++) fprintf(stderr, "wsload: connect: %s\n", strerror(err));
+            conn_close(c, 0);
+            return;
+        }
+        if (write(c->fd, request, request_len) != (ssize_t)request_len) { conn_close(c, 0); return; }
+        c->state = C_HANDSHAKE;
+        set_events(c, 0);
+        return;
+    }
+    if (c->state == C_HANDSHAKE) {
+        if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) on_handshake(c);
+        return;
+    }
+    if (ev & EPOLLIN || ev & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
+        for (;;) {
+            ssize_t r = read(c->fd, rbuf, rbuf_cap);
+            if (r < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN) break;
+                conn_close(c, 1);
+                return;
+            }
+            if (r == 0) { conn_close(c, 1); return; }
+            on_frames(c, rbuf, (size_t)r);
+            if (c->state == C_DONE) return;
+            if ((size_t)r < rbuf_cap) break; /* level-triggered: no extra read to see EAGAIN */
+        }
+    }
+    if (c->state == C_OPEN && (c->owed || (c->wleft && (ev & EPOLLOUT)))) flush(c);
+}
+
+static int loop_once(int timeout_ms) {
+    static struct epoll_event evs[512];
+    int n = epoll_wait(epfd, evs, 512, timeout_ms);
+    if (n < 0) {
+        if (errno == EINTR) return 0;
+        die("epoll_wait: %s", strerror(errno));
+    }
+    now_cached = now_ns();
+    for (int i = 0; i < n; i++) on_event(&conns[evs[i].data.u32], evs[i].events);
+    return n;
+}
+
+static void raise_nofile(int need) {
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rlim_t want = (rlim_t)need + 64;
+    if (rl.rlim_cur >= want) return;
+    if (rl.rlim_max < want) rl.rlim_max = want; /* works as root */
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl)) {
+        getrlimit(RLIMIT_NOFILE, &rl);
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        if (rl.rlim_cur < want)
+            die("need %llu open files, the hard limit is %llu", (unsigned long long)want, (unsigned long long)rl.rlim_max);
+    }
+}
+
+static volatile sig_atomic_t interrupted;
+static void on_signal(int s) { (void)s; interrupted = 1; }
+
+/* Opens every connection, at most `concurrency` handshakes at a time. Returns
+ * the seconds it took. */
+static double open_all(double limit_s) {
+    uint64_t t0 = now_ns();
+    int next = 0;
+    while (!interrupted) {
+        while (next < opt.conns && n_connecting < opt.concurrency) start_connect(&conns[next++]);
+        if (next == opt.conns && n_connecting == 0) break;
+        loop_once(10);
+        if ((now_ns() - t0) / 1e9 > limit_s) {
+            fprintf(stderr, "wsload: connecting took over %.0f s; giving up\n", limit_s);
+            break;
+        }
+    }
+    return (now_ns() - t0) / 1e9;
+}
+
+/* Close handshake for everyone, then wait a little for the server's side. */
+static void close_all(void) {
+    sending = 0;
+    for (int i = 0; i < opt.conns; i++) send_close(&conns[i]);
+    uint64_t t0 = now_ns();
+    while (n_open > 0 && now_ns() - t0 < 2000000000ull && !interrupted) loop_once(10);
+    for (int i = 0; i < opt.conns; i++)
+        if (conns[i].state != C_DONE) conn_close(&conns[i], 0);
+}
+
+static void fmt_ns(char *out, size_t cap, double ns) {
+    if (ns < 1e3) snprintf(out, cap, "%.0f ns", ns);
+    else if (ns < 1e6) snprintf(out, cap, "%.1f us", ns / 1e3);
+    else snprintf(out, cap, "%.2f ms", ns / 1e6);
+}
+
+int main(int argc, char **argv) {
+    parse_args(argc, argv);
+    resolve_peer();
+    raise_nofile(opt.conns);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    conns = calloc((size_t)opt.conns, sizeof *conns);
+    if (!conns) die("out of memory");
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) die("epoll_create1: %s", strerror(errno));
+    int client_cpu = pinned_cpu();
+
+    if (opt.mode == 1) { /* ---------------- idle */
+        rbuf_cap = 4096;
+        rbuf = malloc(rbuf_cap);
+        long long rss0 = -1, anon0 = -1, rss1 = -1, anon1 = -1;
+        if (opt.server_pid && proc_rss(opt.server_pid, &rss0, &anon0)) die("cannot read /proc/%d/status", opt.server_pid);
+        double secs = open_all(120);
+        double rate = n_open / (secs > 0 ? secs : 1e-9);
+        /* hold: keep answering pings; sample RSS at the end of the hold */
+        uint64_t t0 = now_ns();
+        while (!interrupted && (now_ns() - t0) / 1e9 < opt.hold) loop_once(50);
+        if (opt.server_pid) proc_rss(opt.server_pid, &rss1, &anon1);
+        int held = n_open;
+        if (!opt.quiet) {
+            printf("idle %s:%d%s: %d of %d connections open in %.3f s: %.0f connections/s (%d failed, %d at once)\n",
+                   opt.host, opt.port, opt.path, held, opt.conns, secs, rate, n_failed, opt.concurrency);
+            if (opt.server_pid)
+                printf("server RSS %.1f MiB -> %.1f MiB after %.1f s: %.0f B per connection (anonymous: %.0f B)\n",
+                       rss0 / 1048576.0, rss1 / 1048576.0, opt.hold, held ? (double)(rss1 - rss0) / held : 0,
+                       held ? (double)(anon1 - anon0) / held : 0);
+        }
+        if (!opt.quiet && (pings || n_closed_by_peer))
+            printf("%" PRIu64 " pings answered; %d connections closed by the server during the hold\n", pings,
+                   n_closed_by_peer);
+        if (opt.result)
+            printf("RESULT mode=idle conns=%d open=%d failed=%d connect_s=%.3f conns_per_s=%.0f rss_before=%lld "
+                   "rss_after=%lld rss_per_conn=%.0f anon_per_conn=%.0f pings=%" PRIu64 " closed_by_peer=%d\n",
+                   opt.conns, held, n_failed, secs, rate, rss0, rss1, held ? (double)(rss1 - rss0) / held : 0,
+                   held ? (double)(anon1 - anon0) / held : 0, pings, n_closed_by_peer);
+        fflush(stdout);
+        close_all();
+        return held == opt.conns ? 0 : 1;
+    }
+
+    /* ---------------- echo */
+    build_frames();
+    rbuf_cap = 256 * 1024;
+    rbuf = malloc(rbuf_cap);
+    double csecs = open_all(60);
+    if (n_open != opt.conns) die("only %d of %d connections opened (%d failed)", n_open, opt.conns, n_failed);
+    if (!opt.quiet)
+        fprintf(stderr, "wsload: %d connections open in %.3f s; warming up %.1f s, measuring %.1f s\n", n_open, csecs,
+                opt.warmup, opt.duration);
+
+    now_cached = now_ns();
+    sending = 1;
+    for (int i = 0; i < opt.conns; i++) {
+        conns[i].owed = (uint32_t)opt.inflight;
+        flush(&conns[i]);
+    }
+    uint64_t start = now_ns();
+    uint64_t wstart = start + (uint64_t)(opt.warmup * 1e9);
+    uint64_t wend = wstart + (uint64_t)(opt.duration * 1e9);
+    double srv0 = 0, srv1 = 0, cli0 = 0, cli1 = 0;
+    double cb0 = 0, ct0 = 0, cs0 = 0, cb1 = 0, ct1 = 0, cs1 = 0, ci0 = 0, ci1 = 0; /* server core */
+    double kb0 = 0, kt0 = 0, ks0 = 0, kb1 = 0, kt1 = 0, ks1 = 0, ki0 = 0, ki1 = 0; /* client core */
+    uint64_t t_begin = 0, t_end = 0;
+    while (!interrupted) {
+        loop_once(5);
+        uint64_t t = now_cached;
+        if (!measuring && t >= wstart && !t_begin) {
+            measuring = 1;
+            t_begin = now_ns();
+            cli0 = rusage_cpu_s();
+            if (opt.server_pid) srv0 = proc_cpu_s(opt.server_pid);
+            if (opt.server_cpu >= 0) core_times(opt.server_cpu, &cb0, &ct0, &cs0, &ci0);
+            if (client_cpu >= 0) core_times(client_cpu, &kb0, &kt0, &ks0, &ki0);
+        }
+        if (measuring && t >= wend) {
+            measuring = 0;
+            t_end = now_ns();
+            cli1 = rusage_cpu_s();
+            if (opt.server_pid) srv1 = proc_cpu_s(opt.server_pid);
+            if (opt.server_cpu >= 0) core_times(opt.server_cpu, &cb1, &ct1, &cs1, &ci1);
+            if (client_cpu >= 0) core_times(client_cpu, &kb1, &kt1, &ks1, &ki1);
+            break;
+        }
+        if (n_open < opt.conns) {
+            fprintf(stderr, "wsload: %d connections closed by the server during the run\n", opt.conns - n_open);
+            break;
+        }
+    }
+    if (!t_end) { /* interrupted or connections lost: report what we have */
+        t_end = now_ns();
+        cli1 = rusage_cpu_s();
+        if (opt.server_pid) srv1 = proc_cpu_s(opt.server_pid);
+        if (opt.server_cpu >= 0) core_times(opt.server_cpu, &cb1, &ct1, &cs1, &ci1);
+        if (client_cpu >= 0) core_times(client_cpu, &kb1, &kt1, &ks1, &ki1);
+        if (!t_begin) { t_begin = start; cli0 = cli1; srv0 = srv1; cb0 = cb1; ct0 = ct1; cs0 = cs1; ci0 = ci1; kb0 = kb1; kt0 = kt1; ks0 = ks1; ki0 = ki1; }
+        measuring = 0;
+    }
+    /* drain what is in flight (so the server is not writing into a closed socket), then close */
+    sending = 0;
+    uint64_t d0 = now_ns();
+    int pending = 1;
+    while (pending && now_ns() - d0 < 1000000000ull && !interrupted) {
+        loop_once(5);
+        pending = 0;
+        for (int i = 0; i < opt.conns && !pending; i++) pending = conns[i].state == C_OPEN && conns[i].inflight;
+    }
+    close_all();
+
+    double wall = (t_end - t_begin) / 1e9;
+    double mps = wall > 0 ? msgs_win / wall : 0;
+    double bps = wall > 0 ? (double)bytes_win / wall : 0;
+    double srv_us = (opt.server_pid && msgs_win) ? (srv1 - srv0) * 1e6 / msgs_win : -1;
+    double srv_pct = opt.server_pid ? (srv1 - srv0) / wall * 100 : -1;
+    double core_us = (opt.server_cpu >= 0 && msgs_win) ? (cb1 - cb0) * 1e6 / msgs_win : -1;
+    double si_us = (opt.server_cpu >= 0 && msgs_win) ? (ci1 - ci0) * 1e6 / msgs_win : -1;
+    double core_pct = (opt.server_cpu >= 0 && ct1 > ct0) ? (cb1 - cb0) / (ct1 - ct0) * 100 : -1;
+    double core_steal = (opt.server_cpu >= 0 && ct1 > ct0) ? (cs1 - cs0) / (ct1 - ct0) * 100 : -1;
+    double cli_pct = wall > 0 ? (cli1 - cli0) / wall * 100 : 0;
+    double ccore_pct = (client_cpu >= 0 && kt1 > kt0) ? (kb1 - kb0) / (kt1 - kt0) * 100 : -1;
+    double p50 = hpercentile(50), p99 = hpercentile(99), p999 = hpercentile(99.9);
+    if (!opt.quiet) {
+        char a[32], b[32], c[32], d[32];
+        fmt_ns(a, sizeof a, p50);
+        fmt_ns(b, sizeof b, p99);
+        fmt_ns(c, sizeof c, p999);
+        fmt_ns(d, sizeof d, (double)hist_max);
+        printf("echo %s:%d%s: %d conns x %zu B %s, %d in flight, %.2f s\n", opt.host, opt.port, opt.path, opt.conns,
+               opt.size, opt.binary ? "binary" : "text", opt.inflight, wall);
+        printf("  %.0f msgs/s, %.1f MB/s each way; latency p50 %s, p99 %s, p99.9 %s, max %s\n", mps, bps / 1e6, a, b, c,
+               d);
+        if (opt.server_pid)
+            printf("  server process: %.2f us CPU/msg (%.0f%% of a core, utime+stime)\n", srv_us, srv_pct);
+        if (opt.server_cpu >= 0)
+            printf("  server core %d: %.2f us busy/msg, softirq included (%.0f%% busy, %.0f%% steal); its softirq "
+                   "%.2f us/msg\n", opt.server_cpu, core_us, core_pct, core_steal, si_us);
+        printf("  wsload: %.0f%% of a core (getrusage)", cli_pct);
+        if (client_cpu >= 0) printf("; its core %d %.0f%% busy, softirq included", client_cpu, ccore_pct);
+        printf("\n");
+        if (verify_errors || unexpected_frames || pings)
+            printf("  verify errors %" PRIu64 ", unexpected frames %" PRIu64 ", pings %" PRIu64 "\n", verify_errors,
+                   unexpected_frames, pings);
+    }
+    if (opt.result)
+        printf("RESULT mode=echo conns=%d size=%zu inflight=%d secs=%.3f msgs=%" PRIu64 " msgs_per_s=%.0f "
+               "bytes_per_s=%.0f p50_us=%.2f p99_us=%.2f p999_us=%.2f max_us=%.2f srv_us_per_msg=%.3f srv_pct=%.1f "
+               "core_us_per_msg=%.3f core_si_us_per_msg=%.3f core_pct=%.1f core_steal_pct=%.1f cli_pct=%.1f cli_core_pct=%.1f "
+               "verify_errors=%" PRIu64 " closed_by_peer=%d\n",
+               opt.conns, opt.size, opt.inflight, wall, msgs_win, mps, bps, p50 / 1e3, p99 / 1e3, p999 / 1e3,
+               hist_max / 1e3, srv_us, srv_pct, core_us, si_us, core_pct, core_steal, cli_pct, ccore_pct, verify_errors,
+               n_closed_by_peer);
+    fflush(stdout);
+    return (verify_errors || n_closed_by_peer) ? 1 : 0;
+}
