@@ -30,8 +30,13 @@ public struct Routes: Sendable {
 
     private(set) var pages: [String: PageRoute] = [:]
     private(set) var sockets: [String: SocketRoute] = [:]
+    /// Set by `admin(authorize:)`; nil: the admin pages are not served.
+    var adminAuthorization: (@Sendable (HTTPRequest) -> Bool)?
 
-    public init() {}
+    /// Routes that serve only the browser client, at `ClientScript.path`.
+    public init() {
+        pages[ClientScript.path] = { ClientScript.response($0) }
+    }
 
     /// A page: GET (and HEAD) requests on `path`.
     public mutating func page(_ path: String, _ respond: @escaping @Sendable (HTTPRequest) -> HTTPResponse) {

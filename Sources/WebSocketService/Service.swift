@@ -34,6 +34,10 @@ public final class Service: Sendable {
     public let configuration: Configuration
     public let logger: Logger
     let routes: Routes
+    /// The admin pages, when the routes have an authorization check.
+    let admin: AdminPages?
+    /// Copies traffic to the admin tap's watchers; idle (one atomic load per message) without them.
+    let tap = TrafficTap()
 
     /// Written once in init, before the loops start; read-only afterwards.
     nonisolated(unsafe) private var server: OpaquePointer?
@@ -59,6 +63,7 @@ public final class Service: Sendable {
     public init(routes: Routes, configuration: Configuration = Configuration(),
                 logger: Logger = Logger(label: "WebSocketService")) throws(Service.Error) {
         self.routes = routes
+        self.admin = routes.adminAuthorization.map { AdminPages(authorize: $0) }
         self.configuration = configuration
         self.logger = logger
         self.server = nil
@@ -203,6 +208,7 @@ public final class Service: Sendable {
         }
         guard rc == 0 else { return false }
         connection.countOut(bytes.count)
+        if tap.isWatched { tap.sent(bytes, opcode: opcode, to: connection, service: self) }
         return true
     }
 
@@ -238,6 +244,7 @@ public final class Service: Sendable {
     /// One framed, reference-counted message for every recipient.
     private func fanOut(_ bytes: [UInt8], to ids: [cws_conn_id]) {
         guard !ids.isEmpty else { return }
+        if tap.isWatched { tap.fannedOut(bytes, recipients: ids.count, service: self) }
         guard let message = bytes.withUnsafeBytes({ cws_msg_new(Opcode.text.rawValue, $0.baseAddress, $0.count) }) else {
             logger.error("cws_msg_new failed", metadata: ["bytes": "\(bytes.count)"])
             return
@@ -343,6 +350,10 @@ public final class Service: Sendable {
                                _ upgrade: UnsafePointer<cws_upgrade_info>?) {
         let request = Self.makeRequest(http, remote: String(cString: cws_request_remote(req)), isUpgrade: upgrade != nil)
         guard request.isUpgrade else {
+            if let admin, AdminPages.serves(request.path) {
+                respond(req, admin.page(request, service: self))
+                return
+            }
             if let page = routes.page(for: request.path) {
                 guard request.method == "GET" || request.method == "HEAD" else {
                     respond(req, HTTPResponse(status: 405, headers: [HTTPHeader("Allow", "GET, HEAD")],
@@ -356,7 +367,7 @@ public final class Service: Sendable {
             }
             return // unanswered: the engine sends 404
         }
-        guard let route = routes.socket(for: request.path) else {
+        guard let route = admin?.socket(for: request.path, service: self) ?? routes.socket(for: request.path) else {
             respond(req, .status(404))
             return
         }
@@ -422,12 +433,14 @@ public final class Service: Sendable {
             s.byEngineID[connection.engineID] = connection
         }
         if let channel = connection.firstChannel { join(connection, channel) }
+        tap.opened(connection)
         connection.logger.debug("open", metadata: ["remote": "\(connection.remoteAddress)", "path": "\(connection.path)"])
         hooks.withLock { $0.onOpen }?(connection)
     }
 
     private func received(_ connection: Connection, opcode: UInt8, _ data: UnsafeRawBufferPointer) {
         connection.countIn(data.count)
+        if tap.isWatched { tap.received(data, opcode: opcode, from: connection, service: self) }
         switch connection.handler {
         case .raw(let handler):
             handler.handle(service: self, connection: connection,
@@ -444,6 +457,11 @@ public final class Service: Sendable {
             } catch {
                 connection.logger.debug("bad envelope", metadata: ["error": "\(error)"])
                 write(.error("bad message: \(error)"), to: connection)
+                return
+            }
+            // The browser client's heartbeat probe: answered here, never seen by handlers.
+            if envelope.cmd == ClientScript.heartbeatCommand {
+                write(Envelope(cmd: ClientScript.heartbeatCommand), to: connection)
                 return
             }
             do {
@@ -479,6 +497,7 @@ public final class Service: Sendable {
             }
         }
         for (presence, ids) in updates { fanOut(presence, to: ids) }
+        tap.closed(connection)
         connection.logger.debug("closed", metadata: ["code": "\(code)"])
         hooks.withLock { $0.onClose }?(connection, CloseCode(rawValue: code), reason)
     }

@@ -1,12 +1,29 @@
 import Logging
+import Synchronization
 import WebSocketService
 
 /// The chat's commands:
-/// - `hello`: answers `hello` with `{id, userID, channels}`;
-/// - `say` (param: any JSON, the page sends `{name, text}`): broadcast to the
+/// - `hello` (channel: the room, default the first joined): answers `hello`
+///   with `{id, userID, channels, online}` (`online`: the room's user ids, one
+///   per connection), then `history` with the room's last `say` envelopes, so
+///   a page that reconnects catches up (the page drops what it has seen by
+///   the id it puts in each message);
+/// - `say` (param: any JSON, the page sends `{id, name, text}`): broadcast to the
 ///   channel named in the envelope (default: the first joined), sender included;
 /// - `join` / `leave` (param: `{"channel": name}`).
 struct ChatHandler: Handler {
+    /// `say` envelopes kept per room.
+    static let historyLength = 50
+
+    /// Rooms whose history is kept (a demo bound, not a policy).
+    static let historyRooms = 1000
+
+    /// Room → its last encoded `say` envelopes, oldest first.
+    final class History: Sendable {
+        let rooms = Mutex<[String: [[UInt8]]]>([:])
+    }
+    private let history = History()
+
     struct Failure: Error, CustomStringConvertible {
         var description: String
     }
@@ -19,20 +36,34 @@ struct ChatHandler: Handler {
         var id: String
         var userID: String
         var channels: [String]
+        var online: [String]
     }
 
     func handle(service: Service, connection: Connection, message: Message, logger: Logger) throws {
         switch message.cmd {
         case "hello":
+            let room = message.channel ?? connection.channels.first
+            let online = room.map { service.connections(in: $0).map(\.userID) } ?? []
             let hello = Hello(id: connection.id.uuidString.lowercased(), userID: connection.userID,
-                              channels: connection.channels)
+                              channels: connection.channels, online: online)
             service.write(Envelope(cmd: "hello", param: try RawJSON(encoding: hello)), to: connection)
+            if let room, connection.channels.contains(room) {
+                let kept = history.rooms.withLock { $0[room] ?? [] }
+                let list = try RawJSON(validating: Array("[".utf8) + Array(kept.joined(separator: Array(",".utf8))) + Array("]".utf8))
+                service.write(Envelope(channel: room, cmd: "history", param: list), to: connection)
+            }
         case "say":
             guard let channel = message.channel ?? connection.channels.first else {
                 throw Failure(description: "join a channel first")
             }
             guard connection.channels.contains(channel) else {
                 throw Failure(description: "not a member of \(channel)")
+            }
+            let said = Envelope(from: connection.id, channel: channel, cmd: "say", param: message.param).encoded()
+            history.rooms.withLock { rooms in
+                if rooms[channel] == nil, rooms.count >= Self.historyRooms, let any = rooms.keys.first { rooms[any] = nil }
+                rooms[channel, default: []].append(said)
+                if rooms[channel]!.count > Self.historyLength { rooms[channel]!.removeFirst() }
             }
             service.writeChannel(cmd: "say", param: message.param, channel: channel, from: connection.id)
         case "join":

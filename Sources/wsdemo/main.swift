@@ -12,7 +12,9 @@ import Glibc
 func usage() -> Never {
     print("""
     usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
-                                       the chat example (a page at /, the socket at /ws?ch=room);
+                  [--no-admin]
+                                       the chat example (a page at /, the socket at /ws?ch=room&user=name,
+                                       admin pages at /admin/sockets for loopback peers only; --no-admin: none);
                                        --echo echoes every message unchanged at every path
                                        defaults: --host 127.0.0.1 --port 8080 --loops 0 (one per CPU) --backend auto
            wsdemo info                 SIMD levels of this CPU and the one in use
@@ -32,6 +34,7 @@ func fail(_ message: String) -> Never {
 func serve(_ arguments: ArraySlice<String>) -> Never {
     var configuration = Configuration(host: "127.0.0.1", port: 8080)
     var echo = false
+    var admin = true
     var level = Logger.Level.info
     var args = arguments.makeIterator()
     func value(_ flag: String) -> String {
@@ -41,6 +44,7 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
     while let arg = args.next() {
         switch arg {
         case "--echo": echo = true
+        case "--no-admin": admin = false
         case "--host": configuration.host = value(arg)
         case "--port":
             guard let port = Int(value(arg)), (0...65535).contains(port) else { fail("--port takes 0...65535") }
@@ -71,7 +75,16 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
         routes.raw("*", handler: EchoHandler())
     } else {
         routes.page("/") { _ in .html(chatPage) }
-        routes.socket("/ws", handler: ChatHandler())
+        // The user name comes from the page (?user=): a demo has no accounts.
+        routes.socket("/ws", handler: ChatHandler()) { request in
+            guard let user = request.queryItem("user"), !user.isEmpty else { return .accept(nil) }
+            return .accept(Profile(userID: String(user.prefix(40))))
+        }
+        if admin {
+            // Good enough for a demo on one machine: only peers on loopback.
+            // Behind a reverse proxy every peer is loopback: use --no-admin there.
+            routes.admin { request in isLoopback(request.remoteAddress) }
+        }
     }
     let service: Service
     do {
@@ -82,7 +95,8 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
     }
     // Printed unbuffered so a script waiting for it sees it at once.
     let banner = "wsdemo \(echo ? "echo" : "chat") on \(configuration.host):\(service.port) (\(service.backend))"
-        + (echo ? "" : ": open http://\(configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host):\(service.port)/") + "\n"
+        + (echo ? "" : ": open http://\(configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host):\(service.port)/")
+        + (echo || !admin ? "" : ", admin at /admin/sockets (loopback only)") + "\n"
     _ = banner.withCString { write(1, $0, strlen($0)) }
 
     // Graceful stop on SIGINT / SIGTERM: close 1001 to everyone, then exit.
@@ -98,6 +112,11 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
         return source
     }
     withExtendedLifetime(signals) { dispatchMain() }
+}
+
+/// "127.x.y.z:port" or "[::1]:port".
+func isLoopback(_ remoteAddress: String) -> Bool {
+    remoteAddress.hasPrefix("127.") || remoteAddress.hasPrefix("[::1]:") || remoteAddress.hasPrefix("[::ffff:127.")
 }
 
 func readFile(_ path: String) -> [UInt8]? {

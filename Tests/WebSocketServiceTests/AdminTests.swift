@@ -1,0 +1,236 @@
+import Foundation
+import Testing
+@testable import WebSocketService
+
+/// Routes with the test handler at /ws (the user is the query's `user`) and,
+/// when `authorize` is given, the admin pages.
+private func adminRoutes(authorize: (@Sendable (HTTPRequest) -> Bool)?) -> Routes {
+    var routes = Routes()
+    routes.socket("/ws", handler: TestHandler()) { request in
+        .accept(request.queryItem("user").map { Profile(userID: $0) })
+    }
+    if let authorize { routes.admin(authorize: authorize) }
+    return routes
+}
+
+/// Admin allowed for requests that carry `X-Admin: yes`.
+private let byHeader: @Sendable (HTTPRequest) -> Bool = { $0.header("X-Admin") == "yes" }
+
+private func get(_ port: Int, _ target: String, _ headers: [String] = ["X-Admin: yes"]) throws
+    -> (status: Int, head: String, body: String) {
+    let lines = ["GET \(target) HTTP/1.1", "Host: 127.0.0.1:\(port)"] + headers
+    return try TestClient.http(port: port, lines.joined(separator: "\r\n") + "\r\n\r\n")
+}
+
+private func header(_ name: String, in head: String) -> String? {
+    for line in head.split(separator: "\r\n") where line.lowercased().hasPrefix(name.lowercased() + ":") {
+        return line.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces)
+    }
+    return nil
+}
+
+private func query(_ items: [(String, String)]) -> String {
+    items.map { "\($0.0)=\(AdminPages.percentEncode($0.1))" }.joined(separator: "&")
+}
+
+private let token = AdminPages.csrfToken
+
+@Suite(.serialized) struct AdminTests {
+    @Test(arguments: backends) func withoutAnAuthorizationCheckNothingIsServed(_ backend: Configuration.Backend) throws {
+        guard let service = try startService(backend, routes: adminRoutes(authorize: nil)) else { return }
+        defer { service.stop() }
+        for path in ["/admin/sockets", "/admin/sockets/", "/admin/sockets/tap", "/admin/sockets/connection?id=x",
+                     "/admin/sockets/send?token=\(token)"] {
+            #expect(try get(service.port, path).status == 404, "\(path)")
+        }
+        let tap = try TestClient.http(port: service.port, TestClient.upgradeRequest(path: "/admin/sockets/tap?token=\(token)"))
+        #expect(tap.status == 404)
+    }
+
+    @Test(arguments: backends) func aFailingCheckIs403(_ backend: Configuration.Backend) throws {
+        guard let service = try startService(backend, routes: adminRoutes(authorize: byHeader)) else { return }
+        defer { service.stop() }
+        for path in ["/admin/sockets", "/admin/sockets/channel?name=a", "/admin/sockets/tap", "/admin/sockets/nope",
+                     "/admin/sockets/send?token=\(token)&id=\(UUID())&cmd=x&param=1"] {
+            let answer = try get(service.port, path, ["X-Admin: no"])
+            #expect(answer.status == 403, "\(path)")
+            #expect(!answer.body.contains(token), "the token only goes to authorized pages")
+        }
+        let tap = try TestClient.http(port: service.port,
+                                      TestClient.upgradeRequest(path: "/admin/sockets/tap?token=\(token)", headers: ["X-Admin: no"]))
+        #expect(tap.status == 403)
+        #expect(try get(service.port, "/admin/sockets/nope").status == 404)
+        let post = try TestClient.http(port: service.port,
+                                       "POST /admin/sockets HTTP/1.1\r\nHost: x\r\nX-Admin: yes\r\nContent-Length: 0\r\n\r\n")
+        #expect(post.status == 405)
+    }
+
+    @Test(arguments: backends) func pagesListConnectionsAndChannels(_ backend: Configuration.Backend) throws {
+        guard let service = try startService(backend, routes: adminRoutes(authorize: byHeader)) else { return }
+        defer { service.stop() }
+        let alice = try TestClient.connect(port: service.port, path: "/ws?ch=room%201&user=alice")
+        let bob = try TestClient.connect(port: service.port, path: "/ws?ch=room%201&user=%3Cscript%3Ebob")
+        let (a, b) = (try alice.whoami().id, try bob.whoami().id)
+        try alice.send(text: #"{"cmd":"echo","param":"12345"}"#)
+        _ = try alice.receiveEnvelope(cmd: "echo")
+
+        let overview = try get(service.port, "/admin/sockets")
+        #expect(overview.status == 200)
+        #expect(header("Content-Type", in: overview.head)?.hasPrefix("text/html") == true)
+        #expect(header("Content-Security-Policy", in: overview.head)?.contains("default-src 'none'") == true)
+        #expect(header("Referrer-Policy", in: overview.head) == "no-referrer")
+        #expect(overview.body.contains(a.uuidString.lowercased()))
+        #expect(overview.body.contains(b.uuidString.lowercased()))
+        #expect(overview.body.contains("<td class=user>alice</td>"))
+        #expect(overview.body.contains("&lt;script&gt;bob"), "user names are escaped")
+        #expect(!overview.body.contains("<script>bob"))
+        #expect(overview.body.contains("/admin/sockets/channel?name=room%201"))
+        #expect(overview.body.contains(">room 1</a></td><td>2</td>"), "the channel and its member count")
+        // alice: two messages in (whoami, echo), bytes as sent.
+        let counters = service.connection(a)!.counters
+        #expect(overview.body.contains("<td>\(counters.messagesIn)</td><td>\(counters.bytesIn)</td>"))
+        #expect(!overview.body.contains("<script"), "no script on the overview")
+
+        let channel = try get(service.port, "/admin/sockets/channel?name=room%201")
+        #expect(channel.status == 200)
+        #expect(channel.body.contains("2 member(s)"))
+        #expect(channel.body.contains(a.uuidString.lowercased()) && channel.body.contains(b.uuidString.lowercased()))
+        #expect(try get(service.port, "/admin/sockets/channel?name=nobody").status == 404)
+
+        let page = try get(service.port, "/admin/sockets/connection?id=\(a.uuidString.lowercased())")
+        #expect(page.status == 200)
+        #expect(page.body.contains("<form id=send method=get action=\"/admin/sockets/send\">"))
+        #expect(page.body.contains("name=token value=\"\(token)\""))
+        #expect(page.body.contains("name=channel value=\"room 1\""))
+        #expect(try get(service.port, "/admin/sockets/connection?id=\(UUID())").status == 404)
+        #expect(try get(service.port, "/admin/sockets/connection?id=garbage").status == 404)
+    }
+
+    @Test(arguments: backends) func sendNeedsTheTokenAndASameSiteRequest(_ backend: Configuration.Backend) throws {
+        guard let service = try startService(backend, routes: adminRoutes(authorize: byHeader)) else { return }
+        defer { service.stop() }
+        let client = try TestClient.connect(port: service.port, path: "/ws?ch=a")
+        let id = try client.whoami().id
+        let fields = [("id", id.uuidString), ("cmd", "notice"), ("param", "1")]
+        let refused: [(String, [String])] = [
+            (query(fields), []),
+            (query(fields + [("token", "0" + token.dropFirst())]), []),
+            (query(fields + [("token", token + "0")]), []),
+            (query(fields + [("token", token)]), ["Sec-Fetch-Site: cross-site"]),
+            (query(fields + [("token", token)]), ["Sec-Fetch-Site: same-site"]),
+            (query(fields + [("token", token)]), ["Origin: http://evil.example"]),
+            (query(fields + [("token", token)]), ["Origin: null"]),
+        ]
+        for (q, headers) in refused {
+            let answer = try get(service.port, "/admin/sockets/send?" + q, ["X-Admin: yes"] + headers)
+            #expect(answer.status == 403, "\(q) \(headers)")
+        }
+        // Same origin, with the token: accepted.
+        let ok = try get(service.port, "/admin/sockets/send?" + query(fields + [("token", token)]),
+                         ["X-Admin: yes", "Sec-Fetch-Site: same-origin", "Origin: http://127.0.0.1:\(service.port)"])
+        #expect(ok.status == 303)
+        // Nothing from the refused ones reached the client: the first message is the accepted one.
+        let first = try client.receiveJSON()
+        #expect(first["cmd"] as? String == "notice")
+    }
+
+    @Test(arguments: backends) func sendValidatesTheFormAndDelivers(_ backend: Configuration.Backend) throws {
+        guard let service = try startService(backend, routes: adminRoutes(authorize: byHeader)) else { return }
+        defer { service.stop() }
+        let target = try TestClient.connect(port: service.port, path: "/ws?ch=a")
+        let other = try TestClient.connect(port: service.port, path: "/ws?ch=a")
+        let id = try target.whoami().id
+        _ = try other.whoami()
+        func send(_ fields: [(String, String)]) throws -> (status: Int, head: String, body: String) {
+            try get(service.port, "/admin/sockets/send?" + query(fields + [("token", token)]))
+        }
+        let badJSON = try send([("id", id.uuidString), ("cmd", "notice"), ("param", "{not json")])
+        #expect(badJSON.status == 400)
+        #expect(badJSON.body.contains("id=form-error>param is not JSON"))
+        #expect(badJSON.body.contains("{not json</textarea>"), "the form keeps what was typed")
+        #expect(try send([("id", id.uuidString), ("cmd", "notice"), ("param", "")]).status == 400)
+        #expect(try send([("id", id.uuidString), ("cmd", "notice"), ("param", "1 2")]).status == 400)
+        #expect(try send([("id", id.uuidString), ("cmd", "  "), ("param", "1")]).status == 400)
+        #expect(try send([("id", id.uuidString), ("cmd", String(repeating: "x", count: 201)), ("param", "1")]).status == 400)
+        #expect(try send([("id", "nope"), ("cmd", "notice"), ("param", "1")]).status == 400)
+        #expect(try send([("id", UUID().uuidString), ("cmd", "notice"), ("param", "1")]).status == 404)
+
+        let ok = try send([("id", id.uuidString), ("channel", "a"), ("cmd", "notice"), ("param", #" {"text": "hi & bye"} "#)])
+        #expect(ok.status == 303)
+        #expect(header("Location", in: ok.head) == "/admin/sockets/connection?id=\(id.uuidString.lowercased())&sent=notice")
+        let got = try target.receiveJSON()
+        #expect(got["cmd"] as? String == "notice")
+        #expect(got["channel"] as? String == "a")
+        #expect((got["param"] as? [String: Any])?["text"] as? String == "hi & bye")
+        // Only the target: the other connection's next message is its own echo.
+        try other.send(text: #"{"cmd":"echo","param":0}"#)
+        #expect(try other.receiveJSON()["cmd"] as? String == "echo")
+
+        let confirmed = try get(service.port, header("Location", in: ok.head)!)
+        #expect(confirmed.body.contains("id=notice>Sent <code>notice</code>"))
+    }
+
+    @Test(arguments: backends) func tapCopiesTrafficToWatchersOnly(_ backend: Configuration.Backend) throws {
+        guard let service = try startService(backend, routes: adminRoutes(authorize: byHeader)) else { return }
+        defer { service.stop() }
+        #expect(try TestClient.http(port: service.port,
+                                    TestClient.upgradeRequest(path: "/admin/sockets/tap", headers: ["X-Admin: yes"])).status == 403,
+                "the tap needs the token")
+        let page = try get(service.port, "/admin/sockets/tap")
+        #expect(page.status == 200)
+        let csp = header("Content-Security-Policy", in: page.head) ?? ""
+        #expect(csp.contains("script-src 'nonce-") && csp.contains("connect-src 'self'"))
+        #expect(page.body.contains("data-token=\"\(token)\""))
+
+        let watcher = try TestClient.connect(port: service.port, path: "/admin/sockets/tap?token=\(token)",
+                                             headers: ["X-Admin: yes", "Origin: http://127.0.0.1"]) // Host: 127.0.0.1
+        #expect(eventually { service.tap.watchers == 1 })
+        let client = try TestClient.connect(port: service.port, path: "/ws?ch=t&user=carol")
+        try client.send(text: #"{"cmd":"echo","param":"tapped"}"#)
+        _ = try client.receiveEnvelope(cmd: "echo")
+        var seen: [[String: Any]] = []
+        while !(seen.contains { $0["dir"] as? String == "out" && ($0["text"] as? String ?? "").contains(#""cmd":"echo""#) }) {
+            seen.append(try watcher.receiveJSON())
+        }
+        let inbound = seen.first { $0["dir"] as? String == "in" && ($0["text"] as? String ?? "").contains("tapped") }
+        #expect(inbound?["user"] as? String == "carol")
+        #expect(inbound?["bytes"] as? Int == #"{"cmd":"echo","param":"tapped"}"#.utf8.count)
+        #expect(!seen.contains { $0["user"] as? String == "admin-tap" }, "a watcher's own traffic is not tapped")
+        try watcher.sendClose()
+        #expect(eventually { service.tap.watchers == 0 })
+
+        // A foreign origin cannot open the tap, token or not.
+        let foreign = try TestClient.http(port: service.port, TestClient.upgradeRequest(
+            path: "/admin/sockets/tap?token=\(token)", headers: ["X-Admin: yes", "Origin: http://evil.example"]))
+        #expect(foreign.status == 403)
+    }
+
+    @Test(arguments: backends) func theClientScriptAndItsHeartbeat(_ backend: Configuration.Backend) throws {
+        guard let service = try startService(backend, routes: adminRoutes(authorize: nil)) else { return }
+        defer { service.stop() }
+        let script = try get(service.port, ClientScript.path, [])
+        #expect(script.status == 200)
+        #expect(header("Content-Type", in: script.head)?.hasPrefix("text/javascript") == true)
+        #expect(script.body == ClientScript.javaScript)
+        #expect(script.body.contains("var Socket = WebSocketClient.Socket;"))
+        // The heartbeat probe is answered by the service; the handler (which
+        // throws on unknown commands) never sees it.
+        let client = try TestClient.connect(port: service.port, path: "/ws?ch=h")
+        try client.send(text: #"{"cmd":"_heartbeat","param":null}"#)
+        let reply = try client.receiveJSON()
+        #expect(reply["cmd"] as? String == "_heartbeat")
+        _ = try client.whoami()
+    }
+
+    @Test func escapingAndAges() {
+        #expect(AdminPages.escape(#"<a href="x">'&'</a>"#) == "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;")
+        #expect(AdminPages.percentEncode("a b/é&=") == "a%20b%2F%C3%A9%26%3D")
+        #expect(AdminPages.age(59) == "59s")
+        #expect(AdminPages.age(61) == "1m 1s")
+        #expect(AdminPages.age(3 * 3600 + 120) == "3h 2m")
+        #expect(AdminPages.age(90000) == "1d 1h")
+        #expect(AdminPages.csrfToken.count == 64)
+        #expect(AdminPages.constantTimeEqual("abc", "abc") && !AdminPages.constantTimeEqual("abc", "abd")
+                && !AdminPages.constantTimeEqual("abc", "ab"))
+    }
+}
