@@ -6,6 +6,8 @@ let package = Package(
     products: [
         .library(name: "WebSocketService", targets: ["WebSocketService"]),
         .executable(name: "wsdemo", targets: ["wsdemo"]),
+        .library(name: "ConformanceSuite", targets: ["ConformanceSuite"]),
+        .executable(name: "wsconform", targets: ["wsconform"]),
     ],
     dependencies: [
         // The only dependency: the logging API that handlers receive
@@ -43,6 +45,27 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/wsdemo"
+        ),
+        // The autobahn-style conformance suite: cases as data, a runner over raw
+        // sockets, usable against any echo server (wsconform) and in `swift test`.
+        .target(
+            name: "ConformanceSuite",
+            dependencies: ["CWebSocket", "WebSocketService"],
+            path: "Sources/ConformanceSuite"
+        ),
+        .executableTarget(
+            name: "wsconform",
+            dependencies: ["ConformanceSuite"],
+            path: "Sources/wsconform"
+        ),
+        .testTarget(
+            name: "ConformanceTests",
+            dependencies: [
+                "ConformanceSuite",
+                "WebSocketService",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/ConformanceTests"
         ),
         .testTarget(
             name: "CWebSocketTests",
