@@ -193,6 +193,159 @@ void cws_conn_wrote(cws_loop *l, cws_conn *c, size_t n) {
     }
 }
 
+/* ---- permessage-deflate ----------------------------------------------------- */
+
+static void cws_conn_fail(cws_loop *l, cws_conn *c, uint16_t code);
+static void cws_conn_deliver(cws_loop *l, cws_conn *c, uint8_t opcode, const void *data, size_t len);
+
+/* Decompressors for connections without client context takeover are the
+ * loop's: taken for one message, reset and given back, so an idle connection
+ * holds no zlib state. A 15-bit window inflates any client's stream. */
+static cws_inflater *cws_loop_inflater_get(cws_loop *l) {
+    if (l->nzinf_idle) return l->zinf_idle[--l->nzinf_idle];
+    return cws_inflater_new(15, 0);
+}
+
+static void cws_loop_inflater_put(cws_loop *l, cws_inflater *f) {
+    if (!f) return;
+    cws_inflater_reset(f);
+    if (l->nzinf_idle < sizeof l->zinf_idle / sizeof l->zinf_idle[0]) l->zinf_idle[l->nzinf_idle++] = f;
+    else cws_inflater_free(f);
+}
+
+/* The scratch buffer keeps its size between messages, up to a point: one
+ * huge message must not pin megabytes for the life of the loop. */
+static void cws_loop_zbuf_trim(cws_loop *l) {
+    l->zbuf.len = 0;
+    if (l->zbuf.cap > (1u << 20)) cws_buffer_free(&l->zbuf);
+}
+
+static void cws_conn_zfree(cws_loop *l, cws_conn *c) {
+    cws_deflater_free(c->zdef);
+    c->zdef = NULL;
+    if (c->zinf) {
+        if (c->pmd & CWS_PMD_CLIENT_NCT) cws_loop_inflater_put(l, c->zinf);
+        else cws_inflater_free(c->zinf);
+        c->zinf = NULL;
+    }
+}
+
+/*
+ * The frame to queue on c for the data message m: m itself (small, or not
+ * smaller compressed), m's shared compressed variant (no server context
+ * takeover: made once by whichever loop needs it first), or a frame compressed
+ * with c's own context. Returns a new reference, or NULL (out of memory).
+ */
+static cws_msg *cws_conn_compress(cws_loop *l, cws_conn *c, cws_msg *m) {
+    const cws_deflate_config *dc = &l->srv->cfg.deflate;
+    const uint8_t *payload = m->data + m->hdr_len;
+    size_t plen = m->len - m->hdr_len;
+    if (plen < dc->min_size) {
+        cws_msg_retain(m);
+        return m;
+    }
+    if (!(c->pmd & CWS_PMD_SERVER_NCT)) {
+        if (!c->zdef && !(c->zdef = cws_deflater_new(dc->level, dc->mem_level, c->z_sbits, 1))) return NULL;
+        l->zbuf.len = 0;
+        cws_msg *z = NULL;
+        if (cws_deflater_message(c->zdef, payload, plen, &l->zbuf) == 0)
+            z = cws_msg_frame_rsv(m->opcode, CWS_RSV1, l->zbuf.data, l->zbuf.len);
+        cws_loop_zbuf_trim(l);
+        return z;
+    }
+    /* A variant made with a window no bigger than c's is valid for c. */
+    cws_msg *v = atomic_load_explicit(&m->zvar, memory_order_acquire);
+    if (v && (v == m || v->zbits <= c->z_sbits)) {
+        cws_msg_retain(v);
+        return v;
+    }
+    cws_deflater **dp = &l->zdef[c->z_sbits - 8];
+    if (!*dp && !(*dp = cws_deflater_new(dc->level, dc->mem_level, c->z_sbits, 0))) return NULL;
+    l->zbuf.len = 0;
+    if (cws_deflater_message(*dp, payload, plen, &l->zbuf) < 0) {
+        cws_loop_zbuf_trim(l);
+        return NULL;
+    }
+    cws_msg *made = m;
+    if (l->zbuf.len < plen) {
+        made = cws_msg_frame_rsv(m->opcode, CWS_RSV1, l->zbuf.data, l->zbuf.len);
+        if (!made) {
+            cws_loop_zbuf_trim(l);
+            return NULL;
+        }
+        made->zbits = c->z_sbits;
+    } else {
+        cws_msg_retain(m); /* not smaller: send the message as it is */
+    }
+    cws_loop_zbuf_trim(l);
+    if (!v) {
+        /* Publish it; the slot holds its own reference. If another loop got
+         * there first, keep ours for this send and let theirs serve the rest. */
+        cws_msg *expected = NULL;
+        if (made != m) cws_msg_retain(made);
+        if (!atomic_compare_exchange_strong_explicit(&m->zvar, &expected, made, memory_order_acq_rel,
+                                                     memory_order_acquire) &&
+            made != m)
+            cws_msg_release(made);
+    }
+    return made;
+}
+
+/* A piece of a compressed data message. Returns -1 if the connection failed. */
+static int cws_conn_zinput(cws_loop *l, cws_conn *c, uint8_t op, const cws_frame_event *ev) {
+    uint64_t max = l->srv->cfg.max_message_size;
+    int last = ev->frame_end && ev->header.fin;
+    int whole = ev->message_start && ev->frame_start && last;
+    int shared = (c->pmd & CWS_PMD_CLIENT_NCT) != 0;
+    cws_utf8_state *u = op == CWS_OP_TEXT ? &c->utf8 : NULL;
+    cws_inflater *f;
+    if (whole && shared) {
+        f = cws_loop_inflater_get(l);
+    } else {
+        /* Takeover: c's own context for its life. Otherwise borrow one of the
+         * loop's until this message is complete. */
+        if (!c->zinf) c->zinf = shared ? cws_loop_inflater_get(l) : cws_inflater_new(c->z_cbits, 1);
+        f = c->zinf;
+    }
+    if (!f) {
+        cws_conn_fail(l, c, CWS_CLOSE_INTERNAL_ERROR);
+        return -1;
+    }
+    int rc;
+    if (whole) {
+        /* The whole message is here: inflate into the loop's scratch. */
+        l->zbuf.len = 0;
+        rc = cws_inflater_feed(f, ev->payload, ev->payload_len, 1, &l->zbuf, max, u);
+        if (shared) cws_loop_inflater_put(l, f);
+        if (rc == 0 && u && cws_utf8_finish(u) != CWS_UTF8_VALID) rc = -CWS_CLOSE_INVALID_PAYLOAD;
+        if (rc == 0) cws_conn_deliver(l, c, op, l->zbuf.data, l->zbuf.len);
+        cws_loop_zbuf_trim(l);
+    } else {
+        /* In pieces: inflate into the reassembly buffer as they come. */
+        cws_buffer b = {c->rbuf, c->rlen, c->rcap};
+        rc = cws_inflater_feed(f, ev->payload, ev->payload_len, last, &b, max, u);
+        c->rbuf = b.data;
+        c->rlen = (uint32_t)b.len;
+        c->rcap = (uint32_t)b.cap;
+        if (rc == 0 && last && u && cws_utf8_finish(u) != CWS_UTF8_VALID) rc = -CWS_CLOSE_INVALID_PAYLOAD;
+        if (rc == 0 && last) {
+            if (shared) {
+                cws_loop_inflater_put(l, c->zinf);
+                c->zinf = NULL;
+            }
+            cws_conn_deliver(l, c, op, c->rbuf, c->rlen);
+            free(c->rbuf);
+            c->rbuf = NULL;
+            c->rlen = c->rcap = 0;
+        }
+    }
+    if (rc < 0) {
+        cws_conn_fail(l, c, (uint16_t)-rc);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- closing ------------------------------------------------------------- */
 
 /* The WebSocket is over (the TCP connection may linger a little): make the
@@ -226,6 +379,7 @@ static void cws_conn_finish(cws_loop *l, cws_conn *c) {
     c->rlen = c->rcap = 0;
     free(c->ctrl);
     c->ctrl = NULL;
+    cws_conn_zfree(l, c);
     l->srv->ops->conn_close(l, c);
 }
 
@@ -316,8 +470,23 @@ static int cws_conn_can_send(const cws_conn *c) {
 }
 
 /* Loop thread: queue a data message under the send-queue policy. */
+static int cws_loop_send_frame(cws_loop *l, cws_conn *c, cws_msg *m);
+
 static int cws_loop_send(cws_loop *l, cws_conn *c, cws_msg *m) {
     if (!cws_conn_can_send(c)) return -ENOENT;
+    if (!c->pmd || !m->hdr_len || (m->opcode != CWS_OP_TEXT && m->opcode != CWS_OP_BINARY))
+        return cws_loop_send_frame(l, c, m);
+    cws_msg *z = cws_conn_compress(l, c, m);
+    if (!z) {
+        cws_conn_fail(l, c, CWS_CLOSE_INTERNAL_ERROR);
+        return -ENOMEM;
+    }
+    int rc = cws_loop_send_frame(l, c, z);
+    cws_msg_release(z);
+    return rc;
+}
+
+static int cws_loop_send_frame(cws_loop *l, cws_conn *c, cws_msg *m) {
     const cws_server_config *cfg = &l->srv->cfg;
     /* An empty queue always takes one message, so a message as large as the
      * largest the server accepts can be echoed; the bound is then the limit
@@ -442,7 +611,17 @@ static void cws_conn_frames(cws_loop *l, cws_conn *c, uint8_t *p, size_t len) {
             continue;
         }
 
-        if (ev.message_start) cws_utf8_init(&c->utf8);
+        if (ev.message_start) {
+            cws_utf8_init(&c->utf8);
+            /* RSV1 is only accepted (by the parser) when compression was
+             * negotiated, and only here, on a message's first frame. */
+            if (ev.header.rsv & CWS_RSV1) c->flags |= CWS_CF_ZMSG;
+            else c->flags &= (uint16_t)~CWS_CF_ZMSG;
+        }
+        if (c->flags & CWS_CF_ZMSG) {
+            if (cws_conn_zinput(l, c, op, &ev) < 0) return;
+            continue;
+        }
         if (op == CWS_OP_TEXT && ev.payload_len &&
             cws_utf8_feed(&c->utf8, ev.payload, ev.payload_len, NULL) != CWS_UTF8_VALID) {
             cws_conn_fail(l, c, CWS_CLOSE_INVALID_PAYLOAD);
@@ -902,10 +1081,15 @@ cws_conn_id cws_request_accept(cws_request *req, const char *protocol, void *use
     if (!req || req->answered || !req->upgrade) return 0;
     cws_loop *l = req->loop;
     cws_conn *c = req->conn;
-    size_t cap = 256 + (protocol ? strlen(protocol) : 0);
+    char ext[CWS_DEFLATE_RESPONSE_MAX];
+    cws_deflate_params dp;
+    int el = cws_deflate_negotiate_request(&l->srv->cfg.deflate, &l->http, &dp, ext, sizeof ext);
+    if (el < 0) el = 0;
+    size_t cap = 256 + (protocol ? strlen(protocol) : 0) + (size_t)el;
     cws_msg *m = cws_msg_alloc(cap);
     if (!m) return 0;
-    m->len = cws_upgrade_response(m->data, cap, req->upgrade->key.ptr, req->upgrade->key.len, protocol, NULL);
+    m->len = cws_upgrade_response(m->data, cap, req->upgrade->key.ptr, req->upgrade->key.len, protocol,
+                                  el > 0 ? ext : NULL);
     if (!m->len || cws_sendq_push(l, c, m) < 0) {
         cws_msg_release(m);
         return 0;
@@ -916,6 +1100,13 @@ cws_conn_id cws_request_accept(cws_request *req, const char *protocol, void *use
     c->user = user;
     c->state = CWS_CONN_OPEN;
     cws_parser_init(&c->parser, CWS_ROLE_SERVER, l->srv->cfg.max_message_size);
+    if (el > 0) {
+        c->pmd = (uint8_t)(CWS_PMD_ON | (dp.server_no_context_takeover ? CWS_PMD_SERVER_NCT : 0) |
+                           (dp.client_no_context_takeover ? CWS_PMD_CLIENT_NCT : 0));
+        c->z_sbits = dp.server_max_window_bits;
+        c->z_cbits = dp.client_max_window_bits;
+        c->parser.rsv_allowed = CWS_RSV1;
+    }
     return cws_conn_id_of(l, c);
 }
 

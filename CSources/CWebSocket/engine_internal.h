@@ -28,8 +28,15 @@ struct cws_msg {
     _Atomic uint32_t refs;
     uint8_t opcode;     /* what the frame carries; CWS_MSG_RAW for HTTP bytes */
     uint8_t size_class; /* pool class it came from, or CWS_MSG_NO_CLASS */
-    uint16_t pad;
+    uint8_t hdr_len;    /* frame header bytes before the payload */
+    uint8_t zbits;      /* a compressed variant: the window it was made with */
     size_t len;         /* bytes in data: header + payload */
+    /* The same message compressed without context takeover, made by the first
+     * loop that needs it and shared by every recipient whose negotiated window
+     * is at least zbits. Points back at this message when compressing did not
+     * make it smaller (then it goes out as is). Owned (one reference) unless
+     * it points back. */
+    _Atomic(cws_msg *) zvar;
     uint8_t data[];
 };
 #define CWS_MSG_NO_CLASS 0xFF
@@ -46,6 +53,8 @@ typedef struct cws_msg_pool {
 cws_msg *cws_msg_alloc(size_t len);
 /* A whole frame (server role, unmasked) of this payload. */
 cws_msg *cws_msg_frame(uint8_t opcode, const void *payload, size_t len);
+/* The same with RSV bits (CWS_RSV1: a compressed payload). */
+cws_msg *cws_msg_frame_rsv(uint8_t opcode, uint8_t rsv, const void *payload, size_t len);
 void cws_msg_pool_free(cws_msg_pool *p);
 
 /* One queued message and how much of it has been written. */
@@ -64,6 +73,13 @@ enum cws_conn_state {
     CWS_CONN_DEAD,          /* finished; waiting for the backend to let go */
 };
 
+/* permessage-deflate, as negotiated (cws_conn.pmd). */
+enum cws_pmd_flags {
+    CWS_PMD_ON = 1 << 0,
+    CWS_PMD_SERVER_NCT = 1 << 1, /* server_no_context_takeover: shared compressor */
+    CWS_PMD_CLIENT_NCT = 1 << 2, /* client_no_context_takeover: shared decompressor */
+};
+
 enum cws_conn_flags {
     CWS_CF_WANT_WRITE = 1 << 0,   /* backend waits for writability */
     CWS_CF_DIRTY = 1 << 1,        /* on the loop's flush list */
@@ -74,6 +90,7 @@ enum cws_conn_flags {
     CWS_CF_PING_SENT = 1 << 6,    /* idle ping out, waiting for any traffic */
     CWS_CF_READ_DONE = 1 << 7,    /* stop interpreting input (after failing) */
     CWS_CF_REPORTED = 1 << 8,     /* the id is stale and on_close (if owed) ran */
+    CWS_CF_ZMSG = 1 << 9,         /* the data message being received is compressed */
 };
 
 struct cws_conn {
@@ -85,7 +102,10 @@ struct cws_conn {
     uint16_t flags;
     uint16_t close_code;     /* reported to on_close */
     uint8_t be_flags;        /* backend private */
+    uint8_t pmd;             /* cws_pmd_flags; 0 = no compression */
     uint16_t be_inflight;    /* backend private: operations the kernel holds */
+    uint8_t z_sbits;         /* negotiated server / client window bits */
+    uint8_t z_cbits;
     cws_conn *timer_next, *timer_prev;
     uint32_t timer_tick;     /* deadline in loop ticks (when linked) */
     uint32_t active_tick;    /* last tick with input */
@@ -99,6 +119,11 @@ struct cws_conn {
     uint32_t qhead, qcount, qcap;
     cws_sendq_entry *q;      /* ring of qcap entries, allocated on first send */
     uint64_t qbytes;         /* unwritten bytes in q */
+    /* Compression contexts, allocated on first use: zdef only with server
+     * context takeover; zinf with client context takeover, or lent by the
+     * loop while a compressed message arrives in pieces. */
+    cws_deflater *zdef;
+    cws_inflater *zinf;
 };
 
 /* ---- loops and the server --------------------------------------------- */
@@ -163,6 +188,13 @@ struct cws_loop {
     uint8_t *rbuf;             /* receive buffer (epoll backend) */
     cws_http_request http;     /* scratch for request heads */
     cws_msg_pool pool;
+    /* permessage-deflate without context takeover: one compressor per window
+     * size (index bits - 8) and a few idle decompressors, shared by every
+     * connection of the loop; scratch for whole messages. */
+    cws_deflater *zdef[8];
+    cws_inflater *zinf_idle[4];
+    uint32_t nzinf_idle;
+    cws_buffer zbuf;
     cws_loop_stats stats;
 } __attribute__((aligned(64)));
 

@@ -35,17 +35,24 @@ cws_msg *cws_msg_alloc(size_t len) {
     atomic_init(&m->refs, 1);
     m->opcode = CWS_MSG_RAW;
     m->size_class = k;
-    m->pad = 0;
+    m->hdr_len = 0;
+    m->zbits = 0;
     m->len = len;
+    atomic_init(&m->zvar, NULL);
     return m;
 }
 
 cws_msg *cws_msg_frame(uint8_t opcode, const void *payload, size_t len) {
+    return cws_msg_frame_rsv(opcode, 0, payload, len);
+}
+
+cws_msg *cws_msg_frame_rsv(uint8_t opcode, uint8_t rsv, const void *payload, size_t len) {
     size_t h = cws_frame_header_size(len, 0);
     cws_msg *m = cws_msg_alloc(h + len);
     if (!m) return NULL;
     m->opcode = opcode;
-    cws_frame_header_encode(m->data, 1, 0, opcode, len, 0, 0);
+    m->hdr_len = (uint8_t)h;
+    cws_frame_header_encode(m->data, 1, rsv, opcode, len, 0, 0);
     if (len) memcpy(m->data + h, payload, len);
     return m;
 }
@@ -66,6 +73,8 @@ void cws_msg_release(cws_msg *m) {
      * reused or freed. Same cost on x86 as release + fence, and ThreadSanitizer
      * understands it (it does not model a standalone fence). */
     if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) return;
+    cws_msg *z = atomic_load_explicit(&m->zvar, memory_order_relaxed);
+    if (z && z != m) cws_msg_release(z);
     cws_loop *l = cws_current_loop;
     uint8_t k = m->size_class;
     if (l && k != CWS_MSG_NO_CLASS && l->pool.count[k] < CWS_MSG_POOL_CAP) {

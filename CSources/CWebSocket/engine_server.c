@@ -28,6 +28,7 @@ void cws_server_config_init(cws_server_config *cfg) {
     cfg->pong_timeout_ms = 10000;
     cfg->close_timeout_ms = 3000;
     cfg->max_send_queue = 16u << 20;
+    cws_deflate_config_init(&cfg->deflate);
 }
 
 static void cws_err(char *err, size_t cap, const char *fmt, ...) {
@@ -107,6 +108,9 @@ static void cws_loop_free(cws_server *s, cws_loop *l) {
     free(l->free_slots);
     for (uint32_t i = 0; i < CWS_MAX_CHUNKS; i++) free(atomic_load(&l->chunks[i]));
     cws_msg_pool_free(&l->pool);
+    for (size_t i = 0; i < sizeof l->zdef / sizeof l->zdef[0]; i++) cws_deflater_free(l->zdef[i]);
+    for (uint32_t i = 0; i < l->nzinf_idle; i++) cws_inflater_free(l->zinf_idle[i]);
+    cws_buffer_free(&l->zbuf);
     free(l->rbuf);
     pthread_mutex_destroy(&l->inbox_lock);
 }
@@ -122,6 +126,18 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
     if (!cfg.close_timeout_ms) cfg.close_timeout_ms = def.close_timeout_ms;
     if (!cfg.max_send_queue) cfg.max_send_queue = def.max_send_queue;
     if (cfg.max_message_size > UINT32_MAX - 1) cfg.max_message_size = UINT32_MAX - 1;
+    /* Compression settings: zero means the default, the rest is clamped to
+     * what zlib and RFC 7692 allow. */
+    cws_deflate_config *dc = &cfg.deflate;
+    if (dc->level > 9) dc->level = 9;
+    if (!dc->mem_level) dc->mem_level = def.deflate.mem_level;
+    if (dc->mem_level > 9) dc->mem_level = 9;
+    if (!dc->server_max_window_bits) dc->server_max_window_bits = def.deflate.server_max_window_bits;
+    if (!dc->client_max_window_bits) dc->client_max_window_bits = def.deflate.client_max_window_bits;
+    if (dc->server_max_window_bits < 8) dc->server_max_window_bits = 8;
+    if (dc->server_max_window_bits > 15) dc->server_max_window_bits = 15;
+    if (dc->client_max_window_bits < 8) dc->client_max_window_bits = 8;
+    if (dc->client_max_window_bits > 15) dc->client_max_window_bits = 15;
     uint32_t nloops = cfg.loops;
     if (!nloops) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

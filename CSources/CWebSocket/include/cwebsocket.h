@@ -323,6 +323,95 @@ void cws_sha1(const void *data, size_t len, uint8_t out[20]);
 
 
 /* ------------------------------------------------------------------------
+ * permessage-deflate (deflate.c), RFC 7692
+ *
+ * Negotiation is a pure function of the request's Sec-WebSocket-Extensions
+ * headers and the server's policy. The compressor and decompressor work on
+ * whole message payloads (compressor) or payload pieces (decompressor); the
+ * 00 00 FF FF tail of the sync flush is stripped / appended by them.
+ * ------------------------------------------------------------------------ */
+typedef struct cws_deflate_config {
+    uint8_t enabled;                    /* 0 (default): never negotiate compression */
+    uint8_t level;                      /* zlib level 0-9 (default 1: most of the ratio, little CPU) */
+    uint8_t mem_level;                  /* zlib memLevel 1-9 (default 8); sets the compressor's hash
+                                           and buffer sizes: 2^(mem_level+9) bytes */
+    uint8_t server_max_window_bits;     /* 8-15 (default 15): largest window the server compresses
+                                           with; 8 compresses runs only (zlib has no raw 8-bit window) */
+    uint8_t client_max_window_bits;     /* 8-15 (default 15): largest window asked of clients that
+                                           offer client_max_window_bits (bounds our inflate memory) */
+    uint8_t server_no_context_takeover; /* 1 (default): always answer it; then one compressor per
+                                           loop serves every connection and a message sent to many
+                                           connections is compressed once */
+    uint8_t client_no_context_takeover; /* 1: always answer it (no per-connection inflate state);
+                                           default 0: answered only when the client offers it */
+    uint32_t min_size;                  /* payloads shorter than this go out uncompressed (default 64) */
+} cws_deflate_config;
+
+/* What was agreed for one connection. */
+typedef struct cws_deflate_params {
+    uint8_t server_no_context_takeover; /* the server resets its compressor per message */
+    uint8_t client_no_context_takeover; /* the client resets its compressor per message */
+    uint8_t server_max_window_bits;     /* 8-15: the window the server compresses with */
+    uint8_t client_max_window_bits;     /* 8-15: the largest window the client compresses with */
+} cws_deflate_params;
+
+/* Enough for any response cws_deflate_negotiate writes. */
+#define CWS_DEFLATE_RESPONSE_MAX 160
+
+void cws_deflate_config_init(cws_deflate_config *cfg);
+/*
+ * Picks the first acceptable permessage-deflate offer from the values of the
+ * Sec-WebSocket-Extensions headers (in order; each may list several offers).
+ * Other extensions are ignored; an offer with an unknown, repeated or
+ * malformed parameter is declined and the next one considered. Returns the
+ * length of the response header value written to resp (NUL-terminated) with
+ * *out filled in, 0 when no offer is acceptable (or cfg->enabled is 0), or -1
+ * if cap is too small.
+ */
+int cws_deflate_negotiate(const cws_deflate_config *cfg, const cws_slice *values, size_t count,
+                          cws_deflate_params *out, char *resp, size_t cap);
+/* The same over every Sec-WebSocket-Extensions header of a parsed request. */
+int cws_deflate_negotiate_request(const cws_deflate_config *cfg, const cws_http_request *r,
+                                  cws_deflate_params *out, char *resp, size_t cap);
+
+/* A growable byte buffer (malloc'd; free with cws_buffer_free). */
+typedef struct cws_buffer {
+    uint8_t *data;
+    size_t len, cap;
+} cws_buffer;
+void cws_buffer_free(cws_buffer *b);
+
+typedef struct cws_deflater cws_deflater;
+typedef struct cws_inflater cws_inflater;
+
+/* A compressor for one direction. window_bits 8-15 (8: see server_max_window_bits);
+ * context_takeover 0 resets the context after every message. NULL on failure. */
+cws_deflater *cws_deflater_new(int level, int mem_level, int window_bits, int context_takeover);
+void cws_deflater_free(cws_deflater *d);
+/* Compresses one message payload and appends it (tail stripped) to out.
+ * 0, or -1011 (out of memory; the context is reset). */
+int cws_deflater_message(cws_deflater *d, const void *in, size_t len, cws_buffer *out);
+/* Bytes the compressor holds (zlib's allocations and the handle). */
+size_t cws_deflater_memory(const cws_deflater *d);
+
+/* A decompressor; window_bits must be at least the peer's compression window. */
+cws_inflater *cws_inflater_new(int window_bits, int context_takeover);
+void cws_inflater_free(cws_inflater *f);
+/*
+ * Inflates the next piece of a compressed message's payload, appending to out
+ * (grown as output appears, never past max + 1 bytes). last: this piece ends
+ * the message (the tail is appended, and without context takeover the context
+ * is reset). utf8 (may be NULL) validates the output as it is produced.
+ * Returns 0, -1009 (output over max), -1007 (corrupt data or invalid UTF-8),
+ * or -1011 (out of memory). After an error the context is reset.
+ */
+int cws_inflater_feed(cws_inflater *f, const void *in, size_t len, int last, cws_buffer *out, uint64_t max,
+                      cws_utf8_state *utf8);
+void cws_inflater_reset(cws_inflater *f);
+size_t cws_inflater_memory(const cws_inflater *f);
+
+
+/* ------------------------------------------------------------------------
  * The server engine (engine.c, engine_epoll.c, engine_uring.c)
  *
  * One event loop thread per core, each with its own io_uring (or epoll) and
@@ -384,6 +473,7 @@ typedef struct cws_server_config {
     uint64_t max_send_queue;       /* queued bytes per connection (default 16 MiB); an empty
                                       queue always takes one message, whatever its size */
     cws_callbacks callbacks;
+    cws_deflate_config deflate;    /* permessage-deflate; off by default (see cws_deflate_config) */
 } cws_server_config;
 
 void cws_server_config_init(cws_server_config *cfg);
