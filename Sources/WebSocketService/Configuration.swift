@@ -38,6 +38,33 @@ public struct Configuration: Sendable {
     public var closeTimeout: Duration?
     /// Bytes queued per connection before the overflow policy applies.
     public var maxSendQueue: Int?
+    /// permessage-deflate (RFC 7692); nil: off.
+    public var compression: Compression?
+
+    /// The server's permessage-deflate policy. The defaults keep idle
+    /// connections free of zlib state and let a channel message be
+    /// compressed once for every recipient.
+    public struct Compression: Sendable {
+        /// zlib level 0-9: 1 gets most of the ratio on JSON for little CPU.
+        public var level = 1
+        /// zlib memLevel 1-9: the compressor's memory, 2^(memLevel+9) bytes per buffer.
+        public var memoryLevel = 8
+        /// 8-15: the largest window the server compresses with.
+        public var serverMaxWindowBits = 15
+        /// 8-15: the largest window asked of clients that offer the parameter.
+        public var clientMaxWindowBits = 15
+        /// Reset the server's compressor per message (one compressor per
+        /// loop, compress-once fan-out). Turning it off costs a compressor
+        /// per connection (~268 KB at window 15, memLevel 8).
+        public var serverNoContextTakeover = true
+        /// Ask clients to reset theirs too, so no connection holds inflate
+        /// state while idle (~40 KB each otherwise), at some cost in ratio.
+        public var clientNoContextTakeover = false
+        /// Payloads shorter than this go out uncompressed.
+        public var minimumSize = 64
+
+        public init() {}
+    }
 
     public init(host: String = "::", port: Int = 8080, loops: Int = 0, backend: Backend = .auto) {
         self.host = host
@@ -63,6 +90,16 @@ public struct Configuration: Sendable {
         if let pongTimeout { cfg.pong_timeout_ms = Self.milliseconds(pongTimeout) }
         if let closeTimeout { cfg.close_timeout_ms = Self.milliseconds(closeTimeout) }
         if let maxSendQueue { cfg.max_send_queue = UInt64(clamping: maxSendQueue) }
+        if let compression {
+            cfg.deflate.enabled = 1
+            cfg.deflate.level = UInt8(clamping: compression.level)
+            cfg.deflate.mem_level = UInt8(clamping: compression.memoryLevel)
+            cfg.deflate.server_max_window_bits = UInt8(clamping: compression.serverMaxWindowBits)
+            cfg.deflate.client_max_window_bits = UInt8(clamping: compression.clientMaxWindowBits)
+            cfg.deflate.server_no_context_takeover = compression.serverNoContextTakeover ? 1 : 0
+            cfg.deflate.client_no_context_takeover = compression.clientNoContextTakeover ? 1 : 0
+            cfg.deflate.min_size = UInt32(clamping: compression.minimumSize)
+        }
     }
 
     static func milliseconds(_ duration: Duration) -> UInt32 {

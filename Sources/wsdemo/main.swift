@@ -12,10 +12,11 @@ import Glibc
 func usage() -> Never {
     print("""
     usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
-                  [--no-admin]
+                  [--no-admin] [--deflate]
                                        the chat example (a page at /, the socket at /ws?ch=room&user=name,
                                        admin pages at /admin/sockets for loopback peers only; --no-admin: none);
                                        --echo echoes every message unchanged at every path
+                                       --deflate negotiates permessage-deflate (RFC 7692) with clients that offer it
                                        defaults: --host 127.0.0.1 --port 8080 --loops 0 (one per CPU) --backend auto
            wsdemo info                 SIMD levels of this CPU and the one in use
            wsdemo validate FILE...     UTF-8 validation, fail-fast, in 64 KiB chunks
@@ -45,6 +46,7 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
         switch arg {
         case "--echo": echo = true
         case "--no-admin": admin = false
+        case "--deflate": configuration.compression = Configuration.Compression()
         case "--host": configuration.host = value(arg)
         case "--port":
             guard let port = Int(value(arg)), (0...65535).contains(port) else { fail("--port takes 0...65535") }
