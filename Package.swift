@@ -30,10 +30,21 @@ let package = Package(
                 .linkedLibrary("z"),
             ]
         ),
+        // A tiny prefixed (chr_) shim over hiredis for the Redis backplane; it
+        // hides redisReply, whose layout differs between hiredis 0.14 and 1.x.
+        .target(
+            name: "CHiredis",
+            path: "CSources/CHiredis",
+            linkerSettings: [
+                // Debian: libhiredis-dev.
+                .linkedLibrary("hiredis"),
+            ]
+        ),
         .target(
             name: "WebSocketService",
             dependencies: [
                 "CWebSocket",
+                "CHiredis",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/WebSocketService"

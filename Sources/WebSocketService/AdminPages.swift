@@ -108,7 +108,7 @@ final class AdminPages: Sendable {
             ("accepted (TCP)", "\(status.accepted)"),
             ("messages in / out", "\(status.messagesIn) / \(status.messagesOut)"),
             ("bytes in / out", "\(status.bytesIn) / \(status.bytesOut)"), ("dropped", "\(status.dropped)"),
-        ]
+        ] + Self.backplaneRows(status.backplane)
         for (name, value) in rows { body += "<tr><th>\(Self.escape(name))</th><td>\(Self.escape(value))</td></tr>" }
         body += "</table>"
         body += "<h2>Connections</h2>" + Self.connectionTable(service.connections())
@@ -124,6 +124,17 @@ final class AdminPages: Sendable {
             body += "</table>" + Self.more(channels.count)
         }
         return Self.html("Sockets", body)
+    }
+
+    private static func backplaneRows(_ b: BackplaneStatus) -> [(String, String)] {
+        guard b.kind != "in-process" else { return [("backplane", "in-process (one server)")] }
+        return [
+            ("backplane", "\(b.kind) \(b.endpoint ?? "") " + (b.connected ? "connected" : "DISCONNECTED")
+                + (b.connected ? "" : b.lastError.map { ": \($0)" } ?? "")),
+            ("backplane published / received", "\(b.published) / \(b.received)"),
+            ("backplane not propagated", "\(b.notPropagated)"),
+            ("backplane subscriptions / disconnects", "\(b.subscriptions) / \(b.disconnects)"),
+        ]
     }
 
     private func channel(_ name: String, _ service: Service) -> HTTPResponse {

@@ -28,6 +28,9 @@ public struct Configuration: Sendable {
     public var overflowPolicy: OverflowPolicy = .close
     /// Joining and leaving a channel send `online-update` to its other members.
     public var announcesPresence = true
+    /// How channel messages, `writeAll` and `writeConnection` reach other
+    /// servers: `.inProcess` (one server) or `.redis(...)` (a cluster).
+    public var backplane: BackplaneConfiguration = .inProcess
 
     public var maxHeadSize: Int?
     public var handshakeTimeout: Duration?

@@ -29,6 +29,8 @@ public final class Service: Sendable {
         public var uptime: Double
         /// "io_uring" or "epoll".
         public var backend: String
+        /// How this server reaches the others, and whether it can right now.
+        public var backplane: BackplaneStatus
     }
 
     public let configuration: Configuration
@@ -38,6 +40,12 @@ public final class Service: Sendable {
     let admin: AdminPages?
     /// Copies traffic to the admin tap's watchers; idle (one atomic load per message) without them.
     let tap = TrafficTap()
+    /// Carries writes to the other servers of a cluster.
+    let backplane: any Backplane
+    /// Read once: the in-process backplane costs the hot path one branch.
+    let isDistributed: Bool
+    /// This server's origin id on the backplane.
+    let serverID = UUID()
 
     /// Written once in init, before the loops start; read-only afterwards.
     nonisolated(unsafe) private var server: OpaquePointer?
@@ -67,6 +75,11 @@ public final class Service: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.server = nil
+        switch configuration.backplane {
+        case .inProcess: backplane = InProcessBackplane()
+        case .redis(let redis): backplane = RedisBackplane(redis, logger: logger)
+        }
+        isDistributed = backplane.isDistributed
 
         var cfg = cws_server_config()
         cws_server_config_init(&cfg)
@@ -120,6 +133,10 @@ public final class Service: Sendable {
         let rc = cws_server_start(server)
         guard rc == 0 else { throw Error(description: "cannot start the event loops: \(String(cString: strerror(-rc)))") }
         state.withLock { $0.startedAt = .now }
+        if isDistributed {
+            backplane.start(serverID: serverID, deliver: { [weak self] message in self?.deliverFromBackplane(message) },
+                            localMembers: { [weak self] channel in self?.localMembers(channel) ?? [:] })
+        }
         logger.info("listening", metadata: ["host": "\(configuration.host)", "port": "\(port)", "backend": "\(backend)"])
     }
 
@@ -133,6 +150,8 @@ public final class Service: Sendable {
         }
         guard first else { return }
         cws_server_stop(server, Configuration.milliseconds(timeout))
+        // After the loops: the leaves of the closing connections still reach the other servers.
+        backplane.stop()
     }
 
     // MARK: - Callbacks
@@ -152,12 +171,20 @@ public final class Service: Sendable {
 
     // MARK: - Writing
 
-    /// Sends an envelope to one connection. False if it is gone.
+    /// Sends an envelope to one connection. False if it is gone; with a
+    /// distributed backplane, a connection not on this server may be on
+    /// another: the message is handed to the backplane and the answer is
+    /// true (delivery there is not confirmed).
     @discardableResult
     public func writeConnection(cmd: String, param: RawJSON, id: UUID, from: UUID? = nil,
                                 channel: String? = nil) -> Bool {
-        guard let connection = connection(id) else { return false }
-        return write(Envelope(from: from, channel: channel, cmd: cmd, param: param), to: connection)
+        let envelope = Envelope(from: from, channel: channel, cmd: cmd, param: param)
+        guard let connection = connection(id) else {
+            guard isDistributed else { return false }
+            backplane.publish(BackplaneMessage(origin: serverID, target: .connection(id), envelope: envelope.encoded()))
+            return true
+        }
+        return write(envelope, to: connection)
     }
 
     /// Sends an envelope to a connection the caller holds (no lookup).
@@ -167,11 +194,22 @@ public final class Service: Sendable {
     }
 
     /// Sends an envelope to every member of `channel` but `except`: encoded
-    /// and framed once, whatever the member count. Returns the recipients.
+    /// and framed once, whatever the member count. Local members get it at
+    /// once; with a distributed backplane it is also published for the other
+    /// servers. Returns the local recipients.
     @discardableResult
     public func writeChannel(cmd: String, param: RawJSON, channel: String, except: UUID? = nil,
                              from: UUID? = nil) -> Int {
         let bytes = Envelope(from: from, channel: channel, cmd: cmd, param: param).encoded()
+        let count = writeChannelLocally(bytes, channel: channel, except: except)
+        if isDistributed {
+            backplane.publish(BackplaneMessage(origin: serverID, target: .channel(channel, except: except), envelope: bytes))
+        }
+        return count
+    }
+
+    @discardableResult
+    private func writeChannelLocally(_ bytes: [UInt8], channel: String, except: UUID?) -> Int {
         let ids = state.withLock { s -> [cws_conn_id] in
             guard let members = s.channels[channel] else { return [] }
             return Self.recipients(members, except: except.flatMap { s.byID[$0]?.engineID }, bytes: bytes.count)
@@ -181,10 +219,18 @@ public final class Service: Sendable {
     }
 
     /// Sends an envelope to every open connection of an envelope endpoint
-    /// (raw endpoints don't speak it), encoded and framed once.
+    /// (raw endpoints don't speak it), encoded and framed once; on every
+    /// server with a distributed backplane. Returns the local recipients.
     @discardableResult
     public func writeAll(cmd: String, param: RawJSON, from: UUID? = nil) -> Int {
         let bytes = Envelope(from: from, cmd: cmd, param: param).encoded()
+        let count = writeAllLocally(bytes)
+        if isDistributed { backplane.publish(BackplaneMessage(origin: serverID, target: .all, envelope: bytes)) }
+        return count
+    }
+
+    @discardableResult
+    private func writeAllLocally(_ bytes: [UInt8]) -> Int {
         let ids = state.withLock { s -> [cws_conn_id] in
             var ids: [cws_conn_id] = []
             ids.reserveCapacity(s.byEngineID.count)
@@ -230,6 +276,21 @@ public final class Service: Sendable {
         return reason.withUTF8 { cws_close(server, connection.engineID, code.rawValue, $0.baseAddress, $0.count) } == 0
     }
 
+    /// What another server published: delivered to the local recipients only
+    /// (on the backplane's thread; the engine queues it to the owning loops).
+    private func deliverFromBackplane(_ message: BackplaneMessage) {
+        switch message.target {
+        case .channel(let channel, let except):
+            writeChannelLocally(message.envelope, channel: channel, except: except)
+        case .all:
+            writeAllLocally(message.envelope)
+        case .connection(let id):
+            if let connection = connection(id) {
+                message.envelope.withUnsafeBytes { _ = send($0, opcode: .text, to: connection) }
+            }
+        }
+    }
+
     /// Member ids minus `except`; counts the message for each recipient.
     private static func recipients(_ members: [cws_conn_id: Connection], except: cws_conn_id?, bytes: Int) -> [cws_conn_id] {
         var ids: [cws_conn_id] = []
@@ -271,12 +332,18 @@ public final class Service: Sendable {
         let others = state.withLock { s -> [cws_conn_id]? in
             guard s.byEngineID[engineID] != nil, s.channels[channel]?[engineID] == nil else { return nil }
             let others = presence.map { Self.recipients(s.channels[channel] ?? [:], except: nil, bytes: $0.count) } ?? []
+            // Under the lock, so a racing last leave cannot reorder its unsubscribe after this.
+            if isDistributed && s.channels[channel] == nil { backplane.subscribe(channel: channel) }
             s.channels[channel, default: [:]][engineID] = connection
             connection.joined.withLock { $0.append(channel) }
             return others
         }
         guard let others else { return false }
         if let presence { fanOut(presence, to: others) }
+        if isDistributed {
+            if let presence { publishPresence(presence, channel: channel) }
+            backplane.membersChanged(channel: channel)
+        }
         return true
     }
 
@@ -296,12 +363,24 @@ public final class Service: Sendable {
             guard s.channels[channel]?.removeValue(forKey: engineID) != nil else { return nil }
             connection.joined.withLock { $0.removeAll { $0 == channel } }
             let members = s.channels[channel] ?? [:]
-            if members.isEmpty { s.channels[channel] = nil }
+            if members.isEmpty {
+                s.channels[channel] = nil
+                if isDistributed { backplane.unsubscribe(channel: channel) }
+            }
             return presence.map { Self.recipients(members, except: nil, bytes: $0.count) } ?? []
         }
         guard let others else { return false }
         if let presence { fanOut(presence, to: others) }
+        if isDistributed {
+            if let presence { publishPresence(presence, channel: channel) }
+            backplane.membersChanged(channel: channel)
+        }
         return true
+    }
+
+    /// The channel's members on the other servers hear of joins and leaves here too.
+    private func publishPresence(_ presence: [UInt8], channel: String) {
+        backplane.publish(BackplaneMessage(origin: serverID, target: .channel(channel, except: nil), envelope: presence))
     }
 
     private func presenceUpdate(_ connection: Connection, channel: String, connected: Bool) -> [UInt8]? {
@@ -327,6 +406,28 @@ public final class Service: Sendable {
         state.withLock { s in s.channels[channel].map { Array($0.values) } ?? [] }.sorted { $0.started < $1.started }
     }
 
+    /// The members of a channel on every server of the cluster, from the
+    /// presence the servers keep in Redis (a server's members disappear
+    /// within `RedisConfiguration.presenceTTL` of its crash). A Redis round
+    /// trip on a thread of its own, never on a loop; local joins show after
+    /// the presence writer's next pass (milliseconds). In-process: the local members.
+    public func clusterConnections(in channel: String) async throws -> [ClusterMember] {
+        guard isDistributed else { return localMembers(channel)[channel] ?? [] }
+        return try await backplane.clusterMembers(in: channel)
+    }
+
+    /// Local members as the cluster view lists them: one channel, or all given nil.
+    private func localMembers(_ channel: String?) -> [String: [ClusterMember]] {
+        let server = serverID.uuidString.lowercased()
+        func list(_ members: [cws_conn_id: Connection]) -> [ClusterMember] {
+            members.values.map { ClusterMember(id: $0.id, userID: $0.userID, serverID: server) }
+        }
+        return state.withLock { s in
+            guard let channel else { return s.channels.mapValues(list) }
+            return s.channels[channel].map { [channel: list($0)] } ?? [:]
+        }
+    }
+
     /// Channel names and member counts.
     public func channels() -> [String: Int] { state.withLock { $0.channels.mapValues(\.count) } }
 
@@ -341,7 +442,8 @@ public final class Service: Sendable {
         return Status(connections: connections, channels: channels, accepted: stats.accepted,
                       messagesIn: stats.messages_in, bytesIn: stats.bytes_in, messagesOut: stats.messages_out,
                       bytesOut: stats.bytes_out, dropped: stats.dropped,
-                      uptime: Double(seconds) + Double(attoseconds) / 1e18, backend: backend)
+                      uptime: Double(seconds) + Double(attoseconds) / 1e18, backend: backend,
+                      backplane: backplane.status)
     }
 
     // MARK: - Engine events (loop threads)
@@ -477,7 +579,8 @@ public final class Service: Sendable {
 
     private func closed(_ connection: Connection, code: UInt16, reason: String) {
         let engineID = connection.engineID
-        var updates: [([UInt8], [cws_conn_id])] = []
+        var updates: [(channel: String, presence: [UInt8], ids: [cws_conn_id])] = []
+        var left: [String] = []
         state.withLock { s in
             s.byID[connection.id] = nil
             s.byEngineID[engineID] = nil
@@ -489,14 +592,23 @@ public final class Service: Sendable {
             }
             for channel in channels {
                 guard s.channels[channel]?.removeValue(forKey: engineID) != nil else { continue }
+                left.append(channel)
                 let members = s.channels[channel] ?? [:]
-                if members.isEmpty { s.channels[channel] = nil }
-                if !members.isEmpty, let presence = presenceUpdate(connection, channel: channel, connected: false) {
-                    updates.append((presence, Self.recipients(members, except: nil, bytes: presence.count)))
+                if members.isEmpty {
+                    s.channels[channel] = nil
+                    if isDistributed { backplane.unsubscribe(channel: channel) }
+                }
+                // Remote members may remain when no local one does.
+                if !members.isEmpty || isDistributed, let presence = presenceUpdate(connection, channel: channel, connected: false) {
+                    updates.append((channel, presence, Self.recipients(members, except: nil, bytes: presence.count)))
                 }
             }
         }
-        for (presence, ids) in updates { fanOut(presence, to: ids) }
+        for update in updates {
+            fanOut(update.presence, to: update.ids)
+            if isDistributed { publishPresence(update.presence, channel: update.channel) }
+        }
+        if isDistributed { for channel in left { backplane.membersChanged(channel: channel) } }
         tap.closed(connection)
         connection.logger.debug("closed", metadata: ["code": "\(code)"])
         hooks.withLock { $0.onClose }?(connection, CloseCode(rawValue: code), reason)

@@ -12,11 +12,14 @@ import Glibc
 func usage() -> Never {
     print("""
     usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
-                  [--no-admin] [--deflate]
+                  [--no-admin] [--deflate] [--redis redis://[:password@]host:port/db] [--presence-ttl SECONDS]
                                        the chat example (a page at /, the socket at /ws?ch=room&user=name,
                                        admin pages at /admin/sockets for loopback peers only; --no-admin: none);
                                        --echo echoes every message unchanged at every path
                                        --deflate negotiates permessage-deflate (RFC 7692) with clients that offer it
+                                       --redis joins the servers that share this Redis: channels, writeAll and
+                                       writeConnection span them all (Redis pub/sub backplane); a killed
+                                       server's members leave the cluster presence after --presence-ttl (15)
                                        defaults: --host 127.0.0.1 --port 8080 --loops 0 (one per CPU) --backend auto
            wsdemo info                 SIMD levels of this CPU and the one in use
            wsdemo validate FILE...     UTF-8 validation, fail-fast, in 64 KiB chunks
@@ -37,6 +40,7 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
     var echo = false
     var admin = true
     var level = Logger.Level.info
+    var presenceTTL: Duration?
     var args = arguments.makeIterator()
     func value(_ flag: String) -> String {
         guard let v = args.next() else { fail("\(flag) needs a value") }
@@ -47,6 +51,15 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
         case "--echo": echo = true
         case "--no-admin": admin = false
         case "--deflate": configuration.compression = Configuration.Compression()
+        case "--redis":
+            do {
+                configuration.backplane = .redis(try RedisConfiguration(url: value(arg)))
+            } catch {
+                fail("--redis: \(error)")
+            }
+        case "--presence-ttl":
+            guard let seconds = Double(value(arg)), seconds > 0 else { fail("--presence-ttl takes seconds > 0") }
+            presenceTTL = .milliseconds(Int(seconds * 1000))
         case "--host": configuration.host = value(arg)
         case "--port":
             guard let port = Int(value(arg)), (0...65535).contains(port) else { fail("--port takes 0...65535") }
@@ -63,6 +76,10 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
         case "-h", "--help": usage()
         default: fail("unknown argument \(arg) (try --help)")
         }
+    }
+    if let presenceTTL, case .redis(var redis) = configuration.backplane {
+        redis.presenceTTL = presenceTTL
+        configuration.backplane = .redis(redis)
     }
     let chosenLevel = level
     LoggingSystem.bootstrap { label in
@@ -98,7 +115,8 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
     // Printed unbuffered so a script waiting for it sees it at once.
     let banner = "wsdemo \(echo ? "echo" : "chat") on \(configuration.host):\(service.port) (\(service.backend))"
         + (echo ? "" : ": open http://\(configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host):\(service.port)/")
-        + (echo || !admin ? "" : ", admin at /admin/sockets (loopback only)") + "\n"
+        + (echo || !admin ? "" : ", admin at /admin/sockets (loopback only)")
+        + (service.status().backplane.endpoint.map { ", backplane \($0)" } ?? "") + "\n"
     _ = banner.withCString { write(1, $0, strlen($0)) }
 
     // Graceful stop on SIGINT / SIGTERM: close 1001 to everyone, then exit.
