@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 // Benchmarks live in their own package so the library's users never resolve
 // benchmark dependencies.
 import PackageDescription
@@ -7,6 +7,12 @@ let package = Package(
     name: "Benchmarks",
     dependencies: [
         .package(name: "swift-websocket-server", path: ".."),
+        // The peer: Hummingbird WebSocket (SwiftNIO), built only for `hbecho`.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.0.0"),
+        // Micro benchmarks with malloc counts (`swift package benchmark`).
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
         .executableTarget(
@@ -18,7 +24,30 @@ let package = Package(
         // scenarios against any ws:// server on loopback. See Sources/wsload/main.c.
         .executableTarget(
             name: "wsload",
-            path: "Sources/wsload"
+            path: "Sources/wsload",
+            linkerSettings: [.linkedLibrary("z")] // zlib, for --deflate
+        ),
+        // Echo peer on Hummingbird WebSocket, same semantics as `wsdemo --echo`.
+        .executableTarget(
+            name: "hbecho",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "HummingbirdWSCompression", package: "hummingbird-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Sources/hbecho"
+        ),
+        // package-benchmark suites live under Benchmarks/<target> (the plugin's convention).
+        .executableTarget(
+            name: "CoreMicro",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "WebSocketService", package: "swift-websocket-server"),
+            ],
+            path: "Benchmarks/CoreMicro",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -3,7 +3,7 @@
  *
  *   wsload echo --url ws://127.0.0.1:PORT/PATH [--conns N] [--size BYTES]
  *               [--text|--binary] [--inflight K] [--duration S] [--warmup S]
- *               [--server-pid PID] [--server-cpu CPU] [--verify] [--result]
+ *               [--server-pid PID] [--server-cpu CPU] [--verify] [--deflate] [--result]
  *   wsload idle --url ws://127.0.0.1:PORT/PATH [--conns N] [--hold S]
  *               [--concurrency C] [--server-pid PID] [--result]
  *
@@ -12,6 +12,14 @@
  * (send -> complete echo) in a log-bucket histogram. Frames are masked once,
  * up front, with a fixed key: the payload buffer is never touched again.
  * Echoes are parsed header-only (payload bytes are skipped unless --verify).
+ *
+ * --deflate offers permessage-deflate with client_no_context_takeover and
+ * server_no_context_takeover (and fails unless the server accepts): the payload
+ * becomes JSON-like text, compressed once with zlib (every message compresses
+ * the same without context takeover) and sent with RSV1 set. Echoes are
+ * counted whether the server compressed them or not (RESULT reports how many
+ * came back compressed); with --verify compressed echoes are inflated with
+ * zlib and compared.
  *
  * idle: opens N connections (at most C handshakes outstanding), reports
  * handshakes/s, then the server's RSS per connection.
@@ -53,6 +61,7 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define MAX_CONNS 100000
 #define MAX_SECONDS 600.0
@@ -212,6 +221,7 @@ static struct {
     int server_pid;
     int server_cpu;
     int verify;
+    int deflate;
     int result;
     int quiet;
 } opt = {.conns = 100, .size = 16, .binary = 1, .inflight = 1, .duration = 5, .warmup = 1, .hold = 2,
@@ -220,13 +230,14 @@ static struct {
 static void usage(void) {
     fputs("usage: wsload echo --url ws://127.0.0.1:PORT/PATH [--conns N] [--size BYTES] [--text|--binary]\n"
           "                   [--inflight K] [--duration S] [--warmup S] [--server-pid PID]\n"
-          "                   [--server-cpu CPU] [--verify] [--result] [--quiet]\n"
+          "                   [--server-cpu CPU] [--verify] [--deflate] [--result] [--quiet]\n"
           "       wsload idle --url ws://127.0.0.1:PORT/PATH [--conns N] [--hold S] [--concurrency C]\n"
           "                   [--server-pid PID] [--result] [--quiet]\n"
           "defaults: --conns 100 --size 16 --binary --inflight 1 --duration 5 --warmup 1 --hold 2\n"
           "          --concurrency 256 (handshakes outstanding at once)\n"
           "--server-pid: server CPU per message (/proc/PID/stat) and RSS (/proc/PID/status)\n"
           "--server-cpu: the core the server is pinned to: its busy time per message, softirq included\n"
+          "--deflate:    offer permessage-deflate (no context takeover either way); JSON-like text payload\n"
           "--result:     also print one machine-readable line: RESULT key=value...\n",
           stderr);
     exit(2);
@@ -287,6 +298,7 @@ static void parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--server-pid")) { NEED(); opt.server_pid = (int)argd(v, 1, 1 << 30, a); }
         else if (!strcmp(a, "--server-cpu")) { NEED(); opt.server_cpu = (int)argd(v, 0, CPU_SETSIZE - 1, a); }
         else if (!strcmp(a, "--verify")) opt.verify = 1;
+        else if (!strcmp(a, "--deflate")) { opt.deflate = 1; opt.binary = 0; }
         else if (!strcmp(a, "--result")) opt.result = 1;
         else if (!strcmp(a, "--quiet")) opt.quiet = 1;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
@@ -324,6 +336,8 @@ typedef struct conn {
     char *hs;           /* handshake response buffer (freed when open) */
     uint8_t *ctl;       /* control frame payload being collected (ping/close) */
     uint32_t ctln;
+    uint8_t zmsg;       /* the echo being read is compressed (RSV1 on its first frame) */
+    z_stream *zs;       /* inflater for --verify --deflate, created on first use */
 } conn;
 
 static conn *conns;
@@ -341,7 +355,7 @@ static const uint8_t mask_key[4] = {0x37, 0xfa, 0x21, 0x3d};
 
 static int n_open, n_connecting, n_failed, n_closed_by_peer, n_started;
 static int sending = 0, measuring = 0;
-static uint64_t msgs_total, msgs_win, bytes_win, verify_errors, unexpected_frames, pings;
+static uint64_t msgs_compressed, msgs_total, msgs_win, bytes_win, verify_errors, unexpected_frames, pings;
 static uint64_t now_cached;
 
 static const char *ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="; /* for the RFC 6455 sample key */
@@ -372,18 +386,71 @@ static void resolve_peer(void) {
                                    "Upgrade: websocket\r\n"
                                    "Connection: Upgrade\r\n"
                                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                                   "Sec-WebSocket-Version: 13\r\n\r\n",
-                                   opt.path, hostport);
+                                   "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                                   opt.path, hostport,
+                                   opt.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; "
+                                                 "server_no_context_takeover\r\n" : "");
 }
 
 /* Client frames must be masked: build one masked frame, once, and K+1 copies
  * of it back to back so any run of up to K frames starting anywhere inside
  * the first one is a single contiguous write. */
+/* JSON-like text for --deflate: records of words from a small vocabulary, so it
+ * compresses about like chat messages do (3-4x with zlib), not like a pattern. */
+static void fill_json(uint8_t *out, size_t n) {
+    static const char *words[] = {"hello", "world", "message", "channel", "server", "latency", "the", "a", "of",
+                                  "to", "and", "socket", "frame", "update", "price", "user", "status", "online",
+                                  "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "ok", "error", "retry"};
+    uint32_t x = 12345;
+    size_t i = 0, id = 0;
+    char rec[256];
+    while (i < n) {
+        int k = snprintf(rec, sizeof rec, "{\"id\":%zu,\"user\":\"u%u\",\"text\":\"", id++, (x >> 8) % 1000);
+        for (int w = 0; w < 8; w++) {
+            x = x * 1103515245u + 12345u;
+            k += snprintf(rec + k, sizeof rec - (size_t)k, "%s%s", w ? " " : "", words[(x >> 16) % 28]);
+        }
+        k += snprintf(rec + k, sizeof rec - (size_t)k, "\"},");
+        for (int j = 0; j < k && i < n; j++) out[i++] = (uint8_t)rec[j];
+    }
+}
+
+static uint8_t *zout;      /* --verify --deflate: inflated bytes */
+#define ZOUT_CAP 65536
+static size_t wire_len;    /* payload bytes on the wire per message (compressed with --deflate) */
+
 static void build_frames(void) {
     size_t n = opt.size;
     uint8_t hdr[14];
     size_t h = 0;
-    hdr[h++] = (uint8_t)(0x80 | (opt.binary ? 2 : 1));
+    expect = malloc(n ? n : 1);
+    if (!expect) die("out of memory");
+    const uint8_t *body = expect;
+    uint8_t *zbody = NULL;
+    if (opt.deflate) {
+        fill_json(expect, n);
+        /* raw deflate, sync flush, minus the 00 00 ff ff tail (RFC 7692 7.2.1) */
+        z_stream z = {0};
+        if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) die("deflateInit2");
+        size_t cap = deflateBound(&z, n) + 16;
+        zbody = malloc(cap);
+        if (!zbody) die("out of memory");
+        z.next_in = expect;
+        z.avail_in = (uInt)n;
+        z.next_out = zbody;
+        z.avail_out = (uInt)cap;
+        if (deflate(&z, Z_SYNC_FLUSH) != Z_OK || z.avail_in) die("deflate failed");
+        n = cap - z.avail_out;
+        if (n >= 4 && !memcmp(zbody + n - 4, "\x00\x00\xff\xff", 4)) n -= 4;
+        deflateEnd(&z);
+        body = zbody;
+        if (opt.verify && !(zout = malloc(ZOUT_CAP))) die("out of memory");
+    } else {
+        for (size_t i = 0; i < n; i++) /* printable ASCII: valid as text too */
+            expect[i] = (uint8_t)('a' + (i * 7 + i / 26) % 26);
+    }
+    wire_len = n;
+    hdr[h++] = (uint8_t)(0x80 | (opt.deflate ? 0x40 : 0) | (opt.binary ? 2 : 1));
     if (n < 126) hdr[h++] = (uint8_t)(0x80 | n);
     else if (n <= 0xffff) { hdr[h++] = 0x80 | 126; hdr[h++] = (uint8_t)(n >> 8); hdr[h++] = (uint8_t)n; }
     else {
@@ -393,14 +460,12 @@ static void build_frames(void) {
     memcpy(hdr + h, mask_key, 4);
     h += 4;
     frame_len = h + n;
-    expect = malloc(n ? n : 1);
-    for (size_t i = 0; i < n; i++) /* printable ASCII: valid as text too */
-        expect[i] = (uint8_t)('a' + (i * 7 + i / 26) % 26);
     size_t copies = (size_t)opt.inflight + 1;
     frames = malloc(frame_len * copies);
-    if (!frames || !expect) die("out of memory");
+    if (!frames) die("out of memory");
     memcpy(frames, hdr, h);
-    for (size_t i = 0; i < n; i++) frames[h + i] = expect[i] ^ mask_key[i & 3];
+    for (size_t i = 0; i < n; i++) frames[h + i] = body[i] ^ mask_key[i & 3];
+    free(zbody);
     for (size_t c = 1; c < copies; c++) memcpy(frames + c * frame_len, frames, frame_len);
 }
 
@@ -427,6 +492,24 @@ static void conn_close(conn *c, int by_peer) {
     c->hs = NULL;
     free(c->ctl);
     c->ctl = NULL;
+    if (c->zs) { inflateEnd(c->zs); free(c->zs); c->zs = NULL; }
+}
+
+/* --verify --deflate: inflate k bytes of a compressed echo (or, with tail, the
+ * 00 00 ff ff that ends it) and compare with what was sent. */
+static void verify_inflate(conn *c, const uint8_t *p, size_t k) {
+    c->zs->next_in = (Bytef *)p;
+    c->zs->avail_in = (uInt)k;
+    do {
+        c->zs->next_out = zout;
+        c->zs->avail_out = ZOUT_CAP;
+        int r = inflate(c->zs, Z_SYNC_FLUSH);
+        if (r != Z_OK && r != Z_BUF_ERROR) { verify_errors++; return; }
+        size_t got = ZOUT_CAP - c->zs->avail_out;
+        if (c->poff + got > opt.size || memcmp(zout, expect + c->poff, got)) verify_errors++;
+        c->poff += got;
+        if (r == Z_BUF_ERROR) return;
+    } while (c->zs->avail_in || c->zs->avail_out == 0);
 }
 
 static void start_connect(conn *c) {
@@ -523,6 +606,8 @@ static void on_frames(conn *c, const uint8_t *p, size_t n) {
             if (c->op >= 8) {
                 if (c->ctl) memcpy(c->ctl + c->ctln, p, k);
                 c->ctln += (uint32_t)k;
+            } else if (opt.verify && c->zmsg) {
+                verify_inflate(c, p, k);
             } else if (opt.verify) {
                 if (c->poff + k > opt.size || memcmp(p, expect + c->poff, k)) verify_errors++;
                 c->poff += k;
@@ -563,6 +648,15 @@ static void on_frames(conn *c, const uint8_t *p, size_t n) {
                 c->ctln = 0;
             } else if (op != 0) {
                 c->poff = 0;
+                c->zmsg = (h[0] & 0x40) != 0;
+                if (c->zmsg && opt.verify) {
+                    if (!c->zs) {
+                        if (!(c->zs = calloc(1, sizeof *c->zs))) die("out of memory");
+                        if (inflateInit2(c->zs, -15) != Z_OK) die("inflateInit2");
+                    } else {
+                        inflateReset(c->zs); /* server_no_context_takeover */
+                    }
+                }
             }
             c->op = op;
             c->skip = len;
@@ -588,6 +682,10 @@ static void on_frames(conn *c, const uint8_t *p, size_t n) {
             c->ctl = NULL;
             c->op = 0;
         } else if (c->fin) {
+            if (c->zmsg) {
+                msgs_compressed++;
+                if (opt.verify) verify_inflate(c, (const uint8_t *)"\x00\x00\xff\xff", 4);
+            }
             if (opt.verify && c->poff != opt.size) verify_errors++;
             message_done(c);
         }
@@ -609,6 +707,12 @@ static void on_handshake(conn *c) {
     if (strncmp(c->hs, "HTTP/1.1 101", 12) || !strstr(c->hs, ACCEPT)) {
         static int shown;
         if (!shown++) fprintf(stderr, "wsload: handshake refused: %.*s\n", (int)strcspn(c->hs, "\r\n"), c->hs);
+        conn_close(c, 0);
+        return;
+    }
+    if (opt.deflate && !strcasestr(c->hs, "permessage-deflate")) {
+        static int shown;
+        if (!shown++) fprintf(stderr, "wsload: the server did not accept permessage-deflate\n");
         conn_close(c, 0);
         return;
     }
@@ -880,10 +984,10 @@ int main(int argc, char **argv) {
         printf("RESULT mode=echo conns=%d size=%zu inflight=%d secs=%.3f msgs=%" PRIu64 " msgs_per_s=%.0f "
                "bytes_per_s=%.0f p50_us=%.2f p99_us=%.2f p999_us=%.2f max_us=%.2f srv_us_per_msg=%.3f srv_pct=%.1f "
                "core_us_per_msg=%.3f core_si_us_per_msg=%.3f core_pct=%.1f core_steal_pct=%.1f cli_pct=%.1f cli_core_pct=%.1f "
-               "verify_errors=%" PRIu64 " closed_by_peer=%d\n",
+               "verify_errors=%" PRIu64 " closed_by_peer=%d deflate=%d wire_bytes=%zu compressed=%" PRIu64 "\n",
                opt.conns, opt.size, opt.inflight, wall, msgs_win, mps, bps, p50 / 1e3, p99 / 1e3, p999 / 1e3,
                hist_max / 1e3, srv_us, srv_pct, core_us, si_us, core_pct, core_steal, cli_pct, ccore_pct, verify_errors,
-               n_closed_by_peer);
+               n_closed_by_peer, opt.deflate, wire_len, msgs_compressed);
     fflush(stdout);
     return (verify_errors || n_closed_by_peer) ? 1 : 0;
 }
