@@ -67,18 +67,7 @@ private final class DeflateClient {
         if let inflater { cws_inflater_free(inflater) }
     }
 
-    func send(_ bytes: [UInt8]) throws {
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                if errno == EPIPE || errno == ECONNRESET { return } // the server already failed us
-                throw EngineTestError(description: "send: errno \(errno)")
-            }
-            off += n
-        }
-    }
+    func send(_ bytes: [UInt8]) throws { try sendAll(fd, bytes, toleratingReset: true) }
 
     private func fill() throws -> Bool {
         var tmp = [UInt8](repeating: 0, count: 1 << 16)

@@ -186,6 +186,21 @@ func loopbackSocket(port: UInt16, readTimeout seconds: Int) throws -> Int32 {
     return fd
 }
 
+/// Writes every byte. With `toleratingReset`, a peer that already closed
+/// (EPIPE / ECONNRESET) ends the write quietly: the test then reads why.
+func sendAll(_ fd: Int32, _ bytes: [UInt8], toleratingReset: Bool = false) throws {
+    var off = 0
+    while off < bytes.count {
+        let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            if toleratingReset && (errno == EPIPE || errno == ECONNRESET) { return }
+            throw EngineTestError(description: "send: errno \(errno)")
+        }
+        off += n
+    }
+}
+
 final class EngineClient {
     let fd: Int32
     private var buf: [UInt8] = []
@@ -199,17 +214,7 @@ final class EngineClient {
 
     deinit { close(fd) }
 
-    func send(_ bytes: [UInt8]) throws {
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw EngineTestError(description: "send: errno \(errno)")
-            }
-            off += n
-        }
-    }
+    func send(_ bytes: [UInt8]) throws { try sendAll(fd, bytes) }
 
     /// More bytes into buf; false on EOF or reset.
     private func fill() throws -> Bool {
