@@ -69,6 +69,9 @@ let package = Package(
             dependencies: ["ConformanceSuite"],
             path: "Sources/wsconform"
         ),
+        // Test support: child processes via posix_spawn (not Foundation's Process).
+        .target(name: "CSpawn", path: "Tests/Support/CSpawn"),
+        .target(name: "ChildProcess", dependencies: ["CSpawn"], path: "Tests/Support/ChildProcess"),
         .testTarget(
             name: "ConformanceTests",
             dependencies: [
@@ -80,7 +83,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CWebSocketTests",
-            dependencies: ["CWebSocket", "WebSocketService"],
+            dependencies: ["CWebSocket", "WebSocketService", "ChildProcess"],
             path: "Tests/CWebSocketTests"
         ),
         .testTarget(
@@ -88,6 +91,7 @@ let package = Package(
             dependencies: [
                 "CWebSocket",
                 "WebSocketService",
+                "ChildProcess",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/WebSocketServiceTests"

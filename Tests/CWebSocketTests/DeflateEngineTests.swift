@@ -1,3 +1,4 @@
+import ChildProcess
 import CWebSocket
 import Foundation
 import Glibc
@@ -348,16 +349,11 @@ struct DeflateEngineTests {
     /// the window / context-takeover variants, both directions.
     @Test(arguments: EngineBackend.allCases)
     func pythonWebsocketsInterop(_ backend: EngineBackend) throws {
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        probe.arguments = ["python3", "-c", "import websockets"]
-        probe.standardError = FileHandle.nullDevice
-        do { try probe.run() } catch {
+        guard let probe = try? ChildProcess("python3", ["-c", "import websockets"]) else {
             print("skipping websockets interop: no python3")
             return
         }
-        probe.waitUntilExit()
-        if probe.terminationStatus != 0 {
+        if probe.wait() != 0 {
             print("skipping websockets interop: python3 has no websockets module (pip install websockets)")
             return
         }
@@ -384,17 +380,9 @@ struct DeflateEngineTests {
             asyncio.run(run(port, f))
         print("interop ok")
         """
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", script, String(srv.port)]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let log = String(decoding: data, as: UTF8.self)
-        #expect(p.terminationStatus == 0, "\(log)")
+        let p = try ChildProcess("python3", ["-c", script, String(srv.port)], output: .capture)
+        let log = p.readToEnd()
+        #expect(p.wait() == 0, "\(log)")
         #expect(log.contains("interop ok"))
     }
 }

@@ -1,3 +1,4 @@
+import ChildProcess
 import Foundation
 import Logging
 import Testing
@@ -9,16 +10,11 @@ import Testing
     /// nil when that is impossible (no python3, no network to PyPI).
     static let python: String? = {
         func run(_ arguments: [String]) -> (Int32, String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = arguments
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            do { try process.run() } catch { return (-1, "\(error)") }
-            let output = pipe.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+            do {
+                let process = try ChildProcess(arguments[0], Array(arguments.dropFirst()), output: .capture)
+                let output = process.readToEnd()
+                return (process.wait(), output)
+            } catch { return (-1, "\(error)") }
         }
         if run(["python3", "-c", "import websockets"]).0 == 0 { return "python3" }
         let install = run(["python3", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "websockets"])
@@ -70,16 +66,9 @@ import Testing
         guard let service = try startService(backend, routes: routes) else { return }
         defer { service.stop() }
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [python, "-c", Self.script, String(service.port)]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(output)")
+        let process = try ChildProcess(python, ["-c", Self.script, String(service.port)], output: .capture)
+        let output = process.readToEnd()
+        #expect(process.wait() == 0, "\(output)")
         #expect(output.contains("interop ok"), "\(output)")
     }
 }

@@ -1,3 +1,4 @@
+import ChildProcess
 import Foundation
 import Logging
 import Testing
@@ -14,7 +15,7 @@ final class RedisServer {
         .first { FileManager.default.isExecutableFile(atPath: $0) }
 
     let port: Int
-    private var process: Process?
+    private var process: ChildProcess?
 
     init() throws {
         port = try Self.freePort()
@@ -24,14 +25,9 @@ final class RedisServer {
     deinit { kill() }
 
     func start() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.executable!)
-        process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--daemonize", "no", "--loglevel", "warning", "--dir", NSTemporaryDirectory()]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        self.process = process
+        process = try ChildProcess(Self.executable!, ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "",
+                                                      "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
+                                                      "--dir", NSTemporaryDirectory()])
         let up = eventually(timeout: .seconds(5)) {
             guard let fd = try? TestClient.tcp(port: port) else { return false }
             Glibc.close(fd)
@@ -42,10 +38,8 @@ final class RedisServer {
 
     /// SIGKILL: no goodbye to the clients, as in a crash.
     func kill() {
-        guard let process, process.isRunning else { return }
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        self.process = nil
+        process?.kill()
+        process = nil
     }
 
     static func freePort() throws -> Int {
@@ -299,7 +293,7 @@ extension TestClient {
 /// wsdemo (built next to the test bundle) as a separate server process, so
 /// a test can SIGKILL a member of the cluster.
 final class DemoServer {
-    let process = Process()
+    let process: ChildProcess
     let port: Int
 
     static var executable: String? {
@@ -312,35 +306,19 @@ final class DemoServer {
     }
 
     init(executable: String, arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["--host", "127.0.0.1", "--port", "0", "--loops", "1", "--backend", "epoll", "--no-admin",
-                             "--log-level", "error"] + arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        process = try ChildProcess(executable, ["--host", "127.0.0.1", "--port", "0", "--loops", "1", "--backend", "epoll",
+                                                "--no-admin", "--log-level", "error"] + arguments, output: .capture)
         // "wsdemo chat on 127.0.0.1:PORT: ..." (written unbuffered at start)
-        var banner = Data()
-        let deadline = ContinuousClock.now + .seconds(10)
-        while !banner.contains(UInt8(ascii: "\n")) && ContinuousClock.now < deadline {
-            let chunk = out.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            banner += chunk
-        }
-        let text = String(decoding: banner, as: UTF8.self)
+        let text = process.readLine()
         guard let range = text.range(of: "127.0.0.1:"),
               let port = Int(text[range.upperBound...].prefix { $0.isNumber }) else {
-            process.terminate()
+            process.kill()
             throw ClientError("no port in wsdemo's banner: \(text)")
         }
         self.port = port
     }
 
-    func kill() {
-        guard process.isRunning else { return }
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
+    func kill() { process.kill() }
 
     deinit { kill() }
 }
