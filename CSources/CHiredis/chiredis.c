@@ -143,21 +143,69 @@ int chr_next_push(chr_conn *c, chr_push *out) {
     c->last = reply;
     memset(out, 0, sizeof(*out));
     redisReply *r = c->last;
+    if (r->type == REDIS_REPLY_ERROR) {
+        out->kind = CHR_PUSH_ERROR;
+        out->payload = r->str;
+        out->payload_len = r->len;
+        return 1;
+    }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[1]->type != REDIS_REPLY_STRING) return 1;
     out->subject = r->element[1]->str;
     out->subject_len = r->element[1]->len;
-    if (is(r->element[0], "message") && r->element[2]->type == REDIS_REPLY_STRING) {
+    if ((is(r->element[0], "message") || is(r->element[0], "smessage")) && r->element[2]->type == REDIS_REPLY_STRING) {
         out->kind = CHR_PUSH_MESSAGE;
         out->payload = r->element[2]->str;
         out->payload_len = r->element[2]->len;
-    } else if (is(r->element[0], "subscribe")) {
+    } else if (is(r->element[0], "subscribe") || is(r->element[0], "ssubscribe")) {
         out->kind = CHR_PUSH_SUBSCRIBE;
         out->count = r->element[2]->integer;
-    } else if (is(r->element[0], "unsubscribe")) {
+    } else if (is(r->element[0], "unsubscribe") || is(r->element[0], "sunsubscribe")) {
         out->kind = CHR_PUSH_UNSUBSCRIBE;
         out->count = r->element[2]->integer;
     }
     return 1;
+}
+
+unsigned chr_key_slot(const char *key, size_t len) {
+    // Only the part between the first '{' and the next '}' counts, if non-empty.
+    const char *open = memchr(key, '{', len);
+    if (open) {
+        size_t rest = len - (size_t)(open - key) - 1;
+        const char *close = memchr(open + 1, '}', rest);
+        if (close && close > open + 1) {
+            key = open + 1;
+            len = (size_t)(close - key);
+        }
+    }
+    uint16_t crc = 0;
+    for (size_t i = 0; i < len; i++) {
+        crc ^= (uint16_t)((uint8_t)key[i] << 8);
+        for (int bit = 0; bit < 8; bit++) crc = (uint16_t)((crc & 0x8000) ? (crc << 1) ^ 0x1021 : crc << 1);
+    }
+    return crc & 16383;
+}
+
+size_t chr_reply_slot_ranges(const chr_conn *c, chr_slot_range *out, size_t max) {
+    const redisReply *r = c->last;
+    if (!r || r->type != REDIS_REPLY_ARRAY) return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *range = r->element[i];
+        if (range->type != REDIS_REPLY_ARRAY || range->elements < 3) continue;
+        const redisReply *master = range->element[2];
+        if (range->element[0]->type != REDIS_REPLY_INTEGER || range->element[1]->type != REDIS_REPLY_INTEGER ||
+            master->type != REDIS_REPLY_ARRAY || master->elements < 2 ||
+            master->element[0]->type != REDIS_REPLY_STRING || master->element[1]->type != REDIS_REPLY_INTEGER) continue;
+        if (n < max) {
+            out[n].start = (int)range->element[0]->integer;
+            out[n].end = (int)range->element[1]->integer;
+            out[n].host = master->element[0]->str;
+            out[n].host_len = master->element[0]->len;
+            out[n].port = (int)master->element[1]->integer;
+        }
+        n++;
+    }
+    return n;
 }
 
 int chr_waker_new(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }

@@ -129,7 +129,8 @@ final class AdminPages: Sendable {
     private static func backplaneRows(_ b: BackplaneStatus) -> [(String, String)] {
         guard b.kind != "in-process" else { return [("backplane", "in-process (one server)")] }
         return [
-            ("backplane", "\(b.kind) \(b.endpoint ?? "") " + (b.connected ? "connected" : "DISCONNECTED")
+            ("backplane", "\(b.kind) \(b.pubSub.map { "(\($0) pub/sub) " } ?? "")\(b.endpoint ?? "") "
+                + (b.connected ? "connected" : "DISCONNECTED")
                 + (b.connected ? "" : b.lastError.map { ": \($0)" } ?? "")),
             ("backplane published / received", "\(b.published) / \(b.received)"),
             ("backplane not propagated", "\(b.notPropagated)"),

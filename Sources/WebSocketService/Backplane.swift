@@ -72,6 +72,8 @@ public struct BackplaneStatus: Sendable, Codable, Hashable {
     /// Times a Redis connection was lost (or could not be opened).
     public var disconnects: UInt64
     public var lastError: String?
+    /// Redis pub/sub mode: "classic" or "sharded"; nil in-process.
+    public var pubSub: String? = nil
 }
 
 /// One server: nothing to carry.

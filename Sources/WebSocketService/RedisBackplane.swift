@@ -31,7 +31,7 @@ final class RedisBackplane: Backplane, @unchecked Sendable {
         var wanted: Set<String> = []
         /// Subjects Redis confirmed.
         var confirmed: Set<String> = []
-        var queue: [(subject: String, payload: [UInt8])] = []
+        var queue: [(subject: String, payload: [UInt8], attempts: Int)] = []
         var publisherUp = false
         var subscriberUp = false
         var started = false
@@ -132,7 +132,7 @@ final class RedisBackplane: Backplane, @unchecked Sendable {
         let queued = locked { s -> Bool in
             // Down: deliver locally only, and say so, rather than buffer without bound.
             guard s.publisherUp, !s.stopping, s.queue.count < configuration.maxPendingPublishes else { return false }
-            s.queue.append((subject, payload))
+            s.queue.append((subject, payload, 0))
             return true
         }
         if queued { condition.signal() } else { notPropagated.wrappingAdd(1, ordering: .relaxed) }
@@ -146,7 +146,8 @@ final class RedisBackplane: Backplane, @unchecked Sendable {
                                connected: up, subscriptions: subscriptions,
                                published: published.load(ordering: .relaxed), received: received.load(ordering: .relaxed),
                                notPropagated: notPropagated.load(ordering: .relaxed),
-                               disconnects: disconnects.load(ordering: .relaxed), lastError: lastError)
+                               disconnects: disconnects.load(ordering: .relaxed), lastError: lastError,
+                               pubSub: configuration.pubSub.rawValue)
     }
 
     /// Redis has confirmed the subscription to this channel's subject (tests wait on it).
@@ -251,87 +252,133 @@ final class RedisBackplane: Backplane, @unchecked Sendable {
         return min(delay * 2, configuration.maxReconnectDelay)
     }
 
+    private typealias Publish = (subject: String, payload: [UInt8], attempts: Int)
+
     private func runPublisher() {
+        let sharded = configuration.pubSub == .sharded
+        let command = Array((sharded ? "SPUBLISH" : "PUBLISH").utf8)
+        let router = RedisRouter(configuration)
         var delay = configuration.reconnectDelay
-        var connection: OpaquePointer?
         defer {
-            if let connection {
-                // Best effort for what was queued before stop (the leaves of a graceful shutdown).
-                let rest = locked { s -> [(subject: String, payload: [UInt8])] in
-                    defer { s.queue.removeAll() }
-                    return s.queue
-                }
-                for item in rest { _ = Self.append(connection, [Array("PUBLISH".utf8), Array(item.subject.utf8), item.payload]) }
-                if !rest.isEmpty { _ = chr_flush(connection) }
-                chr_free(connection)
+            // Best effort for what was queued before stop (the leaves of a graceful shutdown).
+            let rest = locked { s -> [Publish] in
+                defer { s.queue.removeAll() }
+                return s.queue
             }
+            if !router.needsRefresh, !rest.isEmpty {
+                var used: Set<RedisNode> = []
+                for item in rest {
+                    let node = sharded ? router.node(for: item.subject) : router.seed
+                    guard let c = router.connection(to: node).connection else { continue }
+                    _ = Self.append(c, [command, Array(item.subject.utf8), item.payload])
+                    used.insert(node)
+                }
+                for node in used { if let c = router.open[node] { _ = chr_flush(c) } }
+            }
+            router.closeAll()
             locked { $0.publisherUp = false }
         }
-        while !isStopping {
-            guard let c = connection ?? connect() else {
-                delay = backoff(delay)
-                continue
+        /// Counts the queue as not propagated and marks the publisher down.
+        func down(_ reason: String, lost: Int) {
+            let queued = locked { s -> Int in
+                s.publisherUp = false
+                defer { s.queue.removeAll() }
+                return s.queue.count
             }
-            if connection == nil {
-                connection = c
+            notPropagated.wrappingAdd(UInt64(lost + queued), ordering: .relaxed)
+            failed("publisher: " + reason)
+            router.closeAll()
+            router.needsRefresh = true
+        }
+        while !isStopping {
+            if router.needsRefresh {
+                // (Re)connect: the configured node, and the slot map when it is a cluster.
+                if let error = router.refresh() {
+                    failed("publisher: " + error)
+                    delay = backoff(delay)
+                    continue
+                }
                 delay = configuration.reconnectDelay
                 locked { $0.publisherUp = true }
             }
-            let batch = locked { s -> [(subject: String, payload: [UInt8])] in
+            let batch = locked { s -> [Publish] in
                 // At most a second idle, so a dead connection is noticed (below) even without traffic.
                 if s.queue.isEmpty, !s.stopping { _ = condition.wait(until: Date(timeIntervalSinceNow: 1)) }
                 defer { s.queue.removeAll(keepingCapacity: true) }
                 return s.queue
             }
-            // Redis sends nothing unasked on this connection, so a readable
+            // Redis sends nothing unasked on these connections, so a readable
             // socket means it closed (a restart while we were idle): reconnect
             // now rather than lose the batch to a dead socket.
-            if Self.hasClosed(c) {
-                failed("publisher: connection closed by Redis")
-                chr_free(c)
-                connection = connect()
-                guard connection != nil else {
-                    let lost = locked { s -> Int in
-                        s.publisherUp = false
-                        defer { s.queue.removeAll() }
-                        return s.queue.count
-                    }
-                    notPropagated.wrappingAdd(UInt64(batch.count + lost), ordering: .relaxed)
+            let closed = router.open.filter { Self.hasClosed($0.value) }.map(\.key)
+            if !closed.isEmpty {
+                for node in closed { router.drop(node) }
+                if let error = router.refresh() {
+                    down(error, lost: batch.count)
                     continue
                 }
             }
-            guard let c = connection, !batch.isEmpty else { continue }
-            // Pipelined: every PUBLISH goes out in one write, then the answers are read.
-            var sent = 0
-            var ok = true
+            guard !batch.isEmpty else { continue }
+            // Pipelined: every node gets its publishes in one write, then the answers are read.
+            var order: [RedisNode] = []
+            var groups: [RedisNode: [Publish]] = [:]
             for item in batch {
-                guard Self.append(c, [Array("PUBLISH".utf8), Array(item.subject.utf8), item.payload]) == 0 else {
-                    ok = false
-                    break
-                }
+                let node = sharded ? router.node(for: item.subject) : router.seed
+                if groups[node] == nil { order.append(node) }
+                groups[node, default: []].append(item)
             }
-            if ok {
-                for _ in batch {
-                    guard chr_reply(c) >= 0 else {
-                        ok = false
+            var sent = 0
+            var lost = 0
+            var retry: [Publish] = []
+            var broken: String?
+            var pending: [(RedisNode, OpaquePointer, [Publish])] = []
+            for node in order {
+                let items = groups[node]!
+                guard let c = router.connection(to: node).connection,
+                      items.allSatisfy({ Self.append(c, [command, Array($0.subject.utf8), $0.payload]) == 0 }) else {
+                    lost += items.count
+                    broken = "\(node): cannot connect or write"
+                    router.drop(node)
+                    continue
+                }
+                _ = chr_flush(c)
+                pending.append((node, c, items))
+            }
+            for (node, c, items) in pending {
+                for (index, item) in items.enumerated() {
+                    let rc = chr_reply(c)
+                    if rc == 0 {
+                        sent += 1
+                    } else if rc == 1, RedisRouter.isRedirect(String(cString: chr_error(c))), item.attempts < 3 {
+                        // The slot moved: publish where it lives now (MOVED says where; after an ASK, read the map).
+                        retry.append((item.subject, item.payload, item.attempts + 1))
+                        if router.redirect(String(cString: chr_error(c))) == nil { router.needsRefresh = true }
+                    } else if rc == 1 {
+                        lost += 1
+                        logger.warning("redis backplane: publish refused", metadata: [
+                            "node": "\(node)", "error": "\(String(cString: chr_error(c)))"])
+                    } else {
+                        // An answer that never came: the PUBLISH may or may not have gone out.
+                        lost += items.count - index
+                        broken = "\(node): " + String(cString: chr_error(c))
+                        router.drop(node)
                         break
                     }
-                    sent += 1
                 }
             }
             published.wrappingAdd(UInt64(sent), ordering: .relaxed)
-            guard ok else {
-                let lost = locked { s -> Int in
-                    s.publisherUp = false
-                    defer { s.queue.removeAll() }
-                    return s.queue.count
-                }
-                // A PUBLISH whose answer never came may or may not have gone out: counted as not propagated.
-                notPropagated.wrappingAdd(UInt64(batch.count - sent + lost), ordering: .relaxed)
-                failed("publisher: " + String(cString: chr_error(c)))
-                chr_free(c)
-                connection = nil
+            if let broken {
+                down(broken, lost: lost + retry.count)
                 continue
+            }
+            notPropagated.wrappingAdd(UInt64(lost), ordering: .relaxed)
+            if !retry.isEmpty {
+                // Ahead of what came since, so each channel keeps its order.
+                if router.needsRefresh, let error = router.refresh() {
+                    down(error, lost: retry.count)
+                } else {
+                    locked { $0.queue.insert(contentsOf: retry, at: 0) }
+                }
             }
         }
     }
@@ -342,95 +389,173 @@ final class RedisBackplane: Backplane, @unchecked Sendable {
     }
 
     private func runSubscriber() {
+        let sharded = configuration.pubSub == .sharded
+        let (subscribe, unsubscribe) = sharded ? ("SSUBSCRIBE", "SUNSUBSCRIBE") : ("SUBSCRIBE", "UNSUBSCRIBE")
+        let router = RedisRouter(configuration, separateRefresh: true)
         var delay = configuration.reconnectDelay
-        var connection: OpaquePointer?
-        /// Subjects SUBSCRIBE was sent for on this connection.
-        var active: Set<String> = []
+        var retryAt = ContinuousClock.now
+        /// Per node: the subjects SUBSCRIBE was sent for on its connection.
+        var active: [RedisNode: Set<String>] = [:]
         let (serverID, deliver) = locked { ($0.serverID, $0.deliver) }
-        func drop(_ c: OpaquePointer, _ what: String) {
-            failed("subscriber: \(what): " + String(cString: chr_error(c)))
-            chr_free(c)
-            connection = nil
-            active = []
+        func drop(_ node: RedisNode, _ what: String) {
+            if let c = router.open[node] {
+                failed("subscriber: \(node): \(what): " + String(cString: chr_error(c)))
+            } else {
+                failed("subscriber: \(node): \(what)")
+            }
+            router.drop(node)
+            let gone = active.removeValue(forKey: node) ?? []
             locked { s in
                 s.subscriberUp = false
-                s.confirmed = []
+                s.confirmed.subtract(gone)
             }
+            router.needsRefresh = true
+            retryAt = .now + delay
+            delay = min(delay * 2, configuration.maxReconnectDelay)
         }
         defer {
-            if let connection { chr_free(connection) }
+            router.closeAll()
             locked { $0.subscriberUp = false }
         }
         while !isStopping {
-            guard let c = connection ?? connect() else {
-                delay = backoff(delay)
-                continue
-            }
-            if connection == nil {
-                connection = c
-                delay = configuration.reconnectDelay
-                locked { $0.subscriberUp = true }
-                logger.info("redis backplane connected", metadata: ["endpoint": "\(configuration.endpoint)"])
+            let now = ContinuousClock.now
+            if router.needsRefresh, now >= retryAt {
+                if let error = router.refresh() {
+                    failed("subscriber: " + error)
+                    router.closeAll()
+                    active = [:]
+                    locked { s in
+                        s.subscriberUp = false
+                        s.confirmed = []
+                    }
+                    retryAt = .now + delay
+                    delay = min(delay * 2, configuration.maxReconnectDelay)
+                } else if sharded {
+                    // The map may have changed: subscriptions on the wrong node go.
+                    for (node, subjects) in active {
+                        let misplaced = subjects.filter { router.node(for: $0) != node }
+                        guard !misplaced.isEmpty else { continue }
+                        active[node]?.subtract(misplaced)
+                        locked { $0.confirmed.subtract(misplaced) }
+                    }
+                }
             }
             // Bring the subscriptions in line with what the service wants
             // (after a reconnect: everything, which is the resubscribe).
-            let wanted = locked { $0.wanted }
-            let add = wanted.subtracting(active)
-            let remove = active.subtracting(wanted)
-            if !add.isEmpty || !remove.isEmpty {
-                var ok = true
-                if !add.isEmpty { ok = Self.append(c, [Array("SUBSCRIBE".utf8)] + add.map { Array($0.utf8) }) == 0 }
-                if ok, !remove.isEmpty {
-                    ok = Self.append(c, [Array("UNSUBSCRIBE".utf8)] + remove.map { Array($0.utf8) }) == 0
+            if !router.needsRefresh {
+                let wanted = locked { $0.wanted }
+                var byNode: [RedisNode: Set<String>] = [:]
+                for subject in wanted { byNode[sharded ? router.node(for: subject) : router.seed, default: []].insert(subject) }
+                var allUp = true
+                for node in Set(byNode.keys).union(active.keys) {
+                    let want = byNode[node] ?? []
+                    let have = active[node] ?? []
+                    let add = want.subtracting(have)
+                    let remove = have.subtracting(want)
+                    guard !add.isEmpty || !remove.isEmpty else { continue }
+                    let (c, error) = router.connection(to: node)
+                    guard let c else {
+                        failed("subscriber: " + error)
+                        allUp = false
+                        router.needsRefresh = true
+                        retryAt = .now + delay
+                        delay = min(delay * 2, configuration.maxReconnectDelay)
+                        continue
+                    }
+                    var ok = true
+                    // Sharded: one subject per command (a command's channels must share a slot).
+                    let adds = sharded ? add.map { [$0] } : [Array(add)]
+                    let removes = sharded ? remove.map { [$0] } : [Array(remove)]
+                    for subjects in adds where ok && !subjects.isEmpty {
+                        ok = Self.append(c, [Array(subscribe.utf8)] + subjects.map { Array($0.utf8) }) == 0
+                    }
+                    for subjects in removes where ok && !subjects.isEmpty {
+                        ok = Self.append(c, [Array(unsubscribe.utf8)] + subjects.map { Array($0.utf8) }) == 0
+                    }
+                    guard ok, chr_flush(c) == 0 else {
+                        drop(node, "subscribe")
+                        allUp = false
+                        continue
+                    }
+                    active[node] = want
+                    if want.isEmpty, remove.isEmpty { active[node] = nil }
                 }
-                guard ok, chr_flush(c) == 0 else {
-                    drop(c, "subscribe")
-                    continue
+                if allUp, !router.needsRefresh {
+                    let wasUp = locked { s -> Bool in
+                        defer { s.subscriberUp = true }
+                        return s.subscriberUp
+                    }
+                    if !wasUp {
+                        delay = configuration.reconnectDelay
+                        logger.info("redis backplane connected", metadata: ["endpoint": "\(configuration.endpoint)"])
+                    }
                 }
-                active = wanted
             }
 
-            var fds = [pollfd(fd: chr_fd(c), events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
-            let n = poll(&fds, 2, 1000)
+            let links = router.open.filter { active[$0.key] != nil }.map { ($0.key, $0.value) }
+            var fds = links.map { pollfd(fd: chr_fd($0.1), events: Int16(POLLIN), revents: 0) }
+            fds.append(pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0))
+            let timeout = router.needsRefresh ? max(1, min(1000, Self.milliseconds(retryAt - .now))) : 1000
+            let n = poll(&fds, nfds_t(fds.count), Int32(timeout))
             if n < 0 && errno != EINTR {
-                drop(c, "poll")
+                for (node, _) in links { drop(node, "poll") }
                 continue
             }
-            if fds[1].revents != 0 {
+            if fds[links.count].revents != 0 {
                 chr_waker_drain(wakeFD)
             }
-            guard fds[0].revents != 0 else { continue }
-            guard chr_fill(c) == 0 else {
-                drop(c, "read")
-                continue
-            }
-            var push = chr_push()
-            while true {
-                let rc = chr_next_push(c, &push)
-                if rc == 0 { break }
-                guard rc > 0 else {
-                    drop(c, "protocol")
-                    break
+            for (index, (node, c)) in links.enumerated() where fds[index].revents != 0 {
+                guard chr_fill(c) == 0 else {
+                    drop(node, "read")
+                    continue
                 }
-                guard let subjectPointer = push.subject else { continue }
-                let subject = String(decoding: UnsafeRawBufferPointer(start: subjectPointer, count: push.subject_len),
-                                     as: UTF8.self)
-                switch push.kind {
-                case Int32(CHR_PUSH_SUBSCRIBE.rawValue):
-                    locked { _ = $0.confirmed.insert(subject) }
-                case Int32(CHR_PUSH_UNSUBSCRIBE.rawValue):
-                    locked { _ = $0.confirmed.remove(subject) }
-                case Int32(CHR_PUSH_MESSAGE.rawValue):
-                    let channel = subject.hasPrefix(channelPrefix) ? String(subject.dropFirst(channelPrefix.count)) : nil
-                    let payload = UnsafeRawBufferPointer(start: push.payload, count: push.payload_len)
-                    guard let message = BackplaneWire.decode(payload, channel: channel) else { continue }
-                    // Our own copy, back from Redis: the local members had it already.
-                    guard message.origin != serverID else { continue }
-                    received.wrappingAdd(1, ordering: .relaxed)
-                    deliver?(message)
-                default:
-                    break
+                var push = chr_push()
+                while true {
+                    let rc = chr_next_push(c, &push)
+                    if rc == 0 { break }
+                    guard rc > 0 else {
+                        drop(node, "protocol")
+                        break
+                    }
+                    if push.kind == Int32(CHR_PUSH_ERROR.rawValue) {
+                        let text = String(decoding: UnsafeRawBufferPointer(start: push.payload, count: push.payload_len),
+                                          as: UTF8.self)
+                        // A subscribe sent to a node that no longer owns the slot: subscribe again
+                        // where MOVED says it lives (after an ASK: read the map again).
+                        if let slot = router.redirect(text) {
+                            active[node] = active[node]?.filter { RedisRouter.slot($0) != slot }
+                        } else if RedisRouter.isRedirect(text) {
+                            router.needsRefresh = true
+                            active[node] = []
+                        } else {
+                            logger.warning("redis backplane: subscribe refused", metadata: ["node": "\(node)", "error": "\(text)"])
+                        }
+                        continue
+                    }
+                    guard let subjectPointer = push.subject else { continue }
+                    let subject = String(decoding: UnsafeRawBufferPointer(start: subjectPointer, count: push.subject_len),
+                                         as: UTF8.self)
+                    switch push.kind {
+                    case Int32(CHR_PUSH_SUBSCRIBE.rawValue):
+                        locked { _ = $0.confirmed.insert(subject) }
+                    case Int32(CHR_PUSH_UNSUBSCRIBE.rawValue):
+                        locked { _ = $0.confirmed.remove(subject) }
+                        // Unasked (its slot migrated to another node): subscribe again where it lives now.
+                        if active[node]?.contains(subject) == true {
+                            active[node]?.remove(subject)
+                            if sharded { router.needsRefresh = true }
+                        }
+                    case Int32(CHR_PUSH_MESSAGE.rawValue):
+                        let channel = subject.hasPrefix(channelPrefix) ? String(subject.dropFirst(channelPrefix.count)) : nil
+                        let payload = UnsafeRawBufferPointer(start: push.payload, count: push.payload_len)
+                        guard let message = BackplaneWire.decode(payload, channel: channel) else { continue }
+                        // Our own copy, back from Redis: the local members had it already.
+                        guard message.origin != serverID else { continue }
+                        received.wrappingAdd(1, ordering: .relaxed)
+                        deliver?(message)
+                    default:
+                        break
+                    }
                 }
             }
         }

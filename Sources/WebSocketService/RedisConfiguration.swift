@@ -28,6 +28,24 @@ public struct RedisConfiguration: Sendable, Hashable {
     /// A server's members leave the cluster-wide presence this long after
     /// it stops refreshing them (it refreshes every third of it).
     public var presenceTTL: Duration = .seconds(15)
+    /// Classic or sharded pub/sub (see `PubSub`).
+    public var pubSub: PubSub = .classic
+
+    /// How channel messages travel through Redis.
+    public enum PubSub: String, Sendable, Hashable, CaseIterable {
+        /// PUBLISH / SUBSCRIBE. On a Redis Cluster every message is broadcast
+        /// to every node of the cluster, so this suits one Redis (or a
+        /// primary with replicas) best.
+        case classic
+        /// SPUBLISH / SSUBSCRIBE (Redis 7): a channel's messages stay on the
+        /// shard that owns the channel's hash slot. On a Redis Cluster the
+        /// backplane reads the slot map (CLUSTER SLOTS) from the configured
+        /// node, publishes and subscribes on each channel's owner, and follows
+        /// MOVED redirections and slot migrations; on a single Redis 7 it
+        /// works the same with one shard. Every server of a cluster must use
+        /// the same mode.
+        case sharded
+    }
 
     public struct InvalidURL: Error, CustomStringConvertible, Sendable {
         public var description: String

@@ -105,7 +105,7 @@ final class RedisPresence: @unchecked Sendable {
     // MARK: - Writer thread
 
     private func run() {
-        var connection: OpaquePointer?
+        let router = RedisRouter(configuration)
         var delay = configuration.reconnectDelay
         var nextFull = ContinuousClock.now
         /// Channels whose hash this server wrote (deleted on a graceful stop).
@@ -123,17 +123,16 @@ final class RedisPresence: @unchecked Sendable {
             condition.unlock()
             if stop { break }
 
-            guard let c = connection ?? RedisBackplane.open(configuration).connection else {
-                requeue(work)
-                condition.lock()
-                if !stopping { _ = condition.wait(until: Date(timeIntervalSinceNow: Double(Self.milliseconds(delay)) / 1000)) }
-                condition.unlock()
-                delay = min(delay * 2, configuration.maxReconnectDelay)
-                continue
-            }
-            if connection == nil {
+            if router.needsRefresh {
+                guard router.refresh() == nil else {
+                    requeue(work)
+                    condition.lock()
+                    if !stopping { _ = condition.wait(until: Date(timeIntervalSinceNow: Double(Self.milliseconds(delay)) / 1000)) }
+                    condition.unlock()
+                    delay = min(delay * 2, configuration.maxReconnectDelay)
+                    continue
+                }
                 // New connection: Redis may have restarted empty, so write everything.
-                connection = c
                 delay = configuration.reconnectDelay
                 nextFull = .now
             }
@@ -144,41 +143,46 @@ final class RedisPresence: @unchecked Sendable {
                 // Hashes of channels emptied since the last pass.
                 for channel in written where snapshot[channel] == nil { snapshot[channel] = [] }
             }
-            var commands: [[String]] = []
+            var commands: [(key: String, commands: [[String]])] = []
             for (channel, members) in snapshot {
                 let key = key(server: serverID, channel: channel)
                 if members.isEmpty {
-                    commands.append(["DEL", key])
+                    commands.append((key, [["DEL", key]]))
                     written.remove(channel)
                     continue
                 }
-                commands.append(["MULTI"])
-                commands.append(["DEL", key])
-                commands.append(["HSET", key] + members.flatMap { [$0.id.uuidString.lowercased(), $0.userID] })
-                commands.append(["PEXPIRE", key, "\(ttlMilliseconds)"])
-                commands.append(["EXEC"])
+                commands.append((key, [["MULTI"], ["DEL", key],
+                                       ["HSET", key] + members.flatMap { [$0.id.uuidString.lowercased(), $0.userID] },
+                                       ["PEXPIRE", key, "\(ttlMilliseconds)"], ["EXEC"]]))
                 written.insert(channel)
             }
             if full {
                 let now = Self.nowMilliseconds
-                commands.append(["ZADD", serversKey, "\(now + ttlMilliseconds)", serverID])
-                commands.append(["ZREMRANGEBYSCORE", serversKey, "-inf", "(\(now)"])
+                commands.append((serversKey, [["ZADD", serversKey, "\(now + ttlMilliseconds)", serverID],
+                                              ["ZREMRANGEBYSCORE", serversKey, "-inf", "(\(now)"]]))
                 nextFull = .now + interval
             }
-            guard run(commands, on: c) else {
-                logger.warning("redis presence: \(String(cString: chr_error(c)))")
-                chr_free(c)
-                connection = nil
+            if let error = Self.run(commands, router) {
+                // A key that moved is in the map now (MOVED); anything else: reconnect.
+                if !RedisRouter.isRedirect(error) || error.hasPrefix("ASK ") {
+                    logger.warning("redis presence: \(error)")
+                    router.closeAll()
+                    router.needsRefresh = true
+                }
                 requeue(Set(snapshot.keys))
+                if full { nextFull = .now }
                 continue
             }
         }
-        guard let connection else { return }
+        guard !router.needsRefresh else { return }
         // Graceful stop: this server's members leave the cluster view now, not after the ttl.
-        var commands = written.map { ["DEL", key(server: serverID, channel: $0)] }
-        commands.append(["ZREM", serversKey, serverID])
-        _ = run(commands, on: connection)
-        chr_free(connection)
+        var commands = written.map { channel -> (key: String, commands: [[String]]) in
+            let key = key(server: serverID, channel: channel)
+            return (key, [["DEL", key]])
+        }
+        commands.append((serversKey, [["ZREM", serversKey, serverID]]))
+        _ = Self.run(commands, router)
+        router.closeAll()
     }
 
     private func requeue(_ channels: Set<String>) {
@@ -187,16 +191,33 @@ final class RedisPresence: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Pipelines the commands and reads every reply; false on an I/O error.
-    private func run(_ commands: [[String]], on c: OpaquePointer) -> Bool {
-        guard !commands.isEmpty else { return true }
-        for command in commands {
-            guard RedisBackplane.append(c, command.map { Array($0.utf8) }) == 0 else { return false }
+    /// Sends each key's commands to the node that owns the key (pipelined per
+    /// node) and reads every reply; nil, or why it failed (an I/O error, or a
+    /// key that moved: the caller reads the slot map again and retries).
+    private static func run(_ commands: [(key: String, commands: [[String]])], _ router: RedisRouter) -> String? {
+        var byNode: [RedisNode: [[String]]] = [:]
+        for (key, list) in commands { byNode[router.node(for: key), default: []] += list }
+        var pending: [(OpaquePointer, Int)] = []
+        for (node, list) in byNode {
+            let (c, error) = router.connection(to: node)
+            guard let c else { return error }
+            for command in list {
+                guard RedisBackplane.append(c, command.map { Array($0.utf8) }) == 0 else { return String(cString: chr_error(c)) }
+            }
+            pending.append((c, list.count))
         }
-        for _ in commands {
-            guard chr_reply(c) >= 0 else { return false }
+        var failure: String?
+        for (c, count) in pending {
+            for _ in 0..<count {
+                let rc = chr_reply(c)
+                if rc < 0 { return String(cString: chr_error(c)) }
+                if rc == 1, RedisRouter.isRedirect(String(cString: chr_error(c))) {
+                    failure = String(cString: chr_error(c))
+                    router.redirect(failure!)
+                }
+            }
         }
-        return true
+        return failure
     }
 
     // MARK: - Queries
@@ -209,25 +230,30 @@ final class RedisPresence: @unchecked Sendable {
         }
     }
 
-    /// Blocking: a Redis round trip or two on the calling thread.
+    /// Blocking: a Redis round trip or two on the calling thread (three on
+    /// a Redis Cluster, whose slot map is read first).
     func query(_ channel: String) throws -> [ClusterMember] {
-        let opened = RedisBackplane.open(configuration)
-        guard let c = opened.connection else { throw BackplaneError(description: opened.error) }
-        defer { chr_free(c) }
-        guard RedisBackplane.append(c, ["ZRANGEBYSCORE", serversKey, "\(Self.nowMilliseconds)", "+inf"].map { Array($0.utf8) }) == 0,
-              chr_reply(c) == 0 else {
-            throw BackplaneError(description: String(cString: chr_error(c)))
-        }
-        let servers = Self.strings(c)
-        for server in servers {
-            guard RedisBackplane.append(c, ["HGETALL", key(server: server, channel: channel)].map { Array($0.utf8) }) == 0 else {
+        let router = RedisRouter(configuration)
+        defer { router.closeAll() }
+        if let error = router.refresh() { throw BackplaneError(description: error) }
+        func send(_ command: [String]) throws -> OpaquePointer {
+            let (c, error) = router.connection(to: router.node(for: command[1]))
+            guard let c else { throw BackplaneError(description: error) }
+            guard RedisBackplane.append(c, command.map { Array($0.utf8) }) == 0 else {
                 throw BackplaneError(description: String(cString: chr_error(c)))
             }
+            return c
         }
-        var members: [ClusterMember] = []
-        for server in servers {
+        func reply(_ c: OpaquePointer) throws -> [String] {
             guard chr_reply(c) == 0 else { throw BackplaneError(description: String(cString: chr_error(c))) }
-            let fields = Self.strings(c)
+            return Self.strings(c)
+        }
+        let servers = try reply(try send(["ZRANGEBYSCORE", serversKey, "\(Self.nowMilliseconds)", "+inf"]))
+        // Pipelined; replies come back in order on each connection.
+        let sent = try servers.map { server in (server, try send(["HGETALL", key(server: server, channel: channel)])) }
+        var members: [ClusterMember] = []
+        for (server, c) in sent {
+            let fields = try reply(c)
             for i in stride(from: 0, to: fields.count - 1, by: 2) {
                 guard let id = UUID(uuidString: fields[i]) else { continue }
                 members.append(ClusterMember(id: id, userID: fields[i + 1], serverID: server))

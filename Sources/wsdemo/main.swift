@@ -13,13 +13,16 @@ func usage() -> Never {
     print("""
     usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
                   [--no-admin] [--deflate] [--redis redis://[:password@]host:port/db] [--presence-ttl SECONDS]
+                  [--redis-sharded]
                                        the chat example (a page at /, the socket at /ws?ch=room&user=name,
                                        admin pages at /admin/sockets for loopback peers only; --no-admin: none);
                                        --echo echoes every message unchanged at every path
                                        --deflate negotiates permessage-deflate (RFC 7692) with clients that offer it
                                        --redis joins the servers that share this Redis: channels, writeAll and
                                        writeConnection span them all (Redis pub/sub backplane); a killed
-                                       server's members leave the cluster presence after --presence-ttl (15)
+                                       server's members leave the cluster presence after --presence-ttl (15);
+                                       --redis-sharded uses sharded pub/sub (SPUBLISH/SSUBSCRIBE, Redis 7),
+                                       following a Redis Cluster's slot map from the node given to --redis
                                        defaults: --host 127.0.0.1 --port 8080 --loops 0 (one per CPU) --backend auto
            wsdemo info                 SIMD levels of this CPU and the one in use
            wsdemo validate FILE...     UTF-8 validation, fail-fast, in 64 KiB chunks
@@ -41,6 +44,7 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
     var admin = true
     var level = Logger.Level.info
     var presenceTTL: Duration?
+    var sharded = false
     var args = arguments.makeIterator()
     func value(_ flag: String) -> String {
         guard let v = args.next() else { fail("\(flag) needs a value") }
@@ -60,6 +64,7 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
         case "--presence-ttl":
             guard let seconds = Double(value(arg)), seconds > 0 else { fail("--presence-ttl takes seconds > 0") }
             presenceTTL = .milliseconds(Int(seconds * 1000))
+        case "--redis-sharded": sharded = true
         case "--host": configuration.host = value(arg)
         case "--port":
             guard let port = Int(value(arg)), (0...65535).contains(port) else { fail("--port takes 0...65535") }
@@ -77,9 +82,12 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
         default: fail("unknown argument \(arg) (try --help)")
         }
     }
-    if let presenceTTL, case .redis(var redis) = configuration.backplane {
-        redis.presenceTTL = presenceTTL
+    if case .redis(var redis) = configuration.backplane {
+        if let presenceTTL { redis.presenceTTL = presenceTTL }
+        if sharded { redis.pubSub = .sharded }
         configuration.backplane = .redis(redis)
+    } else if presenceTTL != nil || sharded {
+        fail("--presence-ttl and --redis-sharded need --redis")
     }
     let chosenLevel = level
     LoggingSystem.bootstrap { label in

@@ -15,10 +15,12 @@ final class RedisServer {
         .first { FileManager.default.isExecutableFile(atPath: $0) }
 
     let port: Int
+    private let extraArguments: [String]
     private var process: ChildProcess?
 
-    init() throws {
+    init(_ extraArguments: [String] = []) throws {
         port = try Self.freePort()
+        self.extraArguments = extraArguments
         try start()
     }
 
@@ -27,7 +29,7 @@ final class RedisServer {
     func start() throws {
         process = try ChildProcess(Self.executable!, ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "",
                                                       "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
-                                                      "--dir", NSTemporaryDirectory()])
+                                                      "--dir", NSTemporaryDirectory()] + extraArguments)
         let up = eventually(timeout: .seconds(5)) {
             guard let fd = try? TestClient.tcp(port: port) else { return false }
             Glibc.close(fd)
@@ -75,18 +77,20 @@ final class Cluster {
     let services: [Service]
 
     /// nil (reason printed) without redis-server.
-    static func start(servers: Int = 3) throws -> Cluster? {
+    static func start(servers: Int = 3, pubSub: RedisConfiguration.PubSub = .classic,
+                      redis: RedisServer? = nil) throws -> Cluster? {
         guard RedisServer.executable != nil else {
             print("SKIPPED: redis-server is not installed (Debian: apt-get install redis-server)")
             return nil
         }
-        let redis = try RedisServer()
+        let redis = try redis ?? RedisServer()
         var routes = Routes()
         routes.socket("/ws", handler: ScaleOutHandler())
         var services: [Service] = []
         for _ in 0..<servers {
             let service = try startService(.epoll, routes: routes) { configuration in
                 var backplane = RedisConfiguration(host: "127.0.0.1", port: redis.port)
+                backplane.pubSub = pubSub
                 backplane.timeout = .seconds(1)
                 backplane.reconnectDelay = .milliseconds(20)
                 backplane.maxReconnectDelay = .milliseconds(250)
@@ -135,9 +139,10 @@ extension TestClient {
 }
 
 @Suite(.serialized) struct ScaleOutTests {
-    @Test func channelMessageReachesEveryServerOnceInPublisherOrder() throws {
+    @Test(arguments: RedisConfiguration.PubSub.allCases)
+    func channelMessageReachesEveryServerOnceInPublisherOrder(_ pubSub: RedisConfiguration.PubSub) throws {
         let started = ContinuousClock.now
-        guard let cluster = try Cluster.start() else { return }
+        guard let cluster = try Cluster.start(pubSub: pubSub) else { return }
         let clients = try cluster.services.map { try TestClient.connect(port: $0.port, path: "/ws?ch=room") }
         #expect(cluster.waitSubscribed("room"))
         let perPublisher = 50
@@ -165,8 +170,9 @@ extension TestClient {
         print("scale-out channel fan-out: \(ContinuousClock.now - started)")
     }
 
-    @Test func writeAllAndWriteConnectionCrossServers() throws {
-        guard let cluster = try Cluster.start() else { return }
+    @Test(arguments: RedisConfiguration.PubSub.allCases)
+    func writeAllAndWriteConnectionCrossServers(_ pubSub: RedisConfiguration.PubSub) throws {
+        guard let cluster = try Cluster.start(pubSub: pubSub) else { return }
         let clients = try cluster.services.enumerated().map {
             try TestClient.connect(port: $1.port, path: "/ws?ch=only\($0)")
         }
@@ -196,8 +202,9 @@ extension TestClient {
         #expect(cluster.services[2].status().backplane.received >= 3)
     }
 
-    @Test func onlineUpdateCrossesServers() throws {
-        guard let cluster = try Cluster.start() else { return }
+    @Test(arguments: RedisConfiguration.PubSub.allCases)
+    func onlineUpdateCrossesServers(_ pubSub: RedisConfiguration.PubSub) throws {
+        guard let cluster = try Cluster.start(pubSub: pubSub) else { return }
         let a = try TestClient.connect(port: cluster.services[0].port, path: "/ws?ch=lobby")
         #expect(cluster.waitSubscribed("lobby", on: [cluster.services[0]]))
         let b = try TestClient.connect(port: cluster.services[1].port, path: "/ws?ch=lobby")
@@ -222,9 +229,10 @@ extension TestClient {
         #expect(eventually { (cluster.services[2].backplane as? RedisBackplane)?.isSubscribed(channel: "lobby") == false })
     }
 
-    @Test func redisRestartReconnectsResubscribesAndCountsWhatWasNotPropagated() throws {
+    @Test(arguments: RedisConfiguration.PubSub.allCases)
+    func redisRestartReconnectsResubscribesAndCountsWhatWasNotPropagated(_ pubSub: RedisConfiguration.PubSub) throws {
         let started = ContinuousClock.now
-        guard let cluster = try Cluster.start(servers: 2) else { return }
+        guard let cluster = try Cluster.start(servers: 2, pubSub: pubSub) else { return }
         let (serverA, serverB) = (cluster.services[0], cluster.services[1])
         let a = try TestClient.connect(port: serverA.port, path: "/ws?ch=room")
         let b = try TestClient.connect(port: serverB.port, path: "/ws?ch=room")
@@ -392,3 +400,212 @@ final class DemoServer {
     }
 }
 
+
+/// A three-master Redis Cluster on 127.0.0.1 (no replicas), made with
+/// `redis-cli --cluster create`; nodes killed when the test is done with it.
+final class RedisClusterNodes {
+    let nodes: [RedisServer]
+
+    /// nil (reason printed) without redis-server or redis-cli.
+    static func start() throws -> RedisClusterNodes? {
+        guard RedisServer.executable != nil, let cli = ChildProcess.resolve("redis-cli") else {
+            print("SKIPPED: redis-server or redis-cli is not installed (Debian: apt-get install redis-server)")
+            return nil
+        }
+        let directory = NSTemporaryDirectory() + "ws-cluster-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let nodes = try (0..<3).map { n in
+            // The bus port defaults to port + 10000, which can be past 65535: a free one of its own.
+            try RedisServer(["--cluster-enabled", "yes", "--cluster-config-file", "\(directory)/nodes-\(n).conf",
+                             "--cluster-port", "\(try RedisServer.freePort())", "--cluster-node-timeout", "2000"])
+        }
+        let create = try ChildProcess(cli, ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" }
+                                        + ["--cluster-replicas", "0", "--cluster-yes"], output: .capture)
+        let log = create.readToEnd()
+        guard create.wait() == 0 else { throw ClientError("redis-cli --cluster create failed: \(log)") }
+        let cluster = RedisClusterNodes(nodes: nodes)
+        guard eventually(timeout: .seconds(15), { nodes.allSatisfy { cluster.cli($0, ["CLUSTER", "INFO"]).contains("cluster_state:ok") } }) else {
+            throw ClientError("the Redis Cluster did not come up: \(log)")
+        }
+        return cluster
+    }
+
+    private init(nodes: [RedisServer]) { self.nodes = nodes }
+
+    /// A command through redis-cli on one node; its raw output.
+    func cli(_ node: RedisServer, _ arguments: [String]) -> String {
+        guard let process = try? ChildProcess("redis-cli", ["-p", "\(node.port)"] + arguments, output: .capture) else { return "" }
+        let output = process.readToEnd()
+        process.wait()
+        return output
+    }
+
+    /// `PUBSUB SHARDNUMSUB subject` on each node: how many subscribers each has.
+    func shardSubscribers(_ subject: String) -> [Int] {
+        nodes.map { node in
+            let lines = cli(node, ["PUBSUB", "SHARDNUMSUB", subject]).split(separator: "\n")
+            return lines.count >= 2 ? Int(lines[1].trimmingCharacters(in: .whitespaces)) ?? -1 : -1
+        }
+    }
+}
+
+@Suite(.serialized) struct RedisClusterTests {
+    /// Sharded pub/sub on a real three-master Redis Cluster: every server is
+    /// pointed at one node; each channel's subscriptions land on the node that
+    /// owns its slot (and nowhere else), and messages, writeAll,
+    /// writeConnection and the cluster presence all work across servers.
+    @Test func shardedPubSubFollowsTheSlotMap() async throws {
+        guard let redis = try RedisClusterNodes.start() else { return }
+        guard let cluster = try Cluster.start(pubSub: .sharded, redis: redis.nodes[0]) else { return }
+        // Channels whose slots are spread over the three masters.
+        var probe = RedisConfiguration(port: redis.nodes[0].port)
+        probe.pubSub = .sharded
+        let router = RedisRouter(probe)
+        #expect(router.refresh() == nil)
+        #expect(router.isCluster)
+        var rooms: [String] = []
+        var owners: Set<RedisNode> = []
+        for n in 0..<100 where owners.count < 3 || rooms.count < 4 {
+            let owner = router.node(for: "ws:c:room\(n)")
+            if !owners.contains(owner) || rooms.count < 4 {
+                owners.insert(owner)
+                rooms.append("room\(n)")
+            }
+        }
+        router.closeAll()
+        #expect(owners.count == 3, "the rooms cover every master")
+
+        let clients = try rooms.map { room in try cluster.services.map { try TestClient.connect(port: $0.port, path: "/ws?ch=\(room)") } }
+        for room in rooms { #expect(cluster.waitSubscribed(room)) }
+        for room in rooms {
+            let counts = redis.shardSubscribers("ws:c:\(room)")
+            #expect(counts.filter { $0 == 3 }.count == 1 && counts.filter { $0 == 0 }.count == 2,
+                    "\(room): three servers subscribed on its owner only, got \(counts)")
+        }
+        // Messages from every server in every room: each member gets each once, in order.
+        let perPublisher = 10
+        for (r, room) in rooms.enumerated() {
+            for n in 0..<perPublisher {
+                for (s, client) in clients[r].enumerated() {
+                    try client.send(text: #"{"cmd":"say","channel":"\#(room)","param":{"p":\#(s),"n":\#(n)}}"#)
+                }
+            }
+        }
+        for (r, room) in rooms.enumerated() {
+            for (index, client) in clients[r].enumerated() {
+                var next = [0, 0, 0]
+                for _ in 0..<(perPublisher * 3) {
+                    let param = try #require(try client.next("said")["param"] as? [String: Any])
+                    let p = try #require(param["p"] as? Int)
+                    #expect(param["n"] as? Int == next[p], "\(room) on server \(index): once each, in order, from \(p)")
+                    next[p] += 1
+                }
+                #expect(next == [perPublisher, perPublisher, perPublisher])
+            }
+        }
+        for room in clients { for client in room { client.expectNothing("said", within: .milliseconds(100)) } }
+
+        // writeAll and writeConnection (one shard subject), and the cluster-wide presence (keys on every master).
+        let target = try clients[0][2].whoami().id
+        #expect(cluster.services[0].writeConnection(cmd: "direct", param: RawJSON(1), id: target))
+        #expect(try clients[0][2].next("direct")["param"] as? Int == 1)
+        cluster.services[1].writeAll(cmd: "everyone", param: .null)
+        for room in clients { for client in room { #expect(try client.next("everyone")["cmd"] as? String == "everyone") } }
+        let backplane = try #require(cluster.services[0].backplane as? RedisBackplane)
+        for room in rooms {
+            #expect(eventually(timeout: .seconds(10)) { (try? backplane.clusterMembersBlocking(in: room).count) == 3 },
+                    "\(room): one member on each server in the cluster view")
+        }
+        for service in cluster.services {
+            #expect(service.status().backplane.notPropagated == 0)
+            #expect(service.status().backplane.connected)
+            #expect(service.status().backplane.pubSub == "sharded")
+        }
+    }
+}
+
+extension RedisClusterTests {
+    /// A channel's slot moves to another master: Redis drops the shard
+    /// subscriptions there (an unasked sunsubscribe) and answers SPUBLISH with
+    /// MOVED; the servers read the slot map again, subscribe on the new owner,
+    /// and the message that met the MOVED is published there, not lost.
+    @Test func shardedPubSubFollowsAMigratedSlot() throws {
+        guard let redis = try RedisClusterNodes.start() else { return }
+        guard let cluster = try Cluster.start(pubSub: .sharded, redis: redis.nodes[0]) else { return }
+        let subject = "ws:c:moving"
+        let slot = RedisRouter.slot(subject)
+        let clients = try cluster.services.map { try TestClient.connect(port: $0.port, path: "/ws?ch=moving") }
+        #expect(cluster.waitSubscribed("moving"))
+        let before = redis.shardSubscribers(subject)
+        let source = try #require(before.firstIndex(of: 3), "subscribed on the owner: \(before)")
+        let target = (source + 1) % 3
+        #expect(redis.cli(redis.nodes[source], ["CLUSTER", "COUNTKEYSINSLOT", "\(slot)"]).hasPrefix("0"), "an empty slot moves at once")
+        func id(_ node: Int) -> String {
+            redis.cli(redis.nodes[node], ["CLUSTER", "MYID"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let (sourceID, targetID) = (id(source), id(target))
+        // Redis Cluster's resharding steps (the slot holds no keys to MIGRATE). IMPORTING
+        // first lets the target bump its config epoch when it takes the slot; without it
+        // gossip from the source can hand the slot back and leave two nodes each
+        // answering MOVED to the other.
+        for (node, arguments) in [(target, ["IMPORTING", sourceID]), (source, ["MIGRATING", targetID]),
+                                  (target, ["NODE", targetID]), (source, ["NODE", targetID]),
+                                  ((source + 2) % 3, ["NODE", targetID])] {
+            let answer = redis.cli(redis.nodes[node], ["CLUSTER", "SETSLOT", "\(slot)"] + arguments)
+            #expect(answer.hasPrefix("OK"), "SETSLOT \(arguments) on node \(node): \(answer)")
+        }
+        #expect(eventually(timeout: .seconds(10)) { redis.shardSubscribers(subject) == (0..<3).map { $0 == target ? 3 : 0 } },
+                "resubscribed on the new owner: \(redis.shardSubscribers(subject))")
+        for (s, client) in clients.enumerated() {
+            try client.send(text: #"{"cmd":"say","channel":"moving","param":\#(s)}"#)
+        }
+        for (index, client) in clients.enumerated() {
+            var got: [Int] = []
+            for _ in 0..<3 { got.append(try #require(try client.next("said")["param"] as? Int)) }
+            #expect(got.sorted() == [0, 1, 2], "server \(index): every server's message, once")
+            client.expectNothing("said", within: .milliseconds(100))
+        }
+        for service in cluster.services { #expect(service.status().backplane.notPropagated == 0) }
+    }
+}
+
+/// The chat's `say` across three wsdemo processes joined through Redis:
+/// each member, on every server, gets each message once, in each
+/// publisher's order.
+@Suite(.serialized) struct ScaleOutProcessTests {
+    @Test func threeDemoProcessesShareChannels() throws {
+        guard RedisServer.executable != nil, let demo = DemoServer.executable else {
+            print("SKIPPED: needs redis-server and wsdemo next to the test bundle")
+            return
+        }
+        let redis = try RedisServer()
+        let servers = try (0..<3).map { _ in
+            try DemoServer(executable: demo, arguments: ["--redis", "redis://127.0.0.1:\(redis.port)/0"])
+        }
+        let clients = try servers.enumerated().map { try TestClient.connect(port: $1.port, path: "/ws?ch=hall&user=u\($0)") }
+        // Every server has subscribed when each has heard the last one join (online-update crosses servers).
+        for client in clients.dropLast() {
+            while true {
+                let update = try client.next("online-update", timeout: .seconds(10))
+                if (update["param"] as? [String: Any])?["userID"] as? String == "u2" { break }
+            }
+        }
+        let perPublisher = 20
+        for n in 0..<perPublisher {
+            for (s, client) in clients.enumerated() {
+                try client.send(text: #"{"cmd":"say","channel":"hall","param":{"p":\#(s),"n":\#(n)}}"#)
+            }
+        }
+        for (index, client) in clients.enumerated() {
+            var next = [0, 0, 0]
+            for _ in 0..<(perPublisher * 3) {
+                let param = try #require(try client.next("say")["param"] as? [String: Any])
+                let p = try #require(param["p"] as? Int)
+                #expect(param["n"] as? Int == next[p], "server \(index): once each, in order, from \(p)")
+                next[p] += 1
+            }
+            #expect(next == [perPublisher, perPublisher, perPublisher])
+            client.expectNothing("say")
+        }
+    }
+}

@@ -32,12 +32,14 @@ int chr_reply(chr_conn *c);
 size_t chr_reply_count(const chr_conn *c);
 const char *chr_reply_string(const chr_conn *c, size_t i, size_t *len);
 
-/// What a subscribed connection receives.
+/// What a subscribed connection receives (the sharded forms, "smessage",
+/// "ssubscribe" and "sunsubscribe", map to the same kinds).
 enum chr_push_kind {
     CHR_PUSH_OTHER = 0,
     CHR_PUSH_MESSAGE = 1,      // ["message", subject, payload]
     CHR_PUSH_SUBSCRIBE = 2,    // ["subscribe", subject, count]
     CHR_PUSH_UNSUBSCRIBE = 3,  // ["unsubscribe", subject, count]
+    CHR_PUSH_ERROR = 4,        // an error reply: its text in payload (e.g. "MOVED 3999 127.0.0.1:7001")
 };
 
 typedef struct chr_push {
@@ -55,6 +57,24 @@ int chr_fill(chr_conn *c);
 /// The next whole reply already read: 1 (out is valid until the next call
 /// or chr_free), 0 none buffered, -1 protocol error.
 int chr_next_push(chr_conn *c, chr_push *out);
+
+/// The Redis Cluster hash slot (0-16383) of a key or shard channel: CRC16
+/// (XMODEM) of the key, or of its {hash tag} when it has a non-empty one.
+unsigned chr_key_slot(const char *key, size_t len);
+
+/// One range of the last reply when it answered CLUSTER SLOTS: slots
+/// start...end served by the master at host:port (host "" when Redis did not
+/// say, meaning the node that answered).
+typedef struct chr_slot_range {
+    int start;
+    int end;
+    const char *host;
+    size_t host_len;
+    int port;
+} chr_slot_range;
+
+/// Fills out with up to max ranges; returns how many the reply has.
+size_t chr_reply_slot_ranges(const chr_conn *c, chr_slot_range *out, size_t max);
 
 /// An eventfd that wakes a poll() on another thread (Swift's Glibc module
 /// does not export eventfd). -1 on failure.

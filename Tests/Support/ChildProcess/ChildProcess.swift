@@ -47,7 +47,8 @@ public final class ChildProcess: @unchecked Sendable {
         if reader >= 0 { close(reader) }
     }
 
-    static func resolve(_ name: String) -> String? {
+    /// The path of an executable: `name` itself when it has a slash, else found on PATH.
+    public static func resolve(_ name: String) -> String? {
         if name.contains("/") { return access(name, X_OK) == 0 ? name : nil }
         let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/local/bin:/usr/bin:/bin"
         for dir in path.split(separator: ":") {
