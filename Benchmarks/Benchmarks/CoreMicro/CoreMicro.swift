@@ -1,11 +1,14 @@
 // Micro benchmarks of per-message hot paths with malloc counts (package-benchmark):
-// frame parse and encode, handshake parse, envelope decode and encode.
+// frame parse and encode, handshake parse, envelope decode and encode (here);
+// masking and UTF-8 validation beside their baselines (KernelBenchmarks.swift);
+// permessage-deflate per message (DeflateBenchmarks.swift); one channel
+// message prepared for 10,000 recipients (FanOutBenchmarks.swift).
 //
-//   swift package --package-path Benchmarks benchmark --target CoreMicro
+//   swift package --package-path Benchmarks benchmark --target CoreMicro --scale
 //
-// Each iteration handles one message (or one handshake); buffers are prepared
-// before startMeasurement(), so the malloc count is the per-message path's own:
-// the frame and handshake paths should show 0.
+// Each operation handles one message (or one handshake); buffers are prepared
+// before startMeasurement(), so the malloc count is the per-message path's own.
+// --scale shows kilo-scaled benchmarks per operation; the others are already.
 import Benchmark
 import CWebSocket
 import WebSocketService
@@ -129,4 +132,9 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(envelope.encoded())
         }
     }
+
+    registerMaskingBenchmarks()
+    registerUTF8Benchmarks()
+    registerDeflateBenchmarks()
+    registerFanOutBenchmarks()
 }
