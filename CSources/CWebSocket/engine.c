@@ -173,6 +173,14 @@ void cws_conn_wrote(cws_loop *l, cws_conn *c, size_t n) {
         c->qcount--;
     }
     if (c->qcount || c->state == CWS_CONN_DEAD) return;
+    /* Drained: a ring that grew in a burst, or that only carried the idle
+     * ping, goes (an idle connection keeps no queue; a busy one keeps a small
+     * ring so steady traffic does not allocate). */
+    if (c->q && (c->qcap > CWS_SENDQ_KEEP || (c->flags & CWS_CF_PING_SENT))) {
+        free(c->q);
+        c->q = NULL;
+        c->qcap = c->qhead = 0;
+    }
     if (c->flags & CWS_CF_SHUT_AFTER) {
         c->flags &= (uint16_t)~CWS_CF_SHUT_AFTER;
         /* Half-close and read until the peer's FIN: closing with unread input

@@ -57,6 +57,9 @@ cws_msg *cws_msg_frame(uint8_t opcode, const void *payload, size_t len);
 cws_msg *cws_msg_frame_rsv(uint8_t opcode, uint8_t rsv, const void *payload, size_t len);
 void cws_msg_pool_free(cws_msg_pool *p);
 
+/* Send-queue entries a drained connection keeps (more are freed). */
+#define CWS_SENDQ_KEEP 8
+
 /* One queued message and how much of it has been written. */
 typedef struct cws_sendq_entry {
     cws_msg *msg;

@@ -19,41 +19,55 @@ public struct Profile: Sendable, Hashable, Codable {
 /// upgrade; channels and counters change and may be read from any thread.
 public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     public let id: UUID
-    public let profile: Profile
+    /// What the authentication hook returned; without one, a profile whose
+    /// userID is the connection id.
+    public var profile: Profile { _profile ?? Profile(userID: id.uuidString.lowercased()) }
     /// "ip:port" or "[ipv6]:port" of the peer.
     public let remoteAddress: String
     public let started: Date
     /// The request path it upgraded on.
     public let path: String
-    /// A logger with this connection's id in its metadata.
-    public let logger: Logger
+    /// A logger with this connection's id in its metadata (made on first use
+    /// and kept: an idle connection carries none of its allocations).
+    public var logger: Logger {
+        cachedLogger.withLock { cached in
+            if let cached { return cached }
+            var logger = baseLogger
+            logger[metadataKey: "connection"] = "\(id.uuidString.lowercased())"
+            cached = logger
+            return logger
+        }
+    }
 
     let handler: ConnectionHandler
     /// The channel joined at open (nil for raw endpoints).
     let firstChannel: String?
 
+    // nil for an anonymous connection (its userID is derived from the id).
+    private let _profile: Profile?
+    // The service's logger, unchanged (a shared reference, no copy).
+    private let baseLogger: Logger
+    private let cachedLogger = Mutex<Logger?>(nil)
     private let _engineID = Atomic<UInt64>(0)
     // Channels in join order. Written only under the service's lock (so it
     // agrees with the channel table); this lock lets readers skip that one.
-    let joined = Locked<[String]>([])
+    let joined = Mutex<[String]>([])
     // In-counters have one writer (the loop thread); out-counters have many.
     private let _messagesIn = Atomic<UInt64>(0)
     private let _bytesIn = Atomic<UInt64>(0)
     private let _messagesOut = Atomic<UInt64>(0)
     private let _bytesOut = Atomic<UInt64>(0)
 
-    init(id: UUID, profile: Profile, remoteAddress: String, path: String, handler: ConnectionHandler,
+    init(id: UUID, profile: Profile?, remoteAddress: String, path: String, handler: ConnectionHandler,
          firstChannel: String?, logger: Logger) {
         self.id = id
-        self.profile = profile
+        self._profile = profile
         self.remoteAddress = remoteAddress
         self.started = Date()
         self.path = path
         self.handler = handler
         self.firstChannel = firstChannel
-        var logger = logger
-        logger[metadataKey: "connection"] = "\(id.uuidString.lowercased())"
-        self.logger = logger
+        self.baseLogger = logger
     }
 
     /// The engine's id for this connection (`cws_conn_id`).
@@ -88,9 +102,9 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     }
 
     /// The user id that presence updates announce.
-    public var userID: String { profile.userID }
+    public var userID: String { _profile?.userID ?? id.uuidString.lowercased() }
 
     public var description: String {
-        "Connection(\(id.uuidString.lowercased()), user: \(profile.userID), \(remoteAddress))"
+        "Connection(\(id.uuidString.lowercased()), user: \(userID), \(remoteAddress))"
     }
 }

@@ -484,7 +484,7 @@ public final class Service: Sendable {
         case .accept(let profile, let channel, let handler):
             let id = UUID()
             let connection = Connection(
-                id: id, profile: profile ?? Profile(userID: id.uuidString.lowercased()),
+                id: id, profile: profile,
                 remoteAddress: request.remoteAddress, path: request.path, handler: handler,
                 firstChannel: channel, logger: logger)
             // The engine holds this reference until on_close.
@@ -536,7 +536,9 @@ public final class Service: Sendable {
         }
         if let channel = connection.firstChannel { join(connection, channel) }
         tap.opened(connection)
-        connection.logger.debug("open", metadata: ["remote": "\(connection.remoteAddress)", "path": "\(connection.path)"])
+        // The service's logger: the connection's own is made only when a handler needs it.
+        logger.debug("open", metadata: ["connection": "\(connection.id.uuidString.lowercased())",
+                                        "remote": "\(connection.remoteAddress)", "path": "\(connection.path)"])
         hooks.withLock { $0.onOpen }?(connection)
     }
 
