@@ -40,8 +40,9 @@ struct cws_msg {
     uint8_t data[];
 };
 #define CWS_MSG_NO_CLASS 0xFF
-#define CWS_MSG_CLASSES 7 /* 256 B .. 16 KiB total allocation, powers of two */
-#define CWS_MSG_POOL_CAP 512 /* free blocks kept per class per loop */
+#define CWS_MSG_CLASSES 13 /* 256 B .. 1 MiB total allocation, powers of two */
+#define CWS_MSG_POOL_CAP 512 /* free blocks kept per class per loop ... */
+#define CWS_MSG_POOL_CLASS_BYTES (2u << 20) /* ... and at most 2 MiB of them (64 KiB: 32 blocks) */
 
 /* Per-loop free lists: steady-state sends reuse blocks instead of malloc. */
 typedef struct cws_msg_pool {

@@ -11,6 +11,15 @@
 
 #define CWS_MSG_MIN_SHIFT 8 /* smallest class: 256 B */
 
+/* Free blocks a loop keeps of class k: large blocks are kept too (a freed
+ * 64 KiB block would otherwise go back to the kernel and fault in again on
+ * the next large message), but within a byte budget per class. */
+static uint32_t cws_msg_pool_cap(uint8_t k) {
+    uint32_t by_bytes = CWS_MSG_POOL_CLASS_BYTES >> (CWS_MSG_MIN_SHIFT + k);
+    if (by_bytes < 1) by_bytes = 1;
+    return by_bytes < CWS_MSG_POOL_CAP ? by_bytes : CWS_MSG_POOL_CAP;
+}
+
 static uint8_t cws_msg_class(size_t total) {
     for (uint8_t k = 0; k < CWS_MSG_CLASSES; k++)
         if (total <= ((size_t)1 << (CWS_MSG_MIN_SHIFT + k))) return k;
@@ -77,9 +86,9 @@ void cws_msg_release(cws_msg *m) {
     if (z && z != m) cws_msg_release(z);
     cws_loop *l = cws_current_loop;
     uint8_t k = m->size_class;
-    if (l && k != CWS_MSG_NO_CLASS && l->pool.count[k] < CWS_MSG_POOL_CAP) {
+    if (l && k != CWS_MSG_NO_CLASS && l->pool.count[k] < cws_msg_pool_cap(k)) {
         if (!l->pool.free[k]) {
-            l->pool.free[k] = malloc(CWS_MSG_POOL_CAP * sizeof(cws_msg *));
+            l->pool.free[k] = malloc(cws_msg_pool_cap(k) * sizeof(cws_msg *));
             if (!l->pool.free[k]) {
                 free(m);
                 return;
