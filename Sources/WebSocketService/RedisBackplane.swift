@@ -301,12 +301,16 @@ final class RedisBackplane: Backplane, @unchecked Sendable {
                 delay = configuration.reconnectDelay
                 locked { $0.publisherUp = true }
             }
-            let batch = locked { s -> [Publish] in
-                // At most a second idle, so a dead connection is noticed (below) even without traffic.
-                if s.queue.isEmpty, !s.stopping { _ = condition.wait(until: Date(timeIntervalSinceNow: 1)) }
-                defer { s.queue.removeAll(keepingCapacity: true) }
-                return s.queue
-            }
+            // Not inside `locked`: an inout access held across the wait lets the
+            // compiler keep the queue it read before the wait, while publish()
+            // replaces it on another thread (a retain of a freed buffer, seen
+            // under load). Each access below is a fresh one.
+            condition.lock()
+            // At most a second idle, so a dead connection is noticed (below) even without traffic.
+            if shared.queue.isEmpty, !shared.stopping { _ = condition.wait(until: Date(timeIntervalSinceNow: 1)) }
+            let batch = shared.queue
+            shared.queue.removeAll(keepingCapacity: true)
+            condition.unlock()
             // Redis sends nothing unasked on these connections, so a readable
             // socket means it closed (a restart while we were idle): reconnect
             // now rather than lose the batch to a dead socket.
