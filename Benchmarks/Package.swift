@@ -20,17 +20,20 @@ let package = Package(
             dependencies: [.product(name: "WebSocketService", package: "swift-websocket-server")],
             path: "Sources/CoreThroughput"
         ),
-        // A self-contained C load generator (epoll): echo and idle-connection
-        // scenarios against any ws:// server on loopback. See Sources/wsload/main.c.
+        // A self-contained C load generator (epoll): echo, idle-connection and
+        // fan-out scenarios against any ws:// server on loopback. See Sources/wsload/main.c.
         .executableTarget(
             name: "wsload",
             path: "Sources/wsload",
             linkerSettings: [.linkedLibrary("z")] // zlib, for --deflate
         ),
         // Echo peer on Hummingbird WebSocket, same semantics as `wsdemo --echo`.
+        // Command-line options shared by the two Hummingbird peers.
+        .target(name: "PeerOptions", path: "Sources/PeerOptions"),
         .executableTarget(
             name: "hbecho",
             dependencies: [
+                "PeerOptions",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdWSCompression", package: "hummingbird-websocket"),
@@ -38,6 +41,20 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Sources/hbecho"
+        ),
+        // Broadcast peer on Hummingbird WebSocket, same semantics as the chat's `say`
+        // fan-out (wsload fanout).
+        .executableTarget(
+            name: "hbbroadcast",
+            dependencies: [
+                "PeerOptions",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            path: "Sources/hbbroadcast"
         ),
         // package-benchmark suites live under Benchmarks/<target> (the plugin's convention).
         .executableTarget(

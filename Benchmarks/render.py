@@ -18,7 +18,8 @@ import textwrap
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-NAMES = {"uring": "ours, io_uring", "epoll": "ours, epoll", "hummingbird": "Hummingbird WS"}
+NAMES = {"uring": "ours, io_uring", "epoll": "ours, epoll", "hummingbird": "Hummingbird WS",
+         "single": "one server", "redis3": "3 servers + Redis"}
 
 
 def cell(s, key, unit_digits):
@@ -41,6 +42,8 @@ def markdown(doc, chart_rel):
     for sc in doc["scenarios"]:
         sid, kind = sc["id"], sc["kind"]
         s = summ.get(sid, {})
+        if kind in ("fanout", "cluster"):
+            continue
         if kind == "idle":
             row = [sc["label"] + ", RSS per connection (B)"]
             row += [cell(s.get(srv, {}), "rss_per_conn", 0) for srv in servers]
@@ -66,6 +69,9 @@ def markdown(doc, chart_rel):
             m = s.get(srv, {}).get("msgs_per_s")
             vals.append(f"{m['median']:,.0f}" if m else "failed")
         lines.append(f"| {sc['label']} | " + " | ".join(vals) + " |")
+    if not any(sc["kind"] in ("echo", "idle") for sc in doc["scenarios"]):
+        lines = []  # a fan-out-only run: no empty echo tables
+    lines += fanout_tables(doc)
     n = cfg["reps"]
     text = [
         f"Server CPU per echoed message (the server process's utime+stime, all threads, over the measured "
@@ -88,6 +94,78 @@ def markdown(doc, chart_rel):
     return "\n".join(out) + "\n"
 
 
+def fanout_tables(doc):
+    """Fan-out: server CPU per delivery side by side, throughput and latency; the Redis cluster against one server."""
+    cfg, summ = doc["config"], doc["summary"]
+    servers, peer = cfg["servers"], cfg["peer"]
+    ours = [s for s in servers if s != peer]
+    fan = [sc for sc in doc["scenarios"] if sc["kind"] == "fanout"]
+    cluster = [sc for sc in doc["scenarios"] if sc["kind"] == "cluster"]
+    out = []
+    if fan:
+        head = ["fan-out, server µs per delivery"] + [NAMES.get(s, s) for s in servers]
+        head += [f"{NAMES.get(s, s)} / peer" for s in ours if peer in servers] + ["target"]
+        out += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for sc in fan:
+            s = summ.get(sc["id"], {})
+            row = [sc["label"]] + [cell(s.get(srv, {}), "srv_us_per_delivery", 3) for srv in servers]
+            if peer in servers:
+                for srv in ours:
+                    r = s.get(srv, {}).get("ratio_to_peer")
+                    row.append(f"{r:.2f}×" if r is not None else "–")
+            row.append(f"≤ {sc['target']:g} µs" if sc.get("target") else "")
+            out.append("| " + " | ".join(row) + " |")
+        head = ["fan-out (medians)"] + [f"{NAMES.get(s, s)}: deliveries/s, latency p50 / p99 / p99.9 (ms)"
+                                        for s in servers]
+        out += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for sc in fan:
+            s = summ.get(sc["id"], {})
+            row = [sc["label"]]
+            for srv in servers:
+                row.append(throughput_cell(s.get(srv, {})))
+            out.append("| " + " | ".join(row) + " |")
+    for sc in cluster:
+        s = summ.get(sc["id"], {})
+        head = [sc["label"] + f" ({NAMES.get(cfg.get('cluster_backend', ''), cfg.get('cluster_backend', ''))})",
+                "deliveries/s", "latency p50 / p99 / p99.9 (ms)", "server µs/delivery (all servers)",
+                "Redis µs/message"]
+        out += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for v in ("single", "redis3"):
+            m = s.get(v, {})
+            if not m:
+                continue
+            dps = m.get("deliveries_per_s")
+            lat = "/".join(f"{m[k]['median'] / 1e3:.2f}" if m.get(k) else "–" for k in ("p50_us", "p99_us", "p999_us"))
+            aux = m.get("aux_us_per_msg")
+            aux_cell = f"{aux['median']:.1f}" if aux else "–"
+            out.append(f"| {NAMES[v]} | {cell(m, 'deliveries_per_s', 0) if dps else 'failed'} | {lat} | "
+                       f"{cell(m, 'srv_us_per_delivery', 3)} | {aux_cell} |")
+        c = s.get("redis3", {}).get("vs_single", {})
+        if c:
+            out += ["", f"Through Redis: deliveries/s ×{c.get('deliveries_ratio', float('nan')):.2f} of one server's; "
+                        f"latency added p50 {c.get('added_p50_us', float('nan')) / 1e3:+.2f} ms, "
+                        f"p99 {c.get('added_p99_us', float('nan')) / 1e3:+.2f} ms."]
+    if fan or cluster:
+        out += ["", f"Fan-out: `wsload fanout`, N subscribers and one publisher in one channel, "
+                    f"{cfg.get('fanout_inflight', '?')} `say` messages in flight (a message is done when every "
+                    "subscriber has it); server µs per delivery = the server processes' CPU over the window / "
+                    "subscriber deliveries; latency = publish to each subscriber's receipt. Every run checks "
+                    "sequence numbers per subscriber: lost and duplicated deliveries were 0 unless marked."]
+        bad = [(sc["label"], v) for sc in fan + cluster for v, m in summ.get(sc["id"], {}).items()
+               if isinstance(m, dict) and ((m.get("lost") or {}).get("max", 0) or (m.get("dup") or {}).get("max", 0))]
+        for label, v in bad:
+            out.append(f"**{label}, {NAMES.get(v, v)}: lost or duplicated deliveries.**")
+    return out
+
+
+def throughput_cell(m):
+    d = m.get("deliveries_per_s")
+    if not d:
+        return "failed"
+    lat = " / ".join(f"{m[k]['median'] / 1e3:.2f}" if m.get(k) else "–" for k in ("p50_us", "p99_us", "p999_us"))
+    return f"{d['median']:,.0f} ({d['min']:,.0f}–{d['max']:,.0f}); {lat}"
+
+
 def chart(doc, path):
     import matplotlib
 
@@ -98,9 +176,20 @@ def chart(doc, path):
     servers = cfg["servers"]
     echo = [sc for sc in doc["scenarios"] if sc["kind"] == "echo"]
     idle = [sc for sc in doc["scenarios"] if sc["kind"] == "idle"]
-    fig, axes = plt.subplots(1, 2 if idle else 1, figsize=(12 if idle else 9, 4.8),
-                             gridspec_kw={"width_ratios": [4, 1]} if idle else None)
-    axes = axes if idle else [axes]
+    fan = [sc for sc in doc["scenarios"] if sc["kind"] == "fanout"]
+    # (scenarios, metric, y label, title, log scale, width)
+    panels = [p for p in (
+        (echo, "srv_us_per_msg", "server CPU µs per message (log)", "echo: server CPU per message, lower is better",
+         True, max(len(echo), 1)),
+        (idle, "rss_per_conn", "server RSS bytes per connection", "idle memory", False, 1),
+        (fan, "srv_us_per_delivery", "server CPU µs per delivery", "fan-out: CPU per delivery", False,
+         max(len(fan), 1)),
+    ) if p[0]]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 + 1.5 * sum(p[5] for p in panels), 4.8),
+                             gridspec_kw={"width_ratios": [p[5] for p in panels]})
+    axes = list(axes) if len(panels) > 1 else [axes]
     colors = {"uring": "#1f77b4", "epoll": "#6baed6", "hummingbird": "#ff7f0e"}
     width = 0.8 / len(servers)
 
@@ -116,17 +205,16 @@ def chart(doc, path):
             ax.bar(xs, med, width, yerr=[lo, hi], capsize=2, label=NAMES.get(srv, srv), color=colors.get(srv))
         ax.set_xticks(range(len(scs)))
         ax.set_xticklabels([textwrap.fill(sc["label"].replace("deflate echo", "deflate").replace("echo ", "")
-                                          .replace(",", ""), 13) for sc in scs], fontsize=8)
+                                          .replace("fan-out ", "").replace(",", ""), 13) for sc in scs], fontsize=8)
         if log:
             ax.set_yscale("log")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", which="both", alpha=0.3)
 
-    bars(axes[0], echo, "srv_us_per_msg", "server CPU µs per message (log)", "echo: server CPU per message, lower is better")
+    for ax, (scs, key, ylabel, title, log, _) in zip(axes, panels):
+        bars(ax, scs, key, ylabel, title, log=log)
     axes[0].legend(fontsize=8)
-    if idle:
-        bars(axes[1], idle, "rss_per_conn", "server RSS bytes per connection", "idle memory", log=False)
     mach = doc["machine"]
     fig.suptitle(f"{doc['date']}, {mach['cpus']} vCPU {mach['model']}; median of {cfg['reps']}, bars = min–max",
                  fontsize=9)

@@ -13,7 +13,7 @@ func usage() -> Never {
     print("""
     usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
                   [--no-admin] [--deflate] [--redis redis://[:password@]host:port/db] [--presence-ttl SECONDS]
-                  [--redis-sharded]
+                  [--redis-sharded] [--no-presence]
                                        the chat example (a page at /, the socket at /ws?ch=room&user=name,
                                        admin pages at /admin/sockets for loopback peers only; --no-admin: none);
                                        --echo echoes every message unchanged at every path
@@ -23,6 +23,8 @@ func usage() -> Never {
                                        server's members leave the cluster presence after --presence-ttl (15);
                                        --redis-sharded uses sharded pub/sub (SPUBLISH/SSUBSCRIBE, Redis 7),
                                        following a Redis Cluster's slot map from the node given to --redis
+                                       --no-presence: no online-update on join and leave (fan-out benchmarks:
+                                       N members joining one room otherwise cost N^2/2 announcements)
                                        defaults: --host 127.0.0.1 --port 8080 --loops 0 (one per CPU) --backend auto
            wsdemo info                 SIMD levels of this CPU and the one in use
            wsdemo validate FILE...     UTF-8 validation, fail-fast, in 64 KiB chunks
@@ -65,6 +67,7 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
             guard let seconds = Double(value(arg)), seconds > 0 else { fail("--presence-ttl takes seconds > 0") }
             presenceTTL = .milliseconds(Int(seconds * 1000))
         case "--redis-sharded": sharded = true
+        case "--no-presence": configuration.announcesPresence = false
         case "--host": configuration.host = value(arg)
         case "--port":
             guard let port = Int(value(arg)), (0...65535).contains(port) else { fail("--port takes 0...65535") }

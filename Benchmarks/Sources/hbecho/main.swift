@@ -10,6 +10,7 @@
 // --threads sets the NIO event loop count (1, like `wsdemo --loops 1`).
 // --deflate offers permessage-deflate (WSCompression) to clients that ask.
 import Foundation
+import PeerOptions
 import Hummingbird
 import HummingbirdWebSocket
 import HummingbirdWSCompression
@@ -17,42 +18,8 @@ import Logging
 import NIOCore
 import NIOPosix
 
-struct Options {
-    var host = "127.0.0.1"
-    var port = 0
-    var threads = 1
-    var deflate = false
-}
 
-func fail(_ message: String) -> Never {
-    FileHandle.standardError.write(Data("hbecho: \(message)\n".utf8))
-    exit(2)
-}
-
-func parseOptions() -> Options {
-    var o = Options()
-    var args = CommandLine.arguments.dropFirst().makeIterator()
-    func value(_ flag: String) -> String {
-        guard let v = args.next() else { fail("\(flag) needs a value") }
-        return v
-    }
-    while let a = args.next() {
-        switch a {
-        case "--host": o.host = value(a)
-        case "--port": o.port = Int(value(a)) ?? -1
-        case "--threads": o.threads = Int(value(a)) ?? 0
-        case "--deflate": o.deflate = true
-        case "-h", "--help":
-            print("usage: hbecho [--host H] [--port P] [--threads N] [--deflate]")
-            exit(0)
-        default: fail("unknown argument \(a)")
-        }
-    }
-    guard (0...65535).contains(o.port), o.threads >= 1 else { fail("bad --port or --threads") }
-    return o
-}
-
-let options = parseOptions()
+let options = PeerOptions.parse(program: "hbecho", allowDeflate: true)
 var logger = Logger(label: "hbecho")
 logger.logLevel = .warning
 
