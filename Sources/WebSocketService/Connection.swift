@@ -30,12 +30,16 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     /// A logger with this connection's id in its metadata (made on first use
     /// and kept: an idle connection carries none of its allocations).
     public var logger: Logger {
-        cachedLogger.withLock { cached in
-            if let cached { return cached }
-            var logger = baseLogger
-            logger[metadataKey: "connection"] = "\(id.uuidString.lowercased())"
-            cached = logger
-            return logger
+        // Once made it never changes: one acquiring load per message, no lock.
+        if loggerMade.load(ordering: .acquiring) { return madeLogger! }
+        return loggerLock.withLock { _ in
+            if madeLogger == nil {
+                var logger = baseLogger
+                logger[metadataKey: "connection"] = "\(id.uuidString.lowercased())"
+                madeLogger = logger
+                loggerMade.store(true, ordering: .releasing)
+            }
+            return madeLogger!
         }
     }
 
@@ -47,7 +51,10 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     private let _profile: Profile?
     // The service's logger, unchanged (a shared reference, no copy).
     private let baseLogger: Logger
-    private let cachedLogger = Mutex<Logger?>(nil)
+    // Written once, under loggerLock, before loggerMade is set.
+    nonisolated(unsafe) private var madeLogger: Logger?
+    private let loggerMade = Atomic<Bool>(false)
+    private let loggerLock = Mutex<Void>(())
     private let _engineID = Atomic<UInt64>(0)
     // Channels in join order. Written only under the service's lock (so it
     // agrees with the channel table); this lock lets readers skip that one.
