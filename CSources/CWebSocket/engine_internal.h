@@ -1,10 +1,13 @@
 /*
- * Private to the server engine: the structures shared by engine.c (the
- * connection state machine), engine_msg.c (framed buffers and send queues),
- * engine_timer.c (the timer wheel) and the two I/O backends. Not installed.
+ * Private to the server engine: the structures and functions shared by its
+ * files (engine_ids.c, engine_sendq.c, engine_send.c, engine_frames.c,
+ * engine_request.c, engine_deflate.c, engine_close.c, engine_loop.c: the
+ * connection state machine; engine_msg.c: framed buffers; engine_timer.c: the
+ * timer wheel; engine_server.c: lifecycle) and the two I/O backends. Not
+ * installed.
  *
  * Division of labour: the backend moves bytes and events (accepts, reads,
- * writes, wake-ups, the clock); every protocol decision lives in engine.c, so
+ * writes, wake-ups, the clock); every protocol decision lives in the shared files, so
  * epoll and io_uring behave the same.
  */
 #ifndef CWS_ENGINE_INTERNAL_H
@@ -243,7 +246,7 @@ extern __thread cws_loop *cws_current_loop;
 #define CWS_RECV_BUF_SIZE (64 * 1024)
 #define CWS_IOV_MAX 64
 
-/* ---- engine entry points for the backends (engine.c) --------------------- */
+/* ---- engine entry points for the backends --------------------------------- */
 void cws_loop_accepted(cws_loop *l, int fd);
 /* Input for c; data is writable (it is unmasked in place) and valid only
  * during the call. */
@@ -270,6 +273,71 @@ void cws_loop_wake(cws_loop *l);
 void *cws_loop_thread(void *arg);
 /* 1 when the loop has finished a graceful stop. */
 int cws_loop_done(const cws_loop *l);
+
+/* ---- ids (engine_ids.c) ------------------------------------------------ */
+
+/* id = generation (32) | loop (8) | slot (24). The generation starts at 1, so
+ * an id is never 0, and it changes when a connection ends, so a stale id
+ * never reaches the slot's next connection. */
+static inline cws_conn_id cws_make_id(uint32_t loop, uint32_t slot, uint32_t gen) {
+    return ((uint64_t)gen << 32) | ((uint64_t)loop << CWS_SLOT_BITS) | slot;
+}
+static inline uint32_t cws_id_loop(cws_conn_id id) { return (uint32_t)(id >> CWS_SLOT_BITS) & 0xFF; }
+static inline uint32_t cws_id_slot(cws_conn_id id) { return (uint32_t)id & ((1u << CWS_SLOT_BITS) - 1); }
+static inline uint32_t cws_id_gen(cws_conn_id id) { return (uint32_t)(id >> 32); }
+
+static inline cws_conn_id cws_conn_id_of(const cws_loop *l, const cws_conn *c) {
+    return cws_make_id(l->index, c->slot, c->gen);
+}
+
+static inline cws_slot *cws_slot_at(const cws_loop *l, uint32_t slot) {
+    cws_slot *chunk = atomic_load_explicit(&l->chunks[slot >> CWS_SLOT_CHUNK_BITS], memory_order_acquire);
+    return chunk ? &chunk[slot & (CWS_SLOT_CHUNK - 1)] : NULL;
+}
+
+#define CWS_STAT_ADD(l, field, n) \
+    atomic_store_explicit(&(l)->stats.field, \
+                          atomic_load_explicit(&(l)->stats.field, memory_order_relaxed) + (n), \
+                          memory_order_relaxed)
+
+/* One HTTP request while on_request runs (engine_request.c). */
+struct cws_request {
+    cws_loop *loop;
+    cws_conn *conn;
+    const cws_upgrade_info *upgrade;
+    int answered;      /* respond or accept was called */
+    int accepted;
+    char remote[64];
+};
+
+/* ---- shared between the engine's files ------------------------------- */
+/* engine_ids.c: ids and slots */
+int cws_id_check(cws_server *s, cws_conn_id id, cws_loop **out);
+int cws_slot_alloc(cws_loop *l, uint32_t *out);
+void cws_slot_free(cws_loop *l, uint32_t slot);
+/* engine_sendq.c: send queue */
+void cws_sendq_clear(cws_conn *c);
+int cws_sendq_push(cws_loop *l, cws_conn *c, cws_msg *m);
+/* engine_deflate.c: permessage-deflate */
+cws_msg *cws_conn_compress(cws_loop *l, cws_conn *c, cws_msg *m);
+void cws_conn_zfree(cws_loop *l, cws_conn *c);
+int cws_conn_zinput(cws_loop *l, cws_conn *c, uint8_t op, const cws_frame_event *ev);
+/* engine_close.c: closing */
+void cws_conn_close_with(cws_loop *l, cws_conn *c, uint16_t code, int shut_after);
+void cws_conn_fail(cws_loop *l, cws_conn *c, uint16_t code);
+void cws_conn_finish(cws_loop *l, cws_conn *c);
+void cws_conn_report(cws_loop *l, cws_conn *c);
+void cws_conn_send_close(cws_loop *l, cws_conn *c, cws_msg *frame, int shut_after);
+void cws_loop_bury(cws_loop *l);
+/* engine_send.c: sending on the owning loop */
+void cws_loop_close(cws_loop *l, cws_conn *c, cws_msg *frame, uint16_t code);
+int cws_loop_send(cws_loop *l, cws_conn *c, cws_msg *m);
+/* engine_frames.c: frame input */
+void cws_conn_deliver(cws_loop *l, cws_conn *c, uint8_t opcode, const void *data, size_t len);
+void cws_conn_frames(cws_loop *l, cws_conn *c, uint8_t *p, size_t len);
+int cws_rbuf_reserve(cws_conn *c, uint64_t extra);
+/* engine_request.c: the request head */
+void cws_conn_http_error(cws_loop *l, cws_conn *c, int status);
 
 /* ---- timer wheel (engine_timer.c) --------------------------------------- */
 void cws_timer_set(cws_loop *l, cws_conn *c, uint32_t ms);

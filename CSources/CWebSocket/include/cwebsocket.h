@@ -412,7 +412,7 @@ size_t cws_inflater_memory(const cws_inflater *f);
 
 
 /* ------------------------------------------------------------------------
- * The server engine (engine.c, engine_epoll.c, engine_uring.c)
+ * The server engine (engine_*.c)
  *
  * One event loop thread per core, each with its own io_uring (or epoll) and
  * its own SO_REUSEPORT listener; a connection lives on one loop for its whole
