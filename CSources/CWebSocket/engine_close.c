@@ -65,6 +65,7 @@ void cws_loop_bury(cws_loop *l) {
         cws_slot_at(l, c->slot)->conn = NULL;
         cws_slot_free(l, c->slot);
         l->live--;
+        CWS_STAT_ADD(l, sockets, (uint64_t)-1);
         free(c);
     }
 }

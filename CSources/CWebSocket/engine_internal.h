@@ -155,6 +155,7 @@ typedef struct cws_slot {
 
 typedef struct cws_loop_stats {
     _Atomic uint64_t connections, accepted, messages_in, bytes_in, messages_out, bytes_out, dropped;
+    _Atomic uint64_t sockets; /* accepted and not yet freed (the kernel may still hold them) */
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;

@@ -30,6 +30,7 @@ void cws_loop_accepted(cws_loop *l, int fd) {
     c->state = CWS_CONN_HANDSHAKE;
     s->conn = c;
     l->live++;
+    CWS_STAT_ADD(l, sockets, 1);
     cws_timer_set(l, c, l->srv->cfg.handshake_timeout_ms);
     if (l->srv->ops->conn_start(l, c) < 0) cws_conn_finish(l, c);
 }

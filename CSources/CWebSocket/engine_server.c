@@ -271,5 +271,6 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->messages_out += atomic_load_explicit(&st->messages_out, memory_order_relaxed);
         out->bytes_out += atomic_load_explicit(&st->bytes_out, memory_order_relaxed);
         out->dropped += atomic_load_explicit(&st->dropped, memory_order_relaxed);
+        out->sockets += atomic_load_explicit(&st->sockets, memory_order_relaxed);
     }
 }

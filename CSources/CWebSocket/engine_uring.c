@@ -27,7 +27,7 @@
 
 /* user_data: pointer | kind in the low 3 bits (conns and send contexts are
  * malloc'd, so 8-byte aligned). */
-enum { CWS_UD_ACCEPT = 1, CWS_UD_WAKE, CWS_UD_RECV, CWS_UD_SEND, CWS_UD_SENDMSG, CWS_UD_IGNORE };
+enum { CWS_UD_ACCEPT = 1, CWS_UD_WAKE, CWS_UD_RECV, CWS_UD_SEND, CWS_UD_SENDMSG, CWS_UD_CANCEL, CWS_UD_IGNORE };
 #define CWS_UD(p, k) ((uint64_t)(uintptr_t)(p) | (k))
 #define CWS_UD_KIND(u) ((unsigned)((u) & 7))
 #define CWS_UD_PTR(u) ((void *)(uintptr_t)((u) & ~(uint64_t)7))
@@ -222,9 +222,19 @@ static int cws_ur_conn_start(cws_loop *l, cws_conn *c) {
     return 0;
 }
 
+/*
+ * The descriptor is closed here and nowhere else: once nothing in the kernel
+ * and nothing prepared in the submission queue names it. Descriptor numbers
+ * are process-wide and reused lowest-first, so closing earlier would let a
+ * request still waiting in the SQ (a SEND prepared earlier in this batch, the
+ * cancel itself) reach whatever socket another thread opens with that number.
+ * be_inflight counts every request that names c->fd, from prep to its CQE.
+ */
 static void cws_ur_maybe_release(cws_loop *l, cws_conn *c) {
     if (c->state == CWS_CONN_DEAD && c->be_inflight == 0 && !(c->be_flags & CWS_UR_RELEASED)) {
         c->be_flags |= CWS_UR_RELEASED;
+        if (c->fd >= 0) close(c->fd);
+        c->fd = -1;
         cws_conn_release(l, c);
     }
 }
@@ -262,21 +272,29 @@ static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
 
 static void cws_ur_conn_close(cws_loop *l, cws_conn *c) {
     cws_uring *u = l->be;
-    if (c->be_flags & CWS_UR_RECV_ARMED) {
+    c->be_flags |= CWS_UR_CLOSED;
+    if (c->be_inflight) {
+        /* End every request on this socket: the multishot recv, and a SEND
+         * that waits for a peer who stopped reading (left alone, it would
+         * hold the connection, its queue and a graceful stop for as long as
+         * the peer holds out). Cancelling by fd catches requests still in the
+         * SQ too, since the cancel is issued after them. */
         struct io_uring_sqe *sqe = cws_ur_sqe(u);
         if (sqe) {
-            io_uring_prep_cancel64(sqe, CWS_UD(c, CWS_UD_RECV), 0);
-            io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
+            io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+            io_uring_sqe_set_data64(sqe, CWS_UD(c, CWS_UD_CANCEL));
+            c->be_inflight++; /* the cancel names the fd as well */
+        } else {
+            /* No room even after a submit: a shut-down socket completes its
+             * pending requests with EOF or EPIPE. */
+            shutdown(c->fd, SHUT_RDWR);
         }
     }
-    /* The requests hold their own file reference: closing the number now is
-     * safe, the socket goes away when the last request completes. */
-    close(c->fd);
-    c->fd = -1;
-    c->be_flags |= CWS_UR_CLOSED;
     cws_ur_maybe_release(l, c);
 }
 
+/* The listener's descriptor, like a connection's, is closed only once the
+ * accept that names it has ended (its last CQE comes without F_MORE). */
 static void cws_ur_stop_accept(cws_loop *l) {
     cws_uring *u = l->be;
     if (l->listen_fd < 0) return;
@@ -286,6 +304,7 @@ static void cws_ur_stop_accept(cws_loop *l) {
             io_uring_prep_cancel64(sqe, CWS_UD_ACCEPT, 0);
             io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
         }
+        return;
     }
     close(l->listen_fd);
     l->listen_fd = -1;
@@ -371,6 +390,7 @@ static void cws_ur_cqe(cws_loop *l, struct io_uring_cqe *cqe) {
             u->accepting = 0;
             /* Ended (error such as EMFILE, or cancelled): re-arm unless stopping. */
             if (l->listen_fd >= 0 && !l->stopping) cws_ur_arm_accept(l);
+            else if (l->stopping) cws_ur_stop_accept(l);
         }
         break;
     case CWS_UD_WAKE:
@@ -383,6 +403,12 @@ static void cws_ur_cqe(cws_loop *l, struct io_uring_cqe *cqe) {
     case CWS_UD_SEND:
         cws_ur_write_done(l, CWS_UD_PTR(ud), cqe->res);
         break;
+    case CWS_UD_CANCEL: {
+        cws_conn *c = CWS_UD_PTR(ud);
+        c->be_inflight--;
+        cws_ur_maybe_release(l, c);
+        break;
+    }
     case CWS_UD_SENDMSG: {
         cws_usend *s = CWS_UD_PTR(ud);
         cws_conn *c = s->conn;

@@ -46,6 +46,14 @@ final class EngineEvents: @unchecked Sendable {
     private var _burst: (count: Int, size: Int)?
     func setBurst(count: Int, size: Int) { lock.withLock { _burst = (count, size) } }
     func takeBurst() -> (count: Int, size: Int)? { lock.withLock { defer { _burst = nil }; return _burst } }
+
+    /// Every message is echoed this many times (default 1), so a client can
+    /// have a lot queued for it from little input.
+    private var _echoRepeat = 1
+    var echoRepeat: Int {
+        get { lock.withLock { _echoRepeat } }
+        set { lock.withLock { _echoRepeat = newValue } }
+    }
     var opened: [cws_conn_id] { lock.withLock { _opened } }
     func closeCode(_ id: cws_conn_id) -> UInt16? { lock.withLock { _closed[id] } }
     var closedCount: Int { lock.withLock { _closed.count } }
@@ -92,8 +100,13 @@ private let onMessage: @convention(c) (UnsafeMutableRawPointer?, cws_conn_id, Un
         for _ in 0..<burst.count { _ = cws_send(ev.server, id, UInt8(CWS_OP_BINARY.rawValue), payload, payload.count) }
         return
     }
-    let rc = cws_send(ev.server, id, opcode, data, len)
-    precondition(rc == 0, "cws_send from the loop thread failed: \(rc)")
+    let repeats = ev.echoRepeat
+    for _ in 0..<repeats {
+        let rc = cws_send(ev.server, id, opcode, data, len)
+        // Repeated echoes may overflow the queue, which closes the connection.
+        if repeats > 1 && rc != 0 { break }
+        precondition(rc == 0, "cws_send from the loop thread failed: \(rc)")
+    }
 }
 
 private let onClose: @convention(c) (UnsafeMutableRawPointer?, cws_conn_id, UnsafeMutableRawPointer?, UInt16,
@@ -327,7 +340,7 @@ private let opPing = UInt8(CWS_OP_PING.rawValue)
 private let opPong = UInt8(CWS_OP_PONG.rawValue)
 private let opClose = UInt8(CWS_OP_CLOSE.rawValue)
 
-private func openClient(_ srv: EngineServer) throws -> EngineClient {
+func openClient(_ srv: EngineServer) throws -> EngineClient {
     let c = try EngineClient(port: srv.port)
     let head = try c.handshake()
     guard head.hasPrefix("HTTP/1.1 101") else { throw EngineTestError(description: "no 101: \(head)") }

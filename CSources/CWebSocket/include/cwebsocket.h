@@ -494,6 +494,8 @@ typedef struct cws_server_stats {
     uint64_t accepted;        /* TCP connections accepted, total */
     uint64_t messages_in, bytes_in, messages_out, bytes_out;
     uint64_t dropped;         /* messages dropped by CWS_OVERFLOW_DROP */
+    uint64_t sockets;         /* TCP connections held: accepted and not yet freed (handshaking,
+                                 open, closing); each holds one descriptor */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 

@@ -1,0 +1,151 @@
+import CWebSocket
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+
+// Faults a production server meets: peers that stop reading, resets while
+// sends are queued, descriptor numbers reused by the kernel. Each test runs on
+// both backends; deadlines only catch hangs, nothing is timed.
+
+private let opText = UInt8(CWS_OP_TEXT.rawValue)
+private let opBinary = UInt8(CWS_OP_BINARY.rawValue)
+
+extension EngineClient {
+    /// A tiny receive buffer: the server's writes to this client block soon.
+    func shrinkReceiveBuffer() {
+        var size: Int32 = 4096
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// close() will send an RST instead of a FIN.
+    func resetOnClose() {
+        var lg = linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, socklen_t(MemoryLayout<linger>.size))
+    }
+}
+
+extension EngineServer {
+    var stats: cws_server_stats {
+        var st = cws_server_stats()
+        cws_server_get_stats(server, &st)
+        return st
+    }
+}
+
+/// 16 MiB queued for a client that never reads: far more than the kernel's
+/// socket buffers hold, so a send stays in flight.
+private func pinnedClient(_ srv: EngineServer) throws -> EngineClient {
+    srv.events.setBurst(count: 256, size: 64 * 1024)
+    let c = try openClient(srv)
+    c.shrinkReceiveBuffer()
+    try c.sendText("go")
+    try srv.events.wait("the burst queued") { srv.stats.messages_out >= 256 }
+    return c
+}
+
+@Suite("Engine faults", .serialized)
+struct EngineFaultTests {
+    /// A graceful stop ends within its timeout even when a peer has stopped
+    /// reading with megabytes queued (io_uring used to keep the SEND, and so the
+    /// connection and the loop, alive for as long as the peer held out).
+    @Test(arguments: EngineBackend.allCases)
+    func stopIsNotPinnedByANonReadingPeer(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend, configure: { $0.max_send_queue = 32 << 20 }) else { return }
+        var client: EngineClient? = try pinnedClient(srv)
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) let s = srv
+        let started = monotonicMilliseconds()
+        Thread.detachNewThread {
+            s.stop(timeoutMs: 500)
+            done.signal()
+        }
+        // A hang detector, not a measurement: the stop's own bound is 0.5 s.
+        let returned = done.wait(timeout: .now() + 10) == .success
+        #expect(returned, "cws_server_stop(500) still blocked after 10 s")
+        if returned { print("\(backend): stop(500) with 16 MiB queued to a non-reading peer took \(monotonicMilliseconds() - started) ms") }
+        // Resetting the client ends the pin, so a failing run still finishes.
+        client?.resetOnClose()
+        client = nil
+        if !returned { done.wait() }
+        #expect(srv.stats.sockets == 0)
+    }
+
+    /// A close whose frame cannot be written (the peer reads nothing) frees the
+    /// connection and its queue once the close timeout passes.
+    @Test(arguments: EngineBackend.allCases)
+    func closeTimeoutFreesANonReadingPeer(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend, configure: {
+            $0.max_send_queue = 32 << 20
+            $0.close_timeout_ms = 200
+        }) else { return }
+        let client = try pinnedClient(srv)
+        let id = srv.events.opened[0]
+        #expect(cws_close(srv.server, id, 1000, nil, 0) == 0)
+        try srv.events.wait("on_close") { srv.events.closeCode(id) != nil }
+        // The client is still connected and still not reading.
+        try srv.events.wait("the connection freed") { srv.stats.sockets == 0 }
+        withExtendedLifetime(client) {}
+    }
+
+    /// Many connections with queued sends, reset at random while new ones
+    /// connect: descriptor numbers are reused lowest-first, so a write that
+    /// reached a closed number would land on another client's socket. Every
+    /// client checks that it only ever receives its own token.
+    @Test(arguments: EngineBackend.allCases)
+    func resetsNeverLeakBytesToAnotherConnection(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend, configure: { $0.max_send_queue = 1 << 20 }) else { return }
+        srv.events.echoRepeat = 48
+        let workers = 4, perWorker = 1000
+        let failures = Mutex<[String]>([])
+        let port = srv.port
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            var rng = SplitMix(seed: UInt64(w + 1) &* 0x9E37_79B9)
+            for i in 0..<perWorker {
+                let token = Array("worker \(w) connection \(i) ".utf8) + [UInt8](repeating: UInt8(65 + w), count: 200)
+                do {
+                    let c = try EngineClient(port: port)
+                    let head = try c.handshake()
+                    guard head.hasPrefix("HTTP/1.1 101") else { throw EngineTestError(description: "no 101: \(head)") }
+                    try c.sendFrame(opBinary, token)
+                    try c.sendFrame(opBinary, token)
+                    // Reset most connections after reading a few frames (the
+                    // rest of the 96 echoes still queued), read the others out.
+                    let resetAfter = rng.next() % 4 == 0 ? 96 : Int(rng.next() % 8)
+                    for _ in 0..<resetAfter {
+                        let f = try c.readFrame()
+                        if f.payload != token {
+                            throw EngineTestError(description: "foreign bytes: got \(f.payload.prefix(40)) for \(token.prefix(40))")
+                        }
+                    }
+                    if resetAfter < 96 { c.resetOnClose() }
+                } catch {
+                    failures.withLock { $0.append("\(w)/\(i): \(error)") }
+                }
+            }
+        }
+        let seen = failures.withLock { $0 }
+        #expect(seen.isEmpty, "\(seen.count) clients failed, first: \(seen.prefix(3))")
+        try srv.events.wait("every connection freed") { srv.stats.sockets == 0 }
+    }
+}
+
+/// Milliseconds on the monotonic clock (for what the tests print, never for what they assert).
+func monotonicMilliseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+}
+
+/// A small deterministic generator, so a failing run can be repeated.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
