@@ -237,9 +237,10 @@ struct cws_backend_ops {
 
 extern const cws_backend_ops cws_epoll_ops;
 extern const cws_backend_ops cws_uring_ops;
-/* 0 if io_uring works here with everything the backend needs, else -errno and
- * a reason in why. */
-int cws_uring_probe(char *why, size_t cap);
+/* 0 if io_uring works here with every operation the backend uses, else -errno
+ * and a reason in why. disable (may be NULL) names steps to treat as missing,
+ * for tests of the fallback (see cws_server_config.uring_disable). */
+int cws_uring_probe(const char *disable, char *why, size_t cap);
 
 /* The loop whose thread this is (NULL on other threads). */
 extern __thread cws_loop *cws_current_loop;

@@ -83,7 +83,7 @@ static const cws_backend_ops *cws_choose_backend(const cws_server_config *cfg, c
     }
     char why[160] = "";
     if (want == CWS_BACKEND_EPOLL) return &cws_epoll_ops;
-    int rc = cws_uring_probe(why, sizeof why);
+    int rc = cws_uring_probe(cfg->uring_disable, why, sizeof why);
     if (want == CWS_BACKEND_URING) {
         if (rc == 0) return &cws_uring_ops;
         cws_err(err, cap, "io_uring unavailable: %s", why);

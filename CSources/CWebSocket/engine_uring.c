@@ -5,7 +5,7 @@
  * timeout passed to io_uring_submit_and_wait_timeout. Every SQE prepared in a
  * turn goes to the kernel in the one io_uring_enter of the next wait.
  */
-#include "engine_internal.h"
+#include "engine_uring.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -17,7 +17,6 @@
 #include <netinet/tcp.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <liburing.h>
 
 #define CWS_UR_ENTRIES 1024
 #define CWS_UR_BUFS 256          /* provided buffers per loop (power of two) */
@@ -54,7 +53,7 @@ typedef struct cws_uring {
     uint32_t nrearm, rearm_cap;
 } cws_uring;
 
-static int cws_ur_queue_init(struct io_uring *ring, unsigned extra) {
+int cws_ur_queue_init(struct io_uring *ring, unsigned extra) {
     struct io_uring_params p;
     memset(&p, 0, sizeof p);
     /* SINGLE_ISSUER: only the loop thread submits, so the kernel can skip
@@ -71,7 +70,7 @@ static int cws_ur_queue_init(struct io_uring *ring, unsigned extra) {
     return rc;
 }
 
-static struct io_uring_buf_ring *cws_ur_buf_ring(struct io_uring *ring, unsigned entries, int *err) {
+struct io_uring_buf_ring *cws_ur_buf_ring(struct io_uring *ring, unsigned entries, int bgid, int *err) {
     size_t sz = entries * sizeof(struct io_uring_buf);
     void *mem = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (mem == MAP_FAILED) {
@@ -82,7 +81,7 @@ static struct io_uring_buf_ring *cws_ur_buf_ring(struct io_uring *ring, unsigned
     memset(&reg, 0, sizeof reg);
     reg.ring_addr = (uint64_t)(uintptr_t)mem;
     reg.ring_entries = entries;
-    reg.bgid = CWS_UR_BGID;
+    reg.bgid = (uint16_t)bgid;
     int rc = io_uring_register_buf_ring(ring, &reg, 0);
     if (rc < 0) {
         munmap(mem, sz);
@@ -91,39 +90,6 @@ static struct io_uring_buf_ring *cws_ur_buf_ring(struct io_uring *ring, unsigned
     }
     io_uring_buf_ring_init(mem);
     return mem;
-}
-
-int cws_uring_probe(char *why, size_t cap) {
-    struct io_uring ring;
-    int rc = cws_ur_queue_init(&ring, 0);
-    if (rc < 0) {
-        snprintf(why, cap, "io_uring_queue_init: %s", strerror(-rc));
-        return rc;
-    }
-    struct io_uring_probe *p = io_uring_get_probe_ring(&ring);
-    int ok = p && io_uring_opcode_supported(p, IORING_OP_ACCEPT) && io_uring_opcode_supported(p, IORING_OP_RECV) &&
-             io_uring_opcode_supported(p, IORING_OP_SEND) && io_uring_opcode_supported(p, IORING_OP_SENDMSG) &&
-             io_uring_opcode_supported(p, IORING_OP_READ) && io_uring_opcode_supported(p, IORING_OP_ASYNC_CANCEL);
-    if (p) io_uring_free_probe(p);
-    if (!ok) {
-        io_uring_queue_exit(&ring);
-        snprintf(why, cap, "missing opcodes");
-        return -ENOSYS;
-    }
-    /* Provided-buffer rings (5.19) are the newest thing we need; multishot
-     * recv arrived in 6.0 and is only detectable by use, so it falls back at
-     * run time (see cws_ur_recv_done). */
-    int err = 0;
-    struct io_uring_buf_ring *br = cws_ur_buf_ring(&ring, 8, &err);
-    if (!br) {
-        io_uring_queue_exit(&ring);
-        snprintf(why, cap, "provided buffer rings: %s", strerror(-err));
-        return err;
-    }
-    io_uring_unregister_buf_ring(&ring, CWS_UR_BGID);
-    munmap(br, 8 * sizeof(struct io_uring_buf));
-    io_uring_queue_exit(&ring);
-    return 0;
 }
 
 static struct io_uring_sqe *cws_ur_sqe(cws_uring *u) {
@@ -428,7 +394,7 @@ static void cws_ur_run(cws_loop *l) {
     int rc = (int)syscall(__NR_io_uring_register, u->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
     if (rc < 0) rc = -errno;
     int err = 0;
-    if (rc == 0) u->br = cws_ur_buf_ring(&u->ring, CWS_UR_BUFS, &err);
+    if (rc == 0) u->br = cws_ur_buf_ring(&u->ring, CWS_UR_BUFS, CWS_UR_BGID, &err);
     if (rc < 0 || !u->br) {
         fprintf(stderr, "cwebsocket: io_uring loop %u failed to start: %s\n", l->index,
                 strerror(rc < 0 ? -rc : -err));

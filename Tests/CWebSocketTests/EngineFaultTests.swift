@@ -130,6 +130,53 @@ struct EngineFaultTests {
     }
 }
 
+@Suite("io_uring probe")
+struct UringProbeTests {
+    /// Creates a server with the probe told to treat `missing` as absent.
+    private func create(_ backend: UInt8, missing: String) -> (OpaquePointer?, String) {
+        var cfg = cws_server_config()
+        cws_server_config_init(&cfg)
+        cfg.backend = backend
+        cfg.loops = 1
+        var err = [CChar](repeating: 0, count: 256)
+        let s = "127.0.0.1".withCString { host in
+            missing.withCString { disable -> OpaquePointer? in
+                cfg.host = host
+                cfg.uring_disable = disable
+                return cws_server_create(&cfg, &err, err.count)
+            }
+        }
+        return (s, String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+    }
+
+    /// A kernel with buffer rings but no multishot recv (5.19), or without
+    /// cancel-by-fd or multishot accept: auto picks epoll, and asking for
+    /// io_uring fails with the reason, instead of every connection closing
+    /// right after accept.
+    @Test(arguments: ["recv-multishot", "cancel-fd", "accept-multishot", "sendmsg"])
+    func missingOperationFallsBackToEpoll(_ missing: String) throws {
+        let (real, realErr) = create(UInt8(CWS_BACKEND_URING.rawValue), missing: "")
+        guard let real else {
+            print("SKIPPED: io_uring is not available here at all: \(realErr)")
+            return
+        }
+        cws_server_destroy(real)
+
+        let (auto, autoErr) = create(UInt8(CWS_BACKEND_AUTO.rawValue), missing: missing)
+        #expect(auto != nil, "auto backend failed: \(autoErr)")
+        if let auto {
+            #expect(String(cString: cws_server_backend_name(auto)) == "epoll")
+            cws_server_destroy(auto)
+        }
+        let (forced, forcedErr) = create(UInt8(CWS_BACKEND_URING.rawValue), missing: missing)
+        #expect(forced == nil)
+        if let forced { cws_server_destroy(forced) }
+        let step = missing.replacingOccurrences(of: "-", with: " ")
+        #expect(forcedErr.contains("io_uring unavailable") && forcedErr.contains(step.split(separator: " ")[0]),
+                "\(forcedErr)")
+    }
+}
+
 /// Milliseconds on the monotonic clock (for what the tests print, never for what they assert).
 func monotonicMilliseconds() -> UInt64 {
     var ts = timespec()

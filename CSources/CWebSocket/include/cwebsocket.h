@@ -474,6 +474,10 @@ typedef struct cws_server_config {
                                       queue always takes one message, whatever its size */
     cws_callbacks callbacks;
     cws_deflate_config deflate;    /* permessage-deflate; off by default (see cws_deflate_config) */
+    /* For tests of the fallback: io_uring probe steps to treat as missing
+     * ("recv-multishot", "cancel-fd", "accept-multishot", "send", "sendmsg",
+     * "read"; several may be named). NULL: probe everything for real. */
+    const char *uring_disable;
 } cws_server_config;
 
 void cws_server_config_init(cws_server_config *cfg);
