@@ -56,8 +56,10 @@ void cws_conn_release(cws_loop *l, cws_conn *c) {
     l->graveyard = c;
 }
 
-void cws_loop_bury(cws_loop *l) {
+uint32_t cws_loop_bury(cws_loop *l) {
+    uint32_t n = 0;
     while (l->graveyard) {
+        n++;
         cws_conn *c = l->graveyard;
         l->graveyard = c->timer_next;
         cws_sendq_clear(c);
@@ -68,6 +70,7 @@ void cws_loop_bury(cws_loop *l) {
         CWS_STAT_ADD(l, sockets, (uint64_t)-1);
         free(c);
     }
+    return n;
 }
 
 

@@ -66,7 +66,8 @@ static void cws_ep_accept(cws_loop *l) {
         int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
-            /* EAGAIN: drained. EMFILE/ENFILE/ENOBUFS: try again next turn. */
+            /* EAGAIN: drained. Out of descriptors: the engine pauses us. */
+            cws_loop_accept_failed(l, errno);
             return;
         }
         int one = 1;
@@ -123,6 +124,12 @@ static void cws_ep_conn_close(cws_loop *l, cws_conn *c) {
     close(c->fd);
     c->fd = -1;
     cws_conn_release(l, c);
+}
+
+static void cws_ep_pause_accept(cws_loop *l, int on) {
+    if (l->listen_fd < 0) return;
+    if (on) cws_ep_ctl(l, EPOLL_CTL_DEL, l->listen_fd, 0, 0);
+    else cws_ep_ctl(l, EPOLL_CTL_ADD, l->listen_fd, EPOLLIN, CWS_EP_LISTENER);
 }
 
 static void cws_ep_stop_accept(cws_loop *l) {
@@ -198,4 +205,5 @@ const cws_backend_ops cws_epoll_ops = {
     .conn_flush = cws_ep_flush,
     .conn_close = cws_ep_conn_close,
     .stop_accept = cws_ep_stop_accept,
+    .pause_accept = cws_ep_pause_accept,
 };

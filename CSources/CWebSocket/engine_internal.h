@@ -156,6 +156,7 @@ typedef struct cws_slot {
 typedef struct cws_loop_stats {
     _Atomic uint64_t connections, accepted, messages_in, bytes_in, messages_out, bytes_out, dropped;
     _Atomic uint64_t sockets; /* accepted and not yet freed (the kernel may still hold them) */
+    _Atomic uint64_t accept_errors, accept_pauses, refused_full;
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;
@@ -193,6 +194,10 @@ struct cws_loop {
     cws_conn *wheel[CWS_WHEEL_SIZE];
 
     int stopping;
+    /* Accepting paused: out of descriptors (see cws_loop_accept_failed). */
+    uint8_t accept_paused;
+    uint8_t accept_episode;    /* failures since the last successful accept: logged once */
+    uint32_t accept_retry_tick;
     uint8_t *rbuf;             /* receive buffer (epoll backend) */
     cws_http_request http;     /* scratch for request heads */
     cws_msg_pool pool;
@@ -233,6 +238,8 @@ struct cws_backend_ops {
     void (*conn_close)(cws_loop *l, cws_conn *c);
     /* Stop accepting (graceful shutdown). */
     void (*stop_accept)(cws_loop *l);
+    /* Stop watching the listener for a while (on = 1), or watch it again. */
+    void (*pause_accept)(cws_loop *l, int on);
 };
 
 extern const cws_backend_ops cws_epoll_ops;
@@ -250,6 +257,9 @@ extern __thread cws_loop *cws_current_loop;
 
 /* ---- engine entry points for the backends --------------------------------- */
 void cws_loop_accepted(cws_loop *l, int fd);
+/* accept failed with err: 1 if it is a shortage (descriptors, memory) that
+ * retrying at once cannot cure, after pausing the listener; 0 otherwise. */
+int cws_loop_accept_failed(cws_loop *l, int err);
 /* Input for c; data is writable (it is unmasked in place) and valid only
  * during the call. */
 void cws_conn_input(cws_loop *l, cws_conn *c, uint8_t *data, size_t len);
@@ -330,7 +340,8 @@ void cws_conn_fail(cws_loop *l, cws_conn *c, uint16_t code);
 void cws_conn_finish(cws_loop *l, cws_conn *c);
 void cws_conn_report(cws_loop *l, cws_conn *c);
 void cws_conn_send_close(cws_loop *l, cws_conn *c, cws_msg *frame, int shut_after);
-void cws_loop_bury(cws_loop *l);
+/* Frees the connections released this turn; returns how many. */
+uint32_t cws_loop_bury(cws_loop *l);
 /* engine_send.c: sending on the owning loop */
 void cws_loop_close(cws_loop *l, cws_conn *c, cws_msg *frame, uint16_t code);
 int cws_loop_send(cws_loop *l, cws_conn *c, cws_msg *m);

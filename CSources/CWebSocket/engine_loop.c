@@ -23,6 +23,10 @@ void cws_loop_accepted(cws_loop *l, int fd) {
         return;
     }
     CWS_STAT_ADD(l, accepted, 1);
+    if (l->accept_episode) {
+        l->accept_episode = 0;
+        fprintf(stderr, "cwebsocket: loop %u: accepting again\n", l->index);
+    }
     cws_slot *s = cws_slot_at(l, slot);
     c->fd = fd;
     c->slot = slot;
@@ -33,6 +37,30 @@ void cws_loop_accepted(cws_loop *l, int fd) {
     CWS_STAT_ADD(l, sockets, 1);
     cws_timer_set(l, c, l->srv->cfg.handshake_timeout_ms);
     if (l->srv->ops->conn_start(l, c) < 0) cws_conn_finish(l, c);
+}
+
+/* How long a paused listener waits before it tries again when no connection
+ * of its own has closed (descriptors may free up elsewhere in the process). */
+#define CWS_ACCEPT_RETRY_MS 250
+
+int cws_loop_accept_failed(cws_loop *l, int err) {
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return 0;
+    /* The connection stays in the backlog, so the listener stays ready:
+     * retrying at once would spin (50,000 failed accepts a second). Stop
+     * watching it until a connection is freed or the retry delay passes. */
+    CWS_STAT_ADD(l, accept_errors, 1);
+    if (!l->accept_episode) {
+        l->accept_episode = 1;
+        CWS_STAT_ADD(l, accept_pauses, 1);
+        fprintf(stderr, "cwebsocket: loop %u: accept: %s with %u connections; paused until one closes\n", l->index,
+                strerror(err), l->live);
+    }
+    if (!l->accept_paused) {
+        l->accept_paused = 1;
+        l->srv->ops->pause_accept(l, 1);
+    }
+    l->accept_retry_tick = l->tick + (CWS_ACCEPT_RETRY_MS + l->srv->tick_ms - 1) / l->srv->tick_ms;
+    return 1;
 }
 
 static void cws_conn_timeout(cws_loop *l, cws_conn *c) {
@@ -132,7 +160,11 @@ int cws_loop_turn(cws_loop *l) {
         if (c->qcount && !(c->flags & CWS_CF_WANT_WRITE)) s->ops->conn_flush(l, c);
     }
     l->ndirty = 0;
-    cws_loop_bury(l);
+    uint32_t freed = cws_loop_bury(l);
+    if (l->accept_paused && !l->stopping && (freed || (int32_t)(l->tick - l->accept_retry_tick) >= 0)) {
+        l->accept_paused = 0;
+        s->ops->pause_accept(l, 0);
+    }
     uint64_t next = ((uint64_t)l->tick + 1) * s->tick_ms;
     uint64_t now = cws_monotonic_ms() - l->start_ms;
     return next > now ? (int)(next - now) : 0;

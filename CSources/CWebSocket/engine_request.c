@@ -29,6 +29,36 @@ static void cws_conn_open(cws_loop *l, cws_conn *c) {
 
 /* Handles the complete head just parsed into l->http; returns 1 if the
  * connection is now open. */
+/* Queues raw bytes (an HTTP answer) and closes after they are written. */
+static void cws_conn_answer(cws_loop *l, cws_conn *c, const void *bytes, size_t len) {
+    cws_msg *m = cws_msg_alloc(len);
+    if (!m) {
+        cws_conn_finish(l, c);
+        return;
+    }
+    memcpy(m->data, bytes, len);
+    c->state = CWS_CONN_CLOSING;
+    c->flags |= CWS_CF_SHUT_AFTER | CWS_CF_READ_DONE | CWS_CF_CLOSE_SENT;
+    if (cws_sendq_push(l, c, m) < 0) cws_conn_finish(l, c);
+    cws_msg_release(m);
+    cws_timer_set(l, c, l->srv->cfg.close_timeout_ms);
+}
+
+void cws_conn_http_error(cws_loop *l, cws_conn *c, int status) {
+    char buf[192];
+    size_t n = cws_http_error_response(buf, sizeof buf, status);
+    cws_conn_answer(l, c, buf, n);
+}
+
+/* WebSocket connections open on every loop (each loop's count is exact; the
+ * sum may lag by the upgrades other loops are accepting right now). */
+static uint64_t cws_server_open_connections(const cws_server *s) {
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < s->nloops; i++)
+        n += atomic_load_explicit(&s->loops[i].stats.connections, memory_order_relaxed);
+    return n;
+}
+
 static int cws_conn_request(cws_loop *l, cws_conn *c) {
     cws_http_request *r = &l->http;
     cws_upgrade_info info;
@@ -37,6 +67,15 @@ static int cws_conn_request(cws_loop *l, cws_conn *c) {
         int status = cws_upgrade_validate(r, &info);
         if (status) {
             cws_conn_http_error(l, c, status);
+            return 0;
+        }
+        if (cws_server_open_connections(l->srv) >= l->srv->cfg.max_connections) {
+            /* Refused while there are descriptors to say so: a client told
+             * when to come back does not hammer a full server. */
+            static const char full[] = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
+                                       "Connection: close\r\nContent-Length: 0\r\n\r\n";
+            CWS_STAT_ADD(l, refused_full, 1);
+            cws_conn_answer(l, c, full, sizeof full - 1);
             return 0;
         }
         up = &info;
@@ -233,23 +272,3 @@ const char *cws_request_remote(const cws_request *creq) {
 }
 
 
-/* Queues raw bytes (an HTTP answer) and closes after they are written. */
-static void cws_conn_answer(cws_loop *l, cws_conn *c, const void *bytes, size_t len) {
-    cws_msg *m = cws_msg_alloc(len);
-    if (!m) {
-        cws_conn_finish(l, c);
-        return;
-    }
-    memcpy(m->data, bytes, len);
-    c->state = CWS_CONN_CLOSING;
-    c->flags |= CWS_CF_SHUT_AFTER | CWS_CF_READ_DONE | CWS_CF_CLOSE_SENT;
-    if (cws_sendq_push(l, c, m) < 0) cws_conn_finish(l, c);
-    cws_msg_release(m);
-    cws_timer_set(l, c, l->srv->cfg.close_timeout_ms);
-}
-
-void cws_conn_http_error(cws_loop *l, cws_conn *c, int status) {
-    char buf[192];
-    size_t n = cws_http_error_response(buf, sizeof buf, status);
-    cws_conn_answer(l, c, buf, n);
-}

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -29,6 +30,16 @@ void cws_server_config_init(cws_server_config *cfg) {
     cfg->close_timeout_ms = 3000;
     cfg->max_send_queue = 16u << 20;
     cws_deflate_config_init(&cfg->deflate);
+}
+
+/* Descriptors beyond the WebSocket connections: listeners, rings, handshakes in
+ * progress, and whatever else the application keeps open. */
+static uint32_t cws_default_max_connections(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= UINT32_MAX)
+        return UINT32_MAX;
+    uint64_t lim = rl.rlim_cur, headroom = lim / 16 > 64 ? lim / 16 : 64;
+    return lim > headroom ? (uint32_t)(lim - headroom) : 1;
 }
 
 static void cws_err(char *err, size_t cap, const char *fmt, ...) {
@@ -125,6 +136,7 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
     if (!cfg.pong_timeout_ms) cfg.pong_timeout_ms = def.pong_timeout_ms;
     if (!cfg.close_timeout_ms) cfg.close_timeout_ms = def.close_timeout_ms;
     if (!cfg.max_send_queue) cfg.max_send_queue = def.max_send_queue;
+    if (!cfg.max_connections) cfg.max_connections = cws_default_max_connections();
     if (cfg.max_message_size > UINT32_MAX - 1) cfg.max_message_size = UINT32_MAX - 1;
     /* Compression settings: zero means the default, the rest is clamped to
      * what zlib and RFC 7692 allow. */
@@ -272,5 +284,8 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->bytes_out += atomic_load_explicit(&st->bytes_out, memory_order_relaxed);
         out->dropped += atomic_load_explicit(&st->dropped, memory_order_relaxed);
         out->sockets += atomic_load_explicit(&st->sockets, memory_order_relaxed);
+        out->accept_errors += atomic_load_explicit(&st->accept_errors, memory_order_relaxed);
+        out->accept_pauses += atomic_load_explicit(&st->accept_pauses, memory_order_relaxed);
+        out->refused_full += atomic_load_explicit(&st->refused_full, memory_order_relaxed);
     }
 }

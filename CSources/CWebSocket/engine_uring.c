@@ -276,6 +276,21 @@ static void cws_ur_stop_accept(cws_loop *l) {
     l->listen_fd = -1;
 }
 
+static void cws_ur_pause_accept(cws_loop *l, int on) {
+    cws_uring *u = l->be;
+    if (l->listen_fd < 0) return;
+    if (on && u->accepting) {
+        /* Normally the failing multishot has ended already; if not, end it. */
+        struct io_uring_sqe *sqe = cws_ur_sqe(u);
+        if (sqe) {
+            io_uring_prep_cancel64(sqe, CWS_UD_ACCEPT, 0);
+            io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
+        }
+    } else if (!on && !u->accepting) {
+        cws_ur_arm_accept(l);
+    }
+}
+
 static void cws_ur_recycle(cws_uring *u, unsigned bid) {
     io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * CWS_UR_BUF_SIZE, CWS_UR_BUF_SIZE, (unsigned short)bid,
                           io_uring_buf_ring_mask(CWS_UR_BUFS), 0);
@@ -349,14 +364,13 @@ static void cws_ur_cqe(cws_loop *l, struct io_uring_cqe *cqe) {
     uint64_t ud = io_uring_cqe_get_data64(cqe);
     switch (CWS_UD_KIND(ud)) {
     case CWS_UD_ACCEPT:
-        if (cqe->res >= 0) {
-            cws_loop_accepted(l, cqe->res);
-        }
+        if (cqe->res >= 0) cws_loop_accepted(l, cqe->res);
+        else cws_loop_accept_failed(l, -cqe->res); /* EMFILE and the like pause us */
         if (!(cqe->flags & IORING_CQE_F_MORE)) {
             u->accepting = 0;
-            /* Ended (error such as EMFILE, or cancelled): re-arm unless stopping. */
-            if (l->listen_fd >= 0 && !l->stopping) cws_ur_arm_accept(l);
-            else if (l->stopping) cws_ur_stop_accept(l);
+            /* Ended (an error, or cancelled): re-arm unless paused or stopping. */
+            if (l->stopping) cws_ur_stop_accept(l);
+            else if (l->listen_fd >= 0 && !l->accept_paused) cws_ur_arm_accept(l);
         }
         break;
     case CWS_UD_WAKE:
@@ -447,4 +461,5 @@ const cws_backend_ops cws_uring_ops = {
     .conn_flush = cws_ur_conn_flush,
     .conn_close = cws_ur_conn_close,
     .stop_accept = cws_ur_stop_accept,
+    .pause_accept = cws_ur_pause_accept,
 };

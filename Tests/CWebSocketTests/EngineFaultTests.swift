@@ -1,5 +1,6 @@
 import CWebSocket
 import Foundation
+import ChildProcess
 import Glibc
 import Synchronization
 import Testing
@@ -127,6 +128,95 @@ struct EngineFaultTests {
         let seen = failures.withLock { $0 }
         #expect(seen.isEmpty, "\(seen.count) clients failed, first: \(seen.prefix(3))")
         try srv.events.wait("every connection freed") { srv.stats.sockets == 0 }
+    }
+}
+
+/// Tests/Support/EngineTestHost, built next to the test bundle.
+private var engineTestHost: String? {
+    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for candidate in [dir, dir.deletingLastPathComponent()] {
+        let path = candidate.appendingPathComponent("EngineTestHost").path
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}
+
+/// utime + stime of a process, in clock ticks.
+private func cpuTicks(_ pid: pid_t) -> Int {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return -1 }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    // After "pid (comm)": state is field 3, utime 14 and stime 15.
+    return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
+}
+
+@Suite("Engine limits", .serialized)
+struct EngineLimitTests {
+    /// At the descriptor limit the listener stays ready (the connection waits
+    /// in the backlog), and retrying at once spun both backends at 100% CPU.
+    /// The server pauses accepting, and serves again once descriptors free up.
+    @Test(arguments: EngineBackend.allCases)
+    func descriptorLimitPausesAccepting(_ backend: EngineBackend) throws {
+        guard let exe = engineTestHost else {
+            print("SKIPPED: no EngineTestHost next to the test bundle (swift build --build-tests builds it)")
+            return
+        }
+        let host = try ChildProcess(exe, [backend.rawValue, "64"], output: .capture)
+        let banner = host.readLine()
+        guard banner.hasPrefix("port "), let port = UInt16(banner.dropFirst(5).prefix { $0.isNumber }) else {
+            if backend == .uring { print("SKIPPED: io_uring host did not start: \(banner)"); return }
+            throw EngineTestError(description: "no port from EngineTestHost: \(banner)")
+        }
+        // More connections than the host has descriptors: the last ones wait
+        // in its backlog while its accepts fail.
+        var held = try (0..<80).map { _ in try loopbackSocket(port: port, readTimeout: 5) }
+        let before = cpuTicks(host.pid)
+        usleep(1_000_000)
+        let spent = cpuTicks(host.pid) - before
+        // Free 30 descriptors; the backlog, then a new request, are served.
+        for fd in held.prefix(30) { close(fd) }
+        held.removeFirst(30)
+        let probe = try EngineClient(port: port)
+        try probe.send(Array("GET /stats HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        let reply = String(decoding: try probe.readToEOF(), as: UTF8.self)
+        var stats: [String: Int] = [:]
+        for line in reply.split(separator: "\n") {
+            let kv = line.split(separator: "=")
+            if kv.count == 2, let v = Int(kv[1]) { stats[String(kv[0])] = v }
+        }
+        print("\(backend): at the descriptor limit for 1 s: \(spent) ticks of CPU, \(stats["accept_errors"] ?? -1) failed accepts")
+        #expect(reply.hasPrefix("HTTP/1.1 200"), "\(reply)")
+        #expect((stats["accept_pauses"] ?? 0) >= 1)
+        // A spinning server fails tens of thousands of accepts a second; a
+        // paused one retries every 250 ms and when a connection closes.
+        #expect((stats["accept_errors"] ?? Int.max) < 200, "\(stats)")
+        let ws = try openClient(port: port)
+        try ws.sendText("still serving")
+        #expect(try ws.readFrame() == Frame(opcode: opText, payload: Array("still serving".utf8)))
+        for fd in held { close(fd) }
+        host.kill(SIGTERM)
+        #expect(host.wait() == 0)
+    }
+
+    /// One upgrade over max_connections is answered 503 with Retry-After,
+    /// while there are still descriptors to answer with.
+    @Test(arguments: EngineBackend.allCases)
+    func maxConnectionsAnswers503(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend, configure: { $0.max_connections = 2 }) else { return }
+        let a = try openClient(srv)
+        let b = try openClient(srv)
+        let extra = try EngineClient(port: srv.port)
+        let refused = try extra.handshake()
+        #expect(refused.hasPrefix("HTTP/1.1 503"), "\(refused)")
+        #expect(refused.contains("Retry-After: "))
+        #expect(try extra.expectEOF())
+        #expect(srv.stats.refused_full == 1)
+        try a.sendClose(1000)
+        #expect(try a.readFrame().closeCode == 1000)
+        let id = srv.events.opened[0]
+        try srv.events.wait("on_close") { srv.events.closeCode(id) != nil }
+        _ = try openClient(srv) // room again
+        withExtendedLifetime(b) {}
     }
 }
 

@@ -340,8 +340,10 @@ private let opPing = UInt8(CWS_OP_PING.rawValue)
 private let opPong = UInt8(CWS_OP_PONG.rawValue)
 private let opClose = UInt8(CWS_OP_CLOSE.rawValue)
 
-func openClient(_ srv: EngineServer) throws -> EngineClient {
-    let c = try EngineClient(port: srv.port)
+func openClient(_ srv: EngineServer) throws -> EngineClient { try openClient(port: srv.port) }
+
+func openClient(port: UInt16) throws -> EngineClient {
+    let c = try EngineClient(port: port)
     let head = try c.handshake()
     guard head.hasPrefix("HTTP/1.1 101") else { throw EngineTestError(description: "no 101: \(head)") }
     return c

@@ -472,6 +472,10 @@ typedef struct cws_server_config {
     uint32_t close_timeout_ms;     /* wait for the peer's close frame / FIN (default 3 s) */
     uint64_t max_send_queue;       /* queued bytes per connection (default 16 MiB); an empty
                                       queue always takes one message, whatever its size */
+    uint32_t max_connections;      /* open WebSocket connections, all loops together; one more
+                                      upgrade is answered 503 with Retry-After (it may overshoot
+                                      by one per loop). 0 = the process's descriptor limit
+                                      (RLIMIT_NOFILE) less headroom: 1/16 of it, at least 64 */
     cws_callbacks callbacks;
     cws_deflate_config deflate;    /* permessage-deflate; off by default (see cws_deflate_config) */
     /* For tests of the fallback: io_uring probe steps to treat as missing
@@ -500,6 +504,9 @@ typedef struct cws_server_stats {
     uint64_t dropped;         /* messages dropped by CWS_OVERFLOW_DROP */
     uint64_t sockets;         /* TCP connections held: accepted and not yet freed (handshaking,
                                  open, closing); each holds one descriptor */
+    uint64_t accept_errors;   /* accepts that failed for want of descriptors or memory */
+    uint64_t accept_pauses;   /* episodes of that: the listener paused until a connection closed */
+    uint64_t refused_full;    /* upgrades answered 503 at max_connections */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 
