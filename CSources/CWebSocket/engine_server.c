@@ -85,6 +85,26 @@ static int cws_listen_one(const struct sockaddr *addr, socklen_t len, int dual, 
     return fd;
 }
 
+/*
+ * SO_REUSEPORT lets any socket of the same user join the port's group: a
+ * stale old process or a second server in this one would silently take a
+ * share of the connections. A socket without SO_REUSEPORT cannot bind where
+ * such a group listens, so one such bind (closed again at once) tells whether
+ * the port is free. (Between that close and our own binds another process
+ * could still slip in; that race is a few microseconds wide.)
+ */
+static int cws_port_taken(const struct sockaddr *addr, socklen_t len, int dual) {
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0; /* the real bind will say what is wrong */
+    int one = 1, zero = 0;
+    /* SO_REUSEADDR: connections of an earlier run in TIME_WAIT do not count. */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (addr->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, dual ? &zero : &one, sizeof one);
+    int taken = bind(fd, addr, len) < 0 && errno == EADDRINUSE;
+    close(fd);
+    return taken;
+}
+
 static const cws_backend_ops *cws_choose_backend(const cws_server_config *cfg, char *err, size_t cap) {
     int want = cfg->backend;
     const char *env = getenv("CWS_BACKEND");
@@ -190,12 +210,23 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
     s->ops = ops;
     s->loops = loops;
     s->tick_ms = cws_pick_tick(&cfg);
-    int dual = cfg.host == NULL; /* "::" given explicitly stays as the OS default */
+    /* "::" (or no host) is every address, IPv4 included: IPV6_V6ONLY off, so
+     * 127.0.0.1 and ::1 both reach it. Other IPv6 addresses are IPv6 only. */
+    int dual = ai->ai_family == AF_INET6 &&
+               IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr);
 
     struct sockaddr_storage addr;
     socklen_t alen = (socklen_t)ai->ai_addrlen;
     memcpy(&addr, ai->ai_addr, alen);
     freeaddrinfo(ai);
+
+    if (cfg.port && !cfg.share_port && cws_port_taken((struct sockaddr *)&addr, alen, dual)) {
+        cws_err(err, err_cap, "%s port %u is already in use by another server (set share_port to share it)", host,
+                cfg.port);
+        free(loops);
+        free(s);
+        return NULL;
+    }
 
     uint64_t start = cws_monotonic_ms();
     for (uint32_t i = 0; i < nloops; i++) {

@@ -220,6 +220,44 @@ struct EngineLimitTests {
     }
 }
 
+@Suite("Engine listeners", .serialized)
+struct EngineListenerTests {
+    /// "::" is every address: IPv4 clients reach it too (it used to bind
+    /// IPv6-only, so 127.0.0.1 was refused).
+    @Test(arguments: EngineBackend.allCases)
+    func unspecifiedIPv6IsDualStack(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend, host: "::") else { return }
+        for ipv6 in [false, true] {
+            let c = try EngineClient(port: srv.port, ipv6: ipv6)
+            #expect(try c.handshake().hasPrefix("HTTP/1.1 101"), "ipv6: \(ipv6)")
+        }
+    }
+
+    /// A second server on a port that is already served fails with a clear
+    /// error (SO_REUSEPORT used to let it bind silently and take a share of
+    /// the connections), unless it asks to share the port.
+    @Test(arguments: EngineBackend.allCases)
+    func secondServerOnAPortIsRefusedUnlessShared(_ backend: EngineBackend) throws {
+        for host in ["127.0.0.1", "::"] {
+            guard let first = try EngineServer(backend, host: host) else { return }
+            let port = first.port
+            #expect(throws: EngineTestError.self, "second server on \(host) port \(port)") {
+                _ = try EngineServer(backend, host: host) { $0.port = port }
+            }
+            do {
+                _ = try EngineServer(backend, host: host) { $0.port = port }
+            } catch {
+                #expect("\(error)".contains("already in use"), "\(error)")
+            }
+            let shared = try EngineServer(backend, host: host) {
+                $0.port = port
+                $0.share_port = 1
+            }
+            #expect(shared?.port == port)
+        }
+    }
+}
+
 @Suite("io_uring probe")
 struct UringProbeTests {
     /// Creates a server with the probe told to treat `missing` as absent.

@@ -459,8 +459,12 @@ typedef struct cws_callbacks {
 } cws_callbacks;
 
 typedef struct cws_server_config {
-    const char *host;              /* bind address: "0.0.0.0", "::", "127.0.0.1"...; NULL = "::" (dual-stack) */
+    const char *host;              /* bind address: "0.0.0.0", "127.0.0.1", "::1"...; "::" or NULL:
+                                      every address, IPv4 and IPv6 (dual-stack) */
     uint16_t port;                 /* 0 = any free port (see cws_server_port) */
+    uint8_t share_port;            /* 0 (default): creating fails if another socket already listens
+                                      on the address; 1: join it (SO_REUSEPORT shares connections
+                                      between every socket of the group, in any process) */
     uint16_t loops;                /* event loops; 0 = one per online CPU */
     uint8_t backend;               /* cws_backend; CWS_BACKEND env var (auto|uring|epoll) overrides AUTO */
     uint8_t overflow_policy;       /* cws_overflow_policy */
