@@ -192,6 +192,7 @@ struct cws_loop {
     uint32_t tick;             /* ticks processed */
     uint64_t now_ms;           /* since start_ms */
     cws_conn *wheel[CWS_WHEEL_SIZE];
+    cws_conn *timer_due;       /* entries of the bucket being fired (engine_timer.c) */
 
     int stopping;
     /* Accepting paused: out of descriptors (see cws_loop_accept_failed). */
