@@ -159,13 +159,15 @@ static void cws_ep_read(cws_loop *l, cws_conn *c) {
 static void cws_ep_run(cws_loop *l) {
     cws_epoll *e = l->be;
     struct epoll_event evs[256];
+    cws_loop_started(l, 0);
     int timeout = cws_loop_turn(l);
     while (!cws_loop_done(l)) {
         int n = epoll_wait(e->epfd, evs, 256, timeout);
+        if (cws_loop_fault_wait(l)) n = -1, errno = EIO;
         if (n < 0) {
             if (errno != EINTR) {
-                perror("cwebsocket: epoll_wait");
-                break;
+                cws_loop_fail(l, "epoll_wait", errno);
+                return;
             }
             n = 0;
         }

@@ -157,6 +157,7 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t connections, accepted, messages_in, bytes_in, messages_out, bytes_out, dropped;
     _Atomic uint64_t sockets; /* accepted and not yet freed (the kernel may still hold them) */
     _Atomic uint64_t accept_errors, accept_pauses, refused_full;
+    _Atomic uint64_t failed; /* 1 once the loop has died (cws_loop_fail) */
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;
@@ -167,6 +168,7 @@ struct cws_loop {
     int listen_fd;
     int wake_fd;               /* eventfd: other threads' commands */
     pthread_t thread;
+    int joined;                /* pthread_join done (cws_server_join) */
     void *be;                  /* backend state */
 
     /* connections */
@@ -186,6 +188,7 @@ struct cws_loop {
     cws_cmd *inbox, *inbox_spare;
     uint32_t ninbox, inbox_cap, spare_cap;
     _Atomic int wake_pending;
+    int dead;                  /* the loop died: refuse commands (under inbox_lock) */
 
     /* time */
     uint64_t start_ms;
@@ -195,6 +198,10 @@ struct cws_loop {
     cws_conn *timer_due;       /* entries of the bucket being fired (engine_timer.c) */
 
     int stopping;
+    /* 0 while starting, 1 once running, -errno if it could not start (read
+     * by cws_server_start on another thread). */
+    _Atomic int run_state;
+    uint8_t fault_wait;        /* tests: the next wait after a connection opens fails */
     /* Accepting paused: out of descriptors (see cws_loop_accept_failed). */
     uint8_t accept_paused;
     uint8_t accept_episode;    /* failures since the last successful accept: logged once */
@@ -284,6 +291,20 @@ int cws_loop_turn(cws_loop *l);
 void cws_loop_wake(cws_loop *l);
 /* The loop thread's body. */
 void *cws_loop_thread(void *arg);
+/* The backend is ready (rc 0) or could not start (-errno): tells
+ * cws_server_start, which waits for every loop. */
+void cws_loop_started(cws_loop *l, int rc);
+/* Is "what:index" among the comma-separated faults (cws_server_config.fault_inject)? */
+int cws_fault_injected(const char *faults, const char *what, uint32_t index);
+/* Tests (fault_inject "wait:N"): 1 when this wait must be treated as failed. */
+int cws_loop_fault_wait(const cws_loop *l);
+/*
+ * The backend's wait failed for good. Called by the backend after it let go
+ * of its kernel state (so no request names a descriptor any more): closes the
+ * listener, so the kernel stops giving this loop connections, ends every
+ * connection (on_close with 1006), and refuses further cross-thread sends.
+ */
+void cws_loop_fail(cws_loop *l, const char *what, int err);
 /* 1 when the loop has finished a graceful stop. */
 int cws_loop_done(const cws_loop *l);
 

@@ -12,6 +12,20 @@
 
 __thread cws_loop *cws_current_loop;
 
+/* Is "what:N" (N = index) among the comma-separated faults? */
+int cws_fault_injected(const char *faults, const char *what, uint32_t index) {
+    char want[32];
+    snprintf(want, sizeof want, "%s:%u", what, index);
+    size_t n = strlen(want);
+    for (const char *f = faults; f && *f;) {
+        const char *end = strchr(f, ',');
+        size_t len = end ? (size_t)(end - f) : strlen(f);
+        if (len == n && !memcmp(f, want, n)) return 1;
+        f = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
 /* ---- accept and timers ------------------------------------------------------ */
 
 void cws_loop_accepted(cws_loop *l, int fd) {
@@ -175,7 +189,44 @@ int cws_loop_done(const cws_loop *l) { return l->stopping && l->live == 0; }
 void *cws_loop_thread(void *arg) {
     cws_loop *l = arg;
     cws_current_loop = l;
-    l->srv->ops->loop_run(l);
+    if (cws_fault_injected(l->srv->cfg.fault_inject, "start", l->index)) cws_loop_started(l, -EIO);
+    else l->srv->ops->loop_run(l);
+    /* A backend that returned before saying either way could not start. */
+    int expected = 0;
+    atomic_compare_exchange_strong(&l->run_state, &expected, -EIO);
     cws_current_loop = NULL;
     return NULL;
+}
+
+void cws_loop_started(cws_loop *l, int rc) {
+    if (rc < 0) fprintf(stderr, "cwebsocket: loop %u failed to start: %s\n", l->index, strerror(-rc));
+    atomic_store_explicit(&l->run_state, rc < 0 ? rc : 1, memory_order_release);
+}
+
+int cws_loop_fault_wait(const cws_loop *l) {
+    return l->fault_wait && atomic_load_explicit(&l->stats.connections, memory_order_relaxed) > 0;
+}
+
+void cws_loop_fail(cws_loop *l, const char *what, int err) {
+    fprintf(stderr, "cwebsocket: loop %u died (%s: %s): closing its listener and %u connections\n", l->index, what,
+            strerror(err), l->live);
+    CWS_STAT_ADD(l, failed, 1);
+    /* From here on cws_post refuses this loop (its inbox would only grow). */
+    pthread_mutex_lock(&l->inbox_lock);
+    l->dead = 1;
+    pthread_mutex_unlock(&l->inbox_lock);
+    l->stopping = 1;
+    if (l->listen_fd >= 0) {
+        close(l->listen_fd);
+        l->listen_fd = -1;
+    }
+    for (uint32_t i = 0; i < l->nslots; i++) {
+        cws_conn *c = cws_slot_at(l, i)->conn;
+        if (c && c->state != CWS_CONN_DEAD) {
+            if (!c->close_code) c->close_code = CWS_CLOSE_ABNORMAL;
+            cws_conn_finish(l, c);
+        }
+    }
+    cws_loop_bury(l);
+    cws_loop_drain_inbox(l); /* every id in it is stale now: only releases */
 }

@@ -83,7 +83,7 @@ static int cws_inbox_reserve(cws_loop *l, uint32_t extra) {
 
 static int cws_post(cws_loop *l, cws_conn_id id, cws_msg *m, uint16_t close_code) {
     pthread_mutex_lock(&l->inbox_lock);
-    int rc = cws_inbox_reserve(l, 1);
+    int rc = l->dead ? -ENOENT : cws_inbox_reserve(l, 1);
     if (rc == 0) {
         cws_msg_retain(m);
         l->inbox[l->ninbox++] = (cws_cmd){id, m, close_code};
@@ -135,7 +135,7 @@ void cws_send_msg_many(cws_server *s, const cws_conn_id *ids, size_t count, cws_
                 pthread_mutex_lock(&l->inbox_lock);
                 locked = 1;
             }
-            if (cws_inbox_reserve(l, 1) < 0) break;
+            if (l->dead || cws_inbox_reserve(l, 1) < 0) break;
             cws_msg_retain(m);
             l->inbox[l->ninbox++] = (cws_cmd){ids[i], m, 0};
             posted++;

@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -256,6 +257,7 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
             goto fail;
         }
         if (ops->loop_init(l, err, err_cap) < 0) goto fail;
+        l->fault_wait = (uint8_t)cws_fault_injected(cfg.fault_inject, "wait", i);
     }
     return s;
 fail:
@@ -265,33 +267,65 @@ fail:
     return NULL;
 }
 
-int cws_server_start(cws_server *s) {
-    if (!s || s->started) return -EINVAL;
-    for (uint32_t i = 0; i < s->nloops; i++) {
-        int rc = pthread_create(&s->loops[i].thread, NULL, cws_loop_thread, &s->loops[i]);
-        if (rc) {
-            /* Stop the ones already running. */
-            s->stop_deadline_ms = cws_monotonic_ms();
-            atomic_store(&s->stopping, 1);
-            for (uint32_t j = 0; j < i; j++) cws_loop_wake(&s->loops[j]);
-            for (uint32_t j = 0; j < i; j++) pthread_join(s->loops[j].thread, NULL);
-            return -rc;
-        }
-        s->started = (int)i + 1;
-    }
-    return 0;
+/* Is this thread one of s's loops (inside a callback)? */
+static int cws_on_own_loop(const cws_server *s) { return cws_current_loop && cws_current_loop->srv == s; }
+
+static void cws_server_begin_stop(cws_server *s, uint32_t timeout_ms) {
+    if (atomic_exchange_explicit(&s->stopping, 1, memory_order_acq_rel)) return;
+    s->stop_deadline_ms = cws_monotonic_ms() + timeout_ms;
+    for (int i = 0; i < s->started; i++) cws_loop_wake(&s->loops[i]);
 }
 
-void cws_server_stop(cws_server *s, uint32_t timeout_ms) {
-    if (!s || atomic_load(&s->stopping)) return;
-    s->stop_deadline_ms = cws_monotonic_ms() + timeout_ms;
-    atomic_store_explicit(&s->stopping, 1, memory_order_release);
-    for (int i = 0; i < s->started; i++) cws_loop_wake(&s->loops[i]);
-    for (int i = 0; i < s->started; i++) pthread_join(s->loops[i].thread, NULL);
+static void cws_server_join(cws_server *s) {
+    for (int i = 0; i < s->started; i++) {
+        if (!s->loops[i].joined) pthread_join(s->loops[i].thread, NULL);
+        s->loops[i].joined = 1;
+    }
+}
+
+int cws_server_start(cws_server *s) {
+    if (!s || s->started) return -EINVAL;
+    int rc = 0;
+    for (uint32_t i = 0; i < s->nloops && rc == 0; i++) {
+        int e = pthread_create(&s->loops[i].thread, NULL, cws_loop_thread, &s->loops[i]);
+        if (e) rc = -e;
+        else s->started = (int)i + 1;
+    }
+    /* Success means every loop serves: a loop that failed would otherwise
+     * leave its SO_REUSEPORT listener bound, and a share of new connections
+     * would wait in a backlog nobody reads. */
+    for (int i = 0; i < s->started; i++) {
+        int st;
+        while ((st = atomic_load_explicit(&s->loops[i].run_state, memory_order_acquire)) == 0) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        if (st < 0 && rc == 0) rc = st;
+    }
+    if (rc < 0) {
+        s->stop_deadline_ms = cws_monotonic_ms();
+        cws_server_begin_stop(s, 0);
+        cws_server_join(s);
+    }
+    return rc;
+}
+
+int cws_server_stop(cws_server *s, uint32_t timeout_ms) {
+    if (!s) return -EINVAL;
+    cws_server_begin_stop(s, timeout_ms);
+    /* A loop cannot join itself: begin, and let another thread wait. */
+    if (cws_on_own_loop(s)) return -EDEADLK;
+    cws_server_join(s);
+    return 0;
 }
 
 void cws_server_destroy(cws_server *s) {
     if (!s) return;
+    if (cws_on_own_loop(s)) {
+        fprintf(stderr, "cwebsocket: cws_server_destroy called from a callback, on one of the server's own loop "
+                        "threads: it would join itself and free the loop it runs on\n");
+        abort();
+    }
     cws_server_stop(s, 0);
     for (uint32_t i = 0; i < s->nloops; i++) cws_loop_free(s, &s->loops[i]);
     free(s->loops);
@@ -318,5 +352,6 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->accept_errors += atomic_load_explicit(&st->accept_errors, memory_order_relaxed);
         out->accept_pauses += atomic_load_explicit(&st->accept_pauses, memory_order_relaxed);
         out->refused_full += atomic_load_explicit(&st->refused_full, memory_order_relaxed);
+        out->loops_failed += atomic_load_explicit(&st->failed, memory_order_relaxed);
     }
 }

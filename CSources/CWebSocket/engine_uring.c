@@ -49,6 +49,7 @@ typedef struct cws_uring {
     int accepting;
     uint64_t wake_val;
     cws_usend *free_sends;
+    int dead;                  /* the ring was torn down after a fatal error */
     cws_conn **rearm;          /* recv to re-arm after ENOBUFS */
     uint32_t nrearm, rearm_cap;
 } cws_uring;
@@ -93,6 +94,7 @@ struct io_uring_buf_ring *cws_ur_buf_ring(struct io_uring *ring, unsigned entrie
 }
 
 static struct io_uring_sqe *cws_ur_sqe(cws_uring *u) {
+    if (u->dead) return NULL;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
     if (!sqe) {
         /* SQ full: push what we have and try again. */
@@ -130,11 +132,9 @@ static int cws_ur_init(cws_loop *l, char *err, size_t cap) {
 
 static void cws_ur_fini(cws_loop *l) {
     cws_uring *u = l->be;
-    if (u->br) {
-        io_uring_unregister_buf_ring(&u->ring, CWS_UR_BGID);
-        munmap(u->br, CWS_UR_BUFS * sizeof(struct io_uring_buf));
-    }
-    io_uring_queue_exit(&u->ring);
+    if (u->br && !u->dead) io_uring_unregister_buf_ring(&u->ring, CWS_UR_BGID);
+    if (u->br) munmap(u->br, CWS_UR_BUFS * sizeof(struct io_uring_buf));
+    if (!u->dead) io_uring_queue_exit(&u->ring);
     munmap(u->bufs, (size_t)CWS_UR_BUFS * CWS_UR_BUF_SIZE);
     while (u->free_sends) {
         cws_usend *s = u->free_sends;
@@ -239,6 +239,7 @@ static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
 static void cws_ur_conn_close(cws_loop *l, cws_conn *c) {
     cws_uring *u = l->be;
     c->be_flags |= CWS_UR_CLOSED;
+    if (u->dead) c->be_inflight = 0; /* the ring's teardown ended every request */
     if (c->be_inflight) {
         /* End every request on this socket: the multishot recv, and a SEND
          * that waits for a peer who stopped reading (left alone, it would
@@ -410,8 +411,7 @@ static void cws_ur_run(cws_loop *l) {
     int err = 0;
     if (rc == 0) u->br = cws_ur_buf_ring(&u->ring, CWS_UR_BUFS, CWS_UR_BGID, &err);
     if (rc < 0 || !u->br) {
-        fprintf(stderr, "cwebsocket: io_uring loop %u failed to start: %s\n", l->index,
-                strerror(rc < 0 ? -rc : -err));
+        cws_loop_started(l, rc < 0 ? rc : err);
         return;
     }
     for (unsigned i = 0; i < CWS_UR_BUFS; i++)
@@ -420,14 +420,21 @@ static void cws_ur_run(cws_loop *l) {
     io_uring_buf_ring_advance(u->br, CWS_UR_BUFS);
     cws_ur_arm_accept(l);
     cws_ur_arm_wake(l);
+    cws_loop_started(l, 0);
     int timeout = cws_loop_turn(l);
     while (!cws_loop_done(l)) {
         struct __kernel_timespec ts = {.tv_sec = timeout / 1000, .tv_nsec = (long long)(timeout % 1000) * 1000000};
         struct io_uring_cqe *cqe;
         rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+        if (cws_loop_fault_wait(l)) rc = -EIO;
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
-            fprintf(stderr, "cwebsocket: io_uring_submit_and_wait_timeout: %s\n", strerror(-rc));
-            break;
+            /* The ring is unusable. Tear it down first: that ends every
+             * request, so no descriptor is named by the kernel any more and
+             * the connections can be closed directly. */
+            io_uring_queue_exit(&u->ring);
+            u->dead = 1;
+            cws_loop_fail(l, "io_uring_submit_and_wait_timeout", -rc);
+            return;
         }
         unsigned head, n = 0;
         io_uring_for_each_cqe(&u->ring, head, cqe) {

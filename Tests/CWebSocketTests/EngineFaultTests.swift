@@ -220,6 +220,87 @@ struct EngineLimitTests {
     }
 }
 
+@Suite("Engine loops", .serialized)
+struct EngineLoopTests {
+    /// A loop that cannot start makes start fail (it used to report success
+    /// while the loop's listener stayed bound with nobody reading its backlog).
+    @Test(arguments: EngineBackend.allCases)
+    func loopThatCannotStartFailsStart(_ backend: EngineBackend) throws {
+        #expect(throws: EngineTestError.self) {
+            _ = try EngineServer(backend) { $0.fault_inject = UnsafePointer(strdup("start:1")) }
+        }
+    }
+
+    /// A loop that dies later takes its listener and its connections down
+    /// (on_close for each), refuses sends, and the other loop serves every
+    /// new connection.
+    @Test(arguments: EngineBackend.allCases)
+    func loopThatDiesClosesItsListenerAndConnections(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend, configure: { $0.fault_inject = UnsafePointer(strdup("wait:0")) })
+        else { return }
+        // Connect until a connection lands on loop 0 (the id carries the loop).
+        var clients: [EngineClient] = []
+        var victim: (EngineClient, cws_conn_id)?
+        for _ in 0..<64 where victim == nil {
+            let c = try openClient(srv)
+            clients.append(c)
+            try srv.events.wait("on_open") { srv.events.opened.count == clients.count }
+            let id = srv.events.opened.last!
+            if (id >> 24) & 0xFF == 0 { victim = (c, id) }
+        }
+        guard let (dead, deadID) = victim else { throw EngineTestError(description: "no connection on loop 0") }
+        #expect(try dead.expectEOF())
+        try srv.events.wait("on_close of the dead loop's connection") { srv.events.closeCode(deadID) != nil }
+        #expect(srv.events.closeCode(deadID) == 1006)
+        #expect(srv.stats.loops_failed == 1)
+        #expect(cws_send(srv.server, deadID, opText, "x", 1) == -ENOENT)
+        // Every new connection is served (none waits in the dead loop's backlog).
+        for i in 0..<16 {
+            let c = try openClient(srv)
+            try c.sendText("alive \(i)")
+            #expect(try c.readFrame() == Frame(opcode: opText, payload: Array("alive \(i)".utf8)))
+        }
+    }
+
+    /// cws_server_stop from a callback cannot join the loop it runs on: it
+    /// begins the stop, returns -EDEADLK, and a later stop from another
+    /// thread waits.
+    @Test(arguments: EngineBackend.allCases)
+    func stopFromACallbackBeginsTheStop(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend) else { return }
+        srv.events.stopFromCallback = true
+        let c = try openClient(srv)
+        try c.sendText("stop")
+        #expect(try c.readFrame().closeCode == 1001)
+        try srv.events.wait("the callback's stop") { srv.events.stopResult != nil }
+        #expect(srv.events.stopResult == -EDEADLK)
+        try c.sendClose(1001)
+        srv.stop()
+        #expect(srv.events.closedCount == 1)
+    }
+
+    /// cws_server_destroy from a callback would free the loop it runs on:
+    /// it aborts with a message instead of deadlocking or corrupting memory.
+    @Test(arguments: EngineBackend.allCases)
+    func destroyFromACallbackAbortsLoudly(_ backend: EngineBackend) throws {
+        guard let exe = engineTestHost else {
+            print("SKIPPED: no EngineTestHost next to the test bundle")
+            return
+        }
+        let host = try ChildProcess(exe, [backend.rawValue, "1024", "destroy-in-callback"], output: .capture)
+        let banner = host.readLine()
+        guard banner.hasPrefix("port "), let port = UInt16(banner.dropFirst(5).prefix { $0.isNumber }) else {
+            if backend == .uring { print("SKIPPED: io_uring host did not start: \(banner)"); return }
+            throw EngineTestError(description: "no port from EngineTestHost: \(banner)")
+        }
+        let c = try openClient(port: port)
+        try c.sendText("destroy")
+        let output = host.readToEnd()
+        #expect(host.wait() == 128 + SIGABRT)
+        #expect(output.contains("cws_server_destroy called from a callback"), "\(output)")
+    }
+}
+
 @Suite("Engine listeners", .serialized)
 struct EngineListenerTests {
     /// "::" is every address: IPv4 clients reach it too (it used to bind

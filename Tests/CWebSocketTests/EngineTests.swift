@@ -47,6 +47,19 @@ final class EngineEvents: @unchecked Sendable {
     func setBurst(count: Int, size: Int) { lock.withLock { _burst = (count, size) } }
     func takeBurst() -> (count: Int, size: Int)? { lock.withLock { defer { _burst = nil }; return _burst } }
 
+    /// When set, a message makes the callback call cws_server_stop (on the
+    /// loop thread); what it returned is kept here.
+    private var _stopFromCallback = false
+    private var _stopResult: Int32?
+    var stopFromCallback: Bool {
+        get { lock.withLock { _stopFromCallback } }
+        set { lock.withLock { _stopFromCallback = newValue } }
+    }
+    var stopResult: Int32? {
+        get { lock.withLock { _stopResult } }
+        set { lock.withLock { _stopResult = newValue } }
+    }
+
     /// Every message is echoed this many times (default 1), so a client can
     /// have a lot queued for it from little input.
     private var _echoRepeat = 1
@@ -98,6 +111,10 @@ private let onMessage: @convention(c) (UnsafeMutableRawPointer?, cws_conn_id, Un
     if let burst = ev.takeBurst() {
         let payload = [UInt8](repeating: 0xB5, count: burst.size)
         for _ in 0..<burst.count { _ = cws_send(ev.server, id, UInt8(CWS_OP_BINARY.rawValue), payload, payload.count) }
+        return
+    }
+    if ev.stopFromCallback {
+        ev.stopResult = cws_server_stop(ev.server, 1000)
         return
     }
     let repeats = ev.echoRepeat

@@ -486,19 +486,29 @@ typedef struct cws_server_config {
      * ("recv-multishot", "cancel-fd", "accept-multishot", "send", "sendmsg",
      * "read"; several may be named). NULL: probe everything for real. */
     const char *uring_disable;
+    /* For tests of loop failures: "start:N" makes loop N fail to start (so
+     * cws_server_start fails), "wait:N" makes loop N's wait fail for good
+     * once it has an open connection. NULL: no faults. */
+    const char *fault_inject;
 } cws_server_config;
 
 void cws_server_config_init(cws_server_config *cfg);
 /* Binds the listeners (so the port is known) without starting threads. NULL
  * on failure with a message in err. */
 cws_server *cws_server_create(const cws_server_config *cfg, char *err, size_t err_cap);
-int cws_server_start(cws_server *s);        /* starts the loop threads; 0 or -errno */
+/* Starts the loop threads and waits until each is running: 0, or -errno when
+ * one could not start (the others are stopped again; the reason is on stderr). */
+int cws_server_start(cws_server *s);
 uint16_t cws_server_port(const cws_server *s);
 const char *cws_server_backend_name(const cws_server *s); /* "io_uring" or "epoll" */
 /* Graceful: stop accepting, close every connection with 1001, wait up to
  * timeout_ms for the close handshakes, then close what is left and join the
- * threads. Callbacks are done when it returns. */
-void cws_server_stop(cws_server *s, uint32_t timeout_ms);
+ * threads. Callbacks are done when it returns 0. Called from a callback (one
+ * of the server's own loop threads, which it cannot join), it begins the stop
+ * and returns -EDEADLK at once; call it again from another thread to wait. */
+int cws_server_stop(cws_server *s, uint32_t timeout_ms);
+/* Stops (if needed) and frees the server. Never from one of its callbacks:
+ * that aborts with a message, since the thread would have to join itself. */
 void cws_server_destroy(cws_server *s);
 
 typedef struct cws_server_stats {
@@ -511,6 +521,7 @@ typedef struct cws_server_stats {
     uint64_t accept_errors;   /* accepts that failed for want of descriptors or memory */
     uint64_t accept_pauses;   /* episodes of that: the listener paused until a connection closed */
     uint64_t refused_full;    /* upgrades answered 503 at max_connections */
+    uint64_t loops_failed;    /* loops that died (their connections were closed with them) */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 

@@ -2,9 +2,11 @@
  * A test-only echo server on the C engine, run as a child process so a test
  * can give it limits the test process must not have (RLIMIT_NOFILE), watch
  * its CPU in /proc, and kill it. Usage:
- *   EngineTestHost epoll|uring NOFILE
+ *   EngineTestHost epoll|uring NOFILE [destroy-in-callback]
  * Prints "port N" on stdout once listening; GET /stats answers with the
  * engine's counters as "name=value" lines. Runs until SIGTERM.
+ * destroy-in-callback: the first message makes the callback call
+ * cws_server_destroy (which must abort with a message, not deadlock).
  */
 #include <cwebsocket.h>
 
@@ -15,6 +17,7 @@
 #include <sys/resource.h>
 
 static cws_server *server;
+static int destroy_in_callback;
 
 static void on_request(void *ctx, cws_request *req, const cws_http_request *http, const cws_upgrade_info *up) {
     (void)ctx;
@@ -38,14 +41,16 @@ static void on_request(void *ctx, cws_request *req, const cws_http_request *http
 static void on_message(void *ctx, cws_conn_id id, void *user, uint8_t opcode, const void *data, size_t len) {
     (void)ctx;
     (void)user;
+    if (destroy_in_callback) cws_server_destroy(server);
     cws_send(server, id, opcode, data, len);
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s epoll|uring NOFILE\n", argv[0]);
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s epoll|uring NOFILE [destroy-in-callback]\n", argv[0]);
         return 2;
     }
+    destroy_in_callback = argc > 3 && strcmp(argv[3], "destroy-in-callback") == 0;
     struct rlimit rl = {.rlim_cur = (rlim_t)atol(argv[2]), .rlim_max = (rlim_t)atol(argv[2])};
     if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
         perror("setrlimit");
