@@ -341,6 +341,7 @@ struct cws_request {
     const cws_upgrade_info *upgrade;
     int answered;      /* respond or accept was called */
     int accepted;
+    int head_only;     /* a HEAD request: answers carry no body */
     char remote[64];
 };
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
@@ -59,10 +60,27 @@ static uint64_t cws_server_open_connections(const cws_server *s) {
     return n;
 }
 
+/* What RFC 9112 requires of any request before the application sees it (an
+ * upgrade's own rules are cws_upgrade_validate's): a Host header, exactly one
+ * in HTTP/1.1 and at most one in 1.0. */
+static int cws_plain_request_error(const cws_http_request *r) {
+    int hosts = 0;
+    for (uint16_t i = 0; i < r->header_count; i++) {
+        const cws_slice *n = &r->headers[i].name;
+        if (n->len == 4 && !strncasecmp((const char *)n->ptr, "host", 4)) hosts++;
+    }
+    if (hosts > 1 || (r->http_minor == 1 && hosts == 0)) return 400;
+    return 0;
+}
+
 static int cws_conn_request(cws_loop *l, cws_conn *c) {
     cws_http_request *r = &l->http;
     cws_upgrade_info info;
     const cws_upgrade_info *up = NULL;
+    if (r->http_major != 1 || r->http_minor > 1) {
+        cws_conn_http_error(l, c, 505); /* HTTP/1.9 is no HTTP we speak */
+        return 0;
+    }
     if (cws_http_is_upgrade(r)) {
         int status = cws_upgrade_validate(r, &info);
         if (status) {
@@ -80,7 +98,13 @@ static int cws_conn_request(cws_loop *l, cws_conn *c) {
         }
         up = &info;
     }
-    cws_request req = {.loop = l, .conn = c, .upgrade = up};
+    int status = up ? 0 : cws_plain_request_error(r);
+    if (status) {
+        cws_conn_http_error(l, c, status);
+        return 0;
+    }
+    cws_request req = {.loop = l, .conn = c, .upgrade = up,
+                       .head_only = r->method.len == 4 && !memcmp(r->method.ptr, "HEAD", 4)};
     const cws_callbacks *cb = &l->srv->cfg.callbacks;
     if (cb->on_request) cb->on_request(cb->ctx, &req, r, up);
     if (!req.answered) {
@@ -166,27 +190,6 @@ void cws_conn_eof(cws_loop *l, cws_conn *c, int err) {
 
 /* ---- requests ----------------------------------------------------------- */
 
-static const char *cws_status_text(int status) {
-    switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Status";
-    }
-}
-
 void cws_request_respond(cws_request *req, int status, const char *content_type,
                          const char *headers, const void *body, size_t body_len) {
     if (!req || req->answered) return;
@@ -195,7 +198,7 @@ void cws_request_respond(cws_request *req, int status, const char *content_type,
     char head[512];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\n%s%s%sContent-Length: %zu\r\nConnection: close\r\n",
-                     status, cws_status_text(status), content_type ? "Content-Type: " : "",
+                     status, cws_http_reason(status), content_type ? "Content-Type: " : "",
                      content_type ? content_type : "", content_type ? "\r\n" : "", body_len);
     if (n < 0 || (size_t)n >= sizeof head) n = 0;
     size_t hl = headers ? strlen(headers) : 0;
@@ -210,7 +213,8 @@ void cws_request_respond(cws_request *req, int status, const char *content_type,
     o += n;
     if (hl) memcpy(o, headers, hl), o += hl;
     memcpy(o, "\r\n", 2), o += 2;
-    if (body_len) memcpy(o, body, body_len);
+    if (body_len && !req->head_only) memcpy(o, body, body_len);
+    else m->len -= body_len; /* HEAD: the headers of the GET, Content-Length included */
     cws_conn *c = req->conn;
     c->state = CWS_CONN_CLOSING;
     c->flags |= CWS_CF_SHUT_AFTER | CWS_CF_READ_DONE | CWS_CF_CLOSE_SENT;

@@ -301,6 +301,49 @@ struct EngineLoopTests {
     }
 }
 
+@Suite("Engine HTTP", .serialized)
+struct EngineHTTPTests {
+    private func exchange(_ srv: EngineServer, _ request: String) throws -> String {
+        let c = try EngineClient(port: srv.port)
+        try c.send(Array(request.utf8))
+        return String(decoding: try c.readToEOF(), as: UTF8.self)
+    }
+
+    @Test(arguments: EngineBackend.allCases)
+    func headHasTheHeadersButNoBody(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend) else { return }
+        let head = try exchange(srv, "HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(head.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(head.contains("Content-Length: 5\r\n"))
+        #expect(head.hasSuffix("\r\n\r\n"), "a body after the head: \(head)")
+    }
+
+    /// RFC 9112 3.2: exactly one Host in HTTP/1.1 (at most one in 1.0), for
+    /// pages as for upgrades.
+    @Test(arguments: EngineBackend.allCases)
+    func hostIsRequiredOnce(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend) else { return }
+        #expect(try exchange(srv, "GET /hello HTTP/1.1\r\n\r\n").hasPrefix("HTTP/1.1 400 "))
+        #expect(try exchange(srv, "GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").hasPrefix("HTTP/1.1 400 "))
+        #expect(try exchange(srv, "GET /hello HTTP/1.0\r\n\r\n").hasPrefix("HTTP/1.1 200 "))
+        #expect(try exchange(srv, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n").hasPrefix("HTTP/1.1 200 "))
+    }
+
+    @Test(arguments: EngineBackend.allCases)
+    func unknownVersionIs505(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend) else { return }
+        #expect(try exchange(srv, "GET /hello HTTP/1.9\r\nHost: a\r\n\r\n").hasPrefix("HTTP/1.1 505 HTTP Version Not Supported"))
+    }
+
+    @Test(arguments: EngineBackend.allCases)
+    func statusLinesHaveTheirReasonPhrase(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend) else { return }
+        let moved = try exchange(srv, "GET /moved HTTP/1.1\r\nHost: a\r\n\r\n")
+        #expect(moved.hasPrefix("HTTP/1.1 303 See Other\r\n"), "\(moved)")
+        #expect(moved.contains("Location: /hello\r\n"))
+    }
+}
+
 @Suite("Engine listeners", .serialized)
 struct EngineListenerTests {
     /// "::" is every address: IPv4 clients reach it too (it used to bind

@@ -95,6 +95,8 @@ private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?,
     let p = String(decoding: UnsafeRawBufferPointer(start: path.ptr, count: path.len), as: UTF8.self)
     if p == "/hello" {
         cws_request_respond(req, 200, "text/plain", nil, "hello", 5)
+    } else if p == "/moved" {
+        cws_request_respond(req, 303, nil, "Location: /hello\r\n", nil, 0)
     }
     // anything else: unanswered -> the engine says 404
 }
