@@ -42,12 +42,14 @@ static void cws_conn_control(cws_loop *l, cws_conn *c, uint8_t opcode, uint8_t *
             cws_conn_finish(l, c);
             return;
         }
-        /* Control frames bypass the queue limit: they are small and owed. */
-        if (cws_sendq_push(l, c, m) < 0) cws_conn_finish(l, c);
+        /* Pongs count against the send-queue limit like any frame (a peer
+         * that pings and never reads would otherwise grow the queue without
+         * bound), and one waiting to be written answers the newest ping. */
+        if (!cws_sendq_replace_tail_pong(c, m) && cws_loop_send_frame(l, c, m) < 0) cws_conn_finish(l, c);
         cws_msg_release(m);
         return;
     }
-    if (opcode == CWS_OP_PONG) return; /* any input already counted as activity */
+    if (opcode == CWS_OP_PONG) return; /* counted as activity by the frame loop */
     /* CLOSE */
     uint16_t code;
     const uint8_t *reason;
@@ -89,6 +91,12 @@ void cws_conn_frames(cws_loop *l, cws_conn *c, uint8_t *p, size_t len) {
         if (rc == CWS_PARSE_NEED_MORE) return;
 
         uint8_t op = ev.message_opcode;
+        /* Activity, for the idle timeout and our keep-alive ping: anything but
+         * a ping (a peer that only pings is idle, and must answer ours). */
+        if (op != CWS_OP_PING) {
+            c->active_tick = l->tick;
+            c->flags &= (uint16_t)~CWS_CF_PING_SENT;
+        }
         if (op >= CWS_OP_CLOSE) {
             if (ev.frame_start && ev.frame_end) {
                 cws_conn_control(l, c, op, ev.payload, ev.payload_len);

@@ -124,6 +124,7 @@ struct cws_conn {
     uint8_t *ctrl;           /* a control frame split across reads (125 B) */
     uint8_t *reason;         /* the peer's close reason, for on_close */
     uint32_t qhead, qcount, qcap;
+    uint32_t qsending;       /* entries at the head that a write in flight still reads (io_uring) */
     cws_sendq_entry *q;      /* ring of qcap entries, allocated on first send */
     uint64_t qbytes;         /* unwritten bytes in q */
     /* Compression contexts, allocated on first use: zdef only with server
@@ -353,6 +354,10 @@ void cws_slot_free(cws_loop *l, uint32_t slot);
 /* engine_sendq.c: send queue */
 void cws_sendq_clear(cws_conn *c);
 int cws_sendq_push(cws_loop *l, cws_conn *c, cws_msg *m);
+/* A pong that answers a newer ping takes the place of an unsent pong at the
+ * queue's tail (RFC 6455 5.5.3 lets a server answer only the most recent
+ * ping). 1 if it did; 0 if the tail is something else or is being written. */
+int cws_sendq_replace_tail_pong(cws_conn *c, cws_msg *pong);
 /* engine_deflate.c: permessage-deflate */
 cws_msg *cws_conn_compress(cws_loop *l, cws_conn *c, cws_msg *m);
 void cws_conn_zfree(cws_loop *l, cws_conn *c);
@@ -366,6 +371,7 @@ void cws_conn_send_close(cws_loop *l, cws_conn *c, cws_msg *frame, int shut_afte
 /* Frees the connections released this turn; returns how many. */
 uint32_t cws_loop_bury(cws_loop *l);
 /* engine_send.c: sending on the owning loop */
+int cws_loop_send_frame(cws_loop *l, cws_conn *c, cws_msg *m);
 void cws_loop_close(cws_loop *l, cws_conn *c, cws_msg *frame, uint16_t code);
 int cws_loop_send(cws_loop *l, cws_conn *c, cws_msg *m);
 /* engine_frames.c: frame input */

@@ -168,8 +168,6 @@ static void cws_conn_handshake_input(cws_loop *l, cws_conn *c, uint8_t *data, si
 }
 
 void cws_conn_input(cws_loop *l, cws_conn *c, uint8_t *data, size_t len) {
-    c->active_tick = l->tick;
-    c->flags &= (uint16_t)~CWS_CF_PING_SENT;
     switch (c->state) {
     case CWS_CONN_HANDSHAKE:
         cws_conn_handshake_input(l, c, data, len);

@@ -18,8 +18,6 @@ static int cws_conn_can_send(const cws_conn *c) {
 
 /* Loop thread: queue a data message under the send-queue policy. */
 
-static int cws_loop_send_frame(cws_loop *l, cws_conn *c, cws_msg *m);
-
 int cws_loop_send(cws_loop *l, cws_conn *c, cws_msg *m) {
     if (!cws_conn_can_send(c)) return -ENOENT;
     if (!c->pmd || !m->hdr_len || (m->opcode != CWS_OP_TEXT && m->opcode != CWS_OP_BINARY))
@@ -34,7 +32,7 @@ int cws_loop_send(cws_loop *l, cws_conn *c, cws_msg *m) {
     return rc;
 }
 
-static int cws_loop_send_frame(cws_loop *l, cws_conn *c, cws_msg *m) {
+int cws_loop_send_frame(cws_loop *l, cws_conn *c, cws_msg *m) {
     const cws_server_config *cfg = &l->srv->cfg;
     /* An empty queue always takes one message, so a message as large as the
      * largest the server accepts can be echoed; the bound is then the limit

@@ -50,6 +50,17 @@ int cws_sendq_push(cws_loop *l, cws_conn *c, cws_msg *m) {
     return 0;
 }
 
+int cws_sendq_replace_tail_pong(cws_conn *c, cws_msg *pong) {
+    if (!c->qcount || c->qcount <= c->qsending) return 0;
+    cws_sendq_entry *e = &c->q[(c->qhead + c->qcount - 1) & (c->qcap - 1)];
+    if (e->msg->opcode != CWS_OP_PONG || e->off) return 0;
+    c->qbytes = c->qbytes - e->msg->len + pong->len;
+    cws_msg_release(e->msg);
+    cws_msg_retain(pong);
+    e->msg = pong;
+    return 1;
+}
+
 int cws_conn_iov(const cws_conn *c, struct iovec *iov, int max) {
     int n = 0;
     for (uint32_t i = 0; i < c->qcount && n < max; i++) {

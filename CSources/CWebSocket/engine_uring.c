@@ -216,6 +216,7 @@ static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
         /* One message: a plain send needs no msghdr. MSG_NOSIGNAL: EPIPE, not SIGPIPE. */
         io_uring_prep_send(sqe, c->fd, one.iov_base, one.iov_len, MSG_NOSIGNAL);
         io_uring_sqe_set_data64(sqe, CWS_UD(c, CWS_UD_SEND));
+        c->qsending = 1; /* the kernel reads these entries until the CQE */
     } else {
         cws_usend *s = u->free_sends;
         if (s) u->free_sends = s->next;
@@ -230,6 +231,7 @@ static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
         s->mh.msg_iov = s->iov;
         s->mh.msg_iovlen = (size_t)cws_conn_iov(c, s->iov, CWS_UR_SEND_IOV);
         io_uring_prep_sendmsg(sqe, c->fd, &s->mh, MSG_NOSIGNAL);
+        c->qsending = (uint32_t)s->mh.msg_iovlen;
         io_uring_sqe_set_data64(sqe, CWS_UD(s, CWS_UD_SENDMSG));
     }
     c->flags |= CWS_CF_WANT_WRITE; /* here: a send is in flight */
@@ -346,6 +348,7 @@ static void cws_ur_recv_done(cws_loop *l, cws_conn *c, struct io_uring_cqe *cqe)
 
 static void cws_ur_write_done(cws_loop *l, cws_conn *c, int res) {
     c->flags &= (uint16_t)~CWS_CF_WANT_WRITE;
+    c->qsending = 0;
     c->be_inflight--;
     if (c->state != CWS_CONN_DEAD) {
         if (res >= 0) {
