@@ -107,9 +107,26 @@ cws_msg *cws_conn_compress(cws_loop *l, cws_conn *c, cws_msg *m) {
     return made;
 }
 
+/*
+ * How far a compressed message may inflate once zin compressed bytes of it
+ * have arrived: the message size limit, and (when configured)
+ * max_inflate_ratio times zin plus 64 KiB (so small, very repetitive
+ * messages pass). Inflating stops at the
+ * limit, so a bomb (16 KB that inflates to 16 MiB) costs the loop CPU in
+ * proportion to what the peer sent, not to what it would expand to.
+ */
+static uint64_t cws_inflate_limit(const cws_server_config *cfg, uint64_t zin, int *by_ratio) {
+    uint64_t ratio_cap = zin * cfg->deflate.max_inflate_ratio + (64u << 10);
+    *by_ratio = cfg->deflate.max_inflate_ratio && ratio_cap < cfg->max_message_size;
+    return *by_ratio ? ratio_cap : cfg->max_message_size;
+}
+
 /* A piece of a compressed data message. Returns -1 if the connection failed. */
 int cws_conn_zinput(cws_loop *l, cws_conn *c, uint8_t op, const cws_frame_event *ev) {
-    uint64_t max = l->srv->cfg.max_message_size;
+    if (ev->message_start && ev->frame_start) c->zin = 0;
+    c->zin += (uint32_t)ev->payload_len;
+    int by_ratio;
+    uint64_t max = cws_inflate_limit(&l->srv->cfg, c->zin, &by_ratio);
     int last = ev->frame_end && ev->header.fin;
     int whole = ev->message_start && ev->frame_start && last;
     int shared = (c->pmd & CWS_PMD_CLIENT_NCT) != 0;
@@ -156,6 +173,7 @@ int cws_conn_zinput(cws_loop *l, cws_conn *c, uint8_t op, const cws_frame_event 
         }
     }
     if (rc < 0) {
+        if (rc == -CWS_CLOSE_MESSAGE_TOO_BIG && by_ratio) CWS_STAT_ADD(l, inflate_refused, 1);
         cws_conn_fail(l, c, (uint16_t)-rc);
         return -1;
     }

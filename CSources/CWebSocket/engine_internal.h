@@ -125,6 +125,7 @@ struct cws_conn {
     uint8_t *reason;         /* the peer's close reason, for on_close */
     uint32_t qhead, qcount, qcap;
     uint32_t qsending;       /* entries at the head that a write in flight still reads (io_uring) */
+    uint32_t zin;            /* compressed bytes of the message being inflated in pieces */
     cws_sendq_entry *q;      /* ring of qcap entries, allocated on first send */
     uint64_t qbytes;         /* unwritten bytes in q */
     /* Compression contexts, allocated on first use: zdef only with server
@@ -159,6 +160,7 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t sockets; /* accepted and not yet freed (the kernel may still hold them) */
     _Atomic uint64_t accept_errors, accept_pauses, refused_full;
     _Atomic uint64_t failed; /* 1 once the loop has died (cws_loop_fail) */
+    _Atomic uint64_t inflate_refused;
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;
@@ -354,9 +356,10 @@ void cws_slot_free(cws_loop *l, uint32_t slot);
 /* engine_sendq.c: send queue */
 void cws_sendq_clear(cws_conn *c);
 int cws_sendq_push(cws_loop *l, cws_conn *c, cws_msg *m);
-/* A pong that answers a newer ping takes the place of an unsent pong at the
- * queue's tail (RFC 6455 5.5.3 lets a server answer only the most recent
- * ping). 1 if it did; 0 if the tail is something else or is being written. */
+/* Once the queue has backed up (64 KiB), a pong that answers a newer ping
+ * takes the place of an unsent pong at the queue's tail (RFC 6455 5.5.3 lets
+ * a server answer only the most recent ping). 1 if it did; 0 if not backed
+ * up, or the tail is something else or is being written. */
 int cws_sendq_replace_tail_pong(cws_conn *c, cws_msg *pong);
 /* engine_deflate.c: permessage-deflate */
 cws_msg *cws_conn_compress(cws_loop *l, cws_conn *c, cws_msg *m);

@@ -50,8 +50,12 @@ int cws_sendq_push(cws_loop *l, cws_conn *c, cws_msg *m) {
     return 0;
 }
 
+#define CWS_PONG_COALESCE_BYTES (64u << 10)
+
 int cws_sendq_replace_tail_pong(cws_conn *c, cws_msg *pong) {
-    if (!c->qcount || c->qcount <= c->qsending) return 0;
+    /* A peer that keeps up gets a pong for every ping (Autobahn 2.10 checks
+     * it); one whose queue has backed up gets the newest only. */
+    if (c->qbytes < CWS_PONG_COALESCE_BYTES || !c->qcount || c->qcount <= c->qsending) return 0;
     cws_sendq_entry *e = &c->q[(c->qhead + c->qcount - 1) & (c->qcap - 1)];
     if (e->msg->opcode != CWS_OP_PONG || e->off) return 0;
     c->qbytes = c->qbytes - e->msg->len + pong->len;

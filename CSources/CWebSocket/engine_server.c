@@ -25,7 +25,9 @@ void cws_server_config_init(cws_server_config *cfg) {
     cfg->overflow_policy = CWS_OVERFLOW_CLOSE;
     cfg->max_head_size = 8 * 1024;
     cfg->handshake_timeout_ms = 10000;
-    cfg->max_message_size = 16u << 20;
+    /* 1 MiB, as Python's websockets: enough for any chat or API message, and
+     * what one message may cost a loop (inflating included) stays small. */
+    cfg->max_message_size = 1u << 20;
     cfg->idle_timeout_ms = 30000;
     cfg->pong_timeout_ms = 10000;
     cfg->close_timeout_ms = 3000;
@@ -353,5 +355,6 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->accept_pauses += atomic_load_explicit(&st->accept_pauses, memory_order_relaxed);
         out->refused_full += atomic_load_explicit(&st->refused_full, memory_order_relaxed);
         out->loops_failed += atomic_load_explicit(&st->failed, memory_order_relaxed);
+        out->inflate_refused += atomic_load_explicit(&st->inflate_refused, memory_order_relaxed);
     }
 }

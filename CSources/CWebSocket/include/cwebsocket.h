@@ -345,6 +345,11 @@ typedef struct cws_deflate_config {
     uint8_t client_no_context_takeover; /* 1: always answer it (no per-connection inflate state);
                                            default 0: answered only when the client offers it */
     uint32_t min_size;                  /* payloads shorter than this go out uncompressed (default 64) */
+    uint16_t max_inflate_ratio;         /* if set, a compressed message may inflate to at most this
+                                           many times its compressed size, plus 64 KiB (inflating stops
+                                           there: 1009), so a bomb costs what it sent. 0 (default): no
+                                           ratio; repetitive JSON legitimately reaches 1000:1, and
+                                           max_message_size bounds each message's work */
 } cws_deflate_config;
 
 /* What was agreed for one connection. */
@@ -470,7 +475,7 @@ typedef struct cws_server_config {
     uint8_t overflow_policy;       /* cws_overflow_policy */
     uint32_t max_head_size;        /* request head bytes (default 8 KiB) -> 431 */
     uint32_t handshake_timeout_ms; /* from accept to a complete head (default 10 s) */
-    uint64_t max_message_size;     /* reassembled message bytes (default 16 MiB) -> 1009 */
+    uint64_t max_message_size;     /* reassembled (and inflated) message bytes (default 1 MiB) -> 1009 */
     uint32_t idle_timeout_ms;      /* no traffic for this long -> ping (default 30 s; 0 = off) */
     uint32_t pong_timeout_ms;      /* no traffic after that ping -> close 1006 (default 10 s) */
     uint32_t close_timeout_ms;     /* wait for the peer's close frame / FIN (default 3 s) */
@@ -522,6 +527,7 @@ typedef struct cws_server_stats {
     uint64_t accept_pauses;   /* episodes of that: the listener paused until a connection closed */
     uint64_t refused_full;    /* upgrades answered 503 at max_connections */
     uint64_t loops_failed;    /* loops that died (their connections were closed with them) */
+    uint64_t inflate_refused; /* compressed messages that inflated past max_inflate_ratio (1009) */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 
