@@ -126,6 +126,7 @@ struct cws_conn {
     uint32_t qhead, qcount, qcap;
     uint32_t qsending;       /* entries at the head that a write in flight still reads (io_uring) */
     uint32_t zin;            /* compressed bytes of the message being inflated in pieces */
+    uint32_t be_turn_bytes;  /* backend private: input taken this turn (io_uring's read budget) */
     cws_sendq_entry *q;      /* ring of qcap entries, allocated on first send */
     uint64_t qbytes;         /* unwritten bytes in q */
     /* Compression contexts, allocated on first use: zdef only with server
@@ -160,7 +161,7 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t sockets; /* accepted and not yet freed (the kernel may still hold them) */
     _Atomic uint64_t accept_errors, accept_pauses, refused_full;
     _Atomic uint64_t failed; /* 1 once the loop has died (cws_loop_fail) */
-    _Atomic uint64_t inflate_refused;
+    _Atomic uint64_t inflate_refused, input_deferred;
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;

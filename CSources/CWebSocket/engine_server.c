@@ -356,5 +356,6 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->refused_full += atomic_load_explicit(&st->refused_full, memory_order_relaxed);
         out->loops_failed += atomic_load_explicit(&st->failed, memory_order_relaxed);
         out->inflate_refused += atomic_load_explicit(&st->inflate_refused, memory_order_relaxed);
+        out->input_deferred += atomic_load_explicit(&st->input_deferred, memory_order_relaxed);
     }
 }

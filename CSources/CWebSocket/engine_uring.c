@@ -32,7 +32,30 @@ enum { CWS_UD_ACCEPT = 1, CWS_UD_WAKE, CWS_UD_RECV, CWS_UD_SEND, CWS_UD_SENDMSG,
 #define CWS_UD_PTR(u) ((void *)(uintptr_t)((u) & ~(uint64_t)7))
 
 /* be_flags */
-enum { CWS_UR_RECV_ARMED = 1, CWS_UR_RECV_NOBUFS = 2, CWS_UR_CLOSED = 4, CWS_UR_RELEASED = 8 };
+enum {
+    CWS_UR_RECV_ARMED = 1,
+    CWS_UR_RECV_NOBUFS = 2,
+    CWS_UR_CLOSED = 4,
+    CWS_UR_RELEASED = 8,
+    CWS_UR_DEFERRING = 16, /* over its read budget: its completions wait in u->deferred */
+    CWS_UR_THROTTLED = 32, /* its recv was cancelled for the rest of the turn */
+    CWS_UR_KEPT = 64,      /* scratch: some of its deferred completions wait another turn */
+};
+
+/* Bytes one connection's input may take of a turn (epoll reads at most one
+ * 64 KiB buffer per connection per turn): a flooding client cannot hold the
+ * loop, and the other connections' replies go out between its batches. */
+#define CWS_UR_READ_BUDGET (64 * 1024)
+#define CWS_UR_NO_BUF 0xFFFF
+
+/* A recv completion kept for a later turn: a buffer (bid) with res bytes, or
+ * an EOF / error (bid CWS_UR_NO_BUF) that must come after the buffers. */
+typedef struct cws_udeferred {
+    cws_conn *conn;
+    int res;
+    uint16_t bid;
+    uint8_t keep; /* scratch: waits another turn */
+} cws_udeferred;
 
 /* msghdr + iovecs of one sendmsg in flight; recycled through a free list. */
 typedef struct cws_usend {
@@ -52,6 +75,10 @@ typedef struct cws_uring {
     int dead;                  /* the ring was torn down after a fatal error */
     cws_conn **rearm;          /* recv to re-arm after ENOBUFS */
     uint32_t nrearm, rearm_cap;
+    cws_udeferred *deferred;   /* completions over a connection's read budget, in order */
+    uint32_t ndeferred, deferred_cap;
+    cws_conn **touched;        /* connections that read this turn (their budgets reset) */
+    uint32_t ntouched, touched_cap;
 } cws_uring;
 
 int cws_ur_queue_init(struct io_uring *ring, unsigned extra) {
@@ -142,6 +169,8 @@ static void cws_ur_fini(cws_loop *l) {
         free(s);
     }
     free(u->rearm);
+    free(u->deferred);
+    free(u->touched);
     free(u);
     l->be = NULL;
 }
@@ -300,6 +329,106 @@ static void cws_ur_recycle(cws_uring *u, unsigned bid) {
     io_uring_buf_ring_advance(u->br, 1);
 }
 
+static int cws_ur_grow(void **p, uint32_t *cap, size_t size) {
+    uint32_t n = *cap ? *cap * 2 : 64;
+    void *q = realloc(*p, n * size);
+    if (!q) return -1;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+/* Input, EOF or an error from c's recv, in order. */
+static void cws_ur_deliver(cws_loop *l, cws_conn *c, unsigned bid, int res) {
+    cws_uring *u = l->be;
+    if (bid != CWS_UR_NO_BUF) {
+        if (res > 0 && c->state != CWS_CONN_DEAD)
+            cws_conn_input(l, c, u->bufs + (size_t)bid * CWS_UR_BUF_SIZE, (size_t)res);
+        cws_ur_recycle(u, bid);
+    } else if (res == 0 && c->state != CWS_CONN_DEAD) {
+        cws_conn_eof(l, c, 0);
+    } else if (res < 0 && res != -ECANCELED && c->state != CWS_CONN_DEAD) {
+        cws_conn_eof(l, c, -res);
+    }
+}
+
+/* Keeps a completion of c's for a later turn; the first one also cancels c's
+ * recv, so the rest of its data waits in the kernel (TCP back-pressure on the
+ * flooding peer alone) instead of in the loop's shared buffers. */
+static int cws_ur_defer(cws_loop *l, cws_conn *c, unsigned bid, int res) {
+    cws_uring *u = l->be;
+    if (u->ndeferred == u->deferred_cap && cws_ur_grow((void **)&u->deferred, &u->deferred_cap, sizeof *u->deferred) < 0)
+        return -1;
+    u->deferred[u->ndeferred++] = (cws_udeferred){c, res, (uint16_t)bid, 0};
+    CWS_STAT_ADD(l, input_deferred, 1);
+    c->be_inflight++; /* the deferred completion keeps c alive */
+    c->be_flags |= CWS_UR_DEFERRING;
+    if ((c->be_flags & (CWS_UR_THROTTLED | CWS_UR_RECV_ARMED)) == CWS_UR_RECV_ARMED) {
+        struct io_uring_sqe *sqe = cws_ur_sqe(u);
+        if (sqe) {
+            io_uring_prep_cancel64(sqe, CWS_UD(c, CWS_UD_RECV), 0);
+            io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
+            c->be_flags |= CWS_UR_THROTTLED;
+        }
+    }
+    return 0;
+}
+
+/* Counts res bytes of input against c's budget for this turn. */
+static void cws_ur_charge(cws_uring *u, cws_conn *c, int res) {
+    if (res <= 0) return;
+    if (!c->be_turn_bytes) {
+        if (u->ntouched == u->touched_cap &&
+            cws_ur_grow((void **)&u->touched, &u->touched_cap, sizeof *u->touched) < 0)
+            return; /* not remembered: its budget is simply not charged */
+        u->touched[u->ntouched++] = c;
+    }
+    c->be_turn_bytes += (uint32_t)res;
+}
+
+/* A new turn: every budget is fresh, and the deferred completions run first,
+ * in order, each connection again within its budget. A connection none of
+ * whose completions still waits reads again. */
+static void cws_ur_run_deferred(cws_loop *l) {
+    cws_uring *u = l->be;
+    for (uint32_t i = 0; i < u->ntouched; i++) u->touched[i]->be_turn_bytes = 0;
+    u->ntouched = 0;
+    uint32_t n = u->ndeferred;
+    if (!n) return;
+    /* Which run now: a connection's completions up to its budget; after the
+     * first one that must wait, all the rest of that connection's (order). */
+    for (uint32_t i = 0; i < n; i++) {
+        cws_udeferred *d = &u->deferred[i];
+        cws_conn *c = d->conn;
+        d->keep = c->state != CWS_CONN_DEAD &&
+                  ((c->be_flags & CWS_UR_KEPT) || c->be_turn_bytes >= CWS_UR_READ_BUDGET);
+        if (d->keep) c->be_flags |= CWS_UR_KEPT;
+        else if (d->bid != CWS_UR_NO_BUF) cws_ur_charge(u, c, d->res);
+    }
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        cws_udeferred d = u->deferred[i];
+        cws_conn *c = d.conn;
+        if (d.keep && c->state != CWS_CONN_DEAD) {
+            u->deferred[kept++] = d;
+            continue;
+        }
+        cws_ur_deliver(l, c, d.bid, d.res);
+        c->be_inflight--;
+        if ((c->be_flags & (CWS_UR_DEFERRING | CWS_UR_KEPT)) == CWS_UR_DEFERRING) {
+            /* Nothing of c's is kept: it is through its backlog. */
+            c->be_flags &= (uint8_t)~CWS_UR_DEFERRING;
+            if (c->be_flags & CWS_UR_THROTTLED) {
+                c->be_flags &= (uint8_t)~CWS_UR_THROTTLED;
+                if (c->state != CWS_CONN_DEAD && !(c->be_flags & CWS_UR_RECV_ARMED)) cws_ur_arm_recv(l, c);
+            }
+        }
+        cws_ur_maybe_release(l, c);
+    }
+    u->ndeferred = kept;
+    for (uint32_t i = 0; i < kept; i++) u->deferred[i].conn->be_flags &= (uint8_t)~CWS_UR_KEPT;
+}
+
 static void cws_ur_recv_done(cws_loop *l, cws_conn *c, struct io_uring_cqe *cqe) {
     cws_uring *u = l->be;
     int res = cqe->res;
@@ -308,39 +437,38 @@ static void cws_ur_recv_done(cws_loop *l, cws_conn *c, struct io_uring_cqe *cqe)
         c->be_flags &= (uint8_t)~CWS_UR_RECV_ARMED;
         c->be_inflight--;
     }
-    if (cqe->flags & IORING_CQE_F_BUFFER) {
-        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-        if (res > 0 && c->state != CWS_CONN_DEAD)
-            cws_conn_input(l, c, u->bufs + (size_t)bid * CWS_UR_BUF_SIZE, (size_t)res);
-        cws_ur_recycle(u, bid);
-    } else if (res == 0 && c->state != CWS_CONN_DEAD) {
-        cws_conn_eof(l, c, 0);
-    } else if (res == -ENOBUFS && c->state != CWS_CONN_DEAD) {
+    unsigned bid = (cqe->flags & IORING_CQE_F_BUFFER) ? cqe->flags >> IORING_CQE_BUFFER_SHIFT : CWS_UR_NO_BUF;
+    if (res == -ENOBUFS && bid == CWS_UR_NO_BUF) {
         /* Every buffer is in use: back-pressure, not an error. Re-arm at the
          * end of the turn, after this turn's buffers went back to the ring. */
-        if (u->nrearm == u->rearm_cap) {
-            uint32_t cap = u->rearm_cap ? u->rearm_cap * 2 : 64;
-            cws_conn **n = realloc(u->rearm, cap * sizeof *n);
-            if (!n) {
+        if (c->state != CWS_CONN_DEAD && !(c->be_flags & CWS_UR_RECV_NOBUFS)) {
+            if (u->nrearm == u->rearm_cap && cws_ur_grow((void **)&u->rearm, &u->rearm_cap, sizeof *u->rearm) < 0) {
                 cws_conn_eof(l, c, ENOMEM);
-                cws_ur_maybe_release(l, c);
-                return;
+            } else {
+                c->be_flags |= CWS_UR_RECV_NOBUFS;
+                c->be_inflight++; /* the pending re-arm keeps c alive */
+                u->rearm[u->nrearm++] = c;
             }
-            u->rearm = n;
-            u->rearm_cap = cap;
         }
-        if (!(c->be_flags & CWS_UR_RECV_NOBUFS)) {
-            c->be_flags |= CWS_UR_RECV_NOBUFS;
-            c->be_inflight++; /* the pending re-arm keeps c alive */
-            u->rearm[u->nrearm++] = c;
-        }
+        cws_ur_maybe_release(l, c);
         return;
-    } else if (res < 0 && res != -ECANCELED && c->state != CWS_CONN_DEAD) {
-        cws_conn_eof(l, c, -res);
     }
-    if (!more && !(c->be_flags & CWS_UR_RECV_ARMED) && c->state != CWS_CONN_DEAD) {
+    int ended = bid == CWS_UR_NO_BUF && res == -ECANCELED; /* our cancel: nothing to deliver */
+    if (!ended && c->state != CWS_CONN_DEAD &&
+        ((c->be_flags & CWS_UR_DEFERRING) || (bid != CWS_UR_NO_BUF && c->be_turn_bytes >= CWS_UR_READ_BUDGET))) {
+        /* Over budget, or behind completions that are: a later turn. */
+        if (cws_ur_defer(l, c, bid, res) < 0) {
+            if (bid != CWS_UR_NO_BUF) cws_ur_recycle(u, bid);
+            cws_conn_eof(l, c, ENOMEM);
+        }
+    } else if (!ended) {
+        if (bid != CWS_UR_NO_BUF && c->state != CWS_CONN_DEAD) cws_ur_charge(u, c, res);
+        cws_ur_deliver(l, c, bid, res);
+    }
+    if (!more && !(c->be_flags & (CWS_UR_RECV_ARMED | CWS_UR_THROTTLED)) && c->state != CWS_CONN_DEAD) {
         /* The kernel ended the multishot (it does when the CQ overflows or a
-         * buffer ran out): arm it again. */
+         * buffer ran out): arm it again. A throttled connection re-arms when
+         * its deferred input has run. */
         cws_ur_arm_recv(l, c);
     }
     cws_ur_maybe_release(l, c);
@@ -428,7 +556,11 @@ static void cws_ur_run(cws_loop *l) {
     while (!cws_loop_done(l)) {
         struct __kernel_timespec ts = {.tv_sec = timeout / 1000, .tv_nsec = (long long)(timeout % 1000) * 1000000};
         struct io_uring_cqe *cqe;
-        rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+        /* Completions kept from the last turn: collect new ones (with
+         * DEFER_TASKRUN only an enter that asks for events posts them, so the
+         * other connections are heard), but do not sleep. */
+        rc = u->ndeferred ? io_uring_submit_and_get_events(&u->ring)
+                          : io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
         if (cws_loop_fault_wait(l)) rc = -EIO;
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
             /* The ring is unusable. Tear it down first: that ends every
@@ -439,6 +571,7 @@ static void cws_ur_run(cws_loop *l) {
             cws_loop_fail(l, "io_uring_submit_and_wait_timeout", -rc);
             return;
         }
+        cws_ur_run_deferred(l);
         unsigned head, n = 0;
         io_uring_for_each_cqe(&u->ring, head, cqe) {
             cws_ur_cqe(l, cqe);
@@ -453,7 +586,8 @@ static void cws_ur_run(cws_loop *l) {
             cws_conn *c = u->rearm[i];
             c->be_flags &= (uint8_t)~CWS_UR_RECV_NOBUFS;
             c->be_inflight--;
-            if (c->state != CWS_CONN_DEAD && !(c->be_flags & CWS_UR_RECV_ARMED)) cws_ur_arm_recv(l, c);
+            if (c->state != CWS_CONN_DEAD && !(c->be_flags & (CWS_UR_RECV_ARMED | CWS_UR_THROTTLED)))
+                cws_ur_arm_recv(l, c);
             cws_ur_maybe_release(l, c);
         }
         timeout = cws_loop_turn(l);

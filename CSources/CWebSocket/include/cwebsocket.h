@@ -528,6 +528,7 @@ typedef struct cws_server_stats {
     uint64_t refused_full;    /* upgrades answered 503 at max_connections */
     uint64_t loops_failed;    /* loops that died (their connections were closed with them) */
     uint64_t inflate_refused; /* compressed messages that inflated past max_inflate_ratio (1009) */
+    uint64_t input_deferred;  /* reads kept for a later turn: over a connection's share of one */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 
