@@ -1,4 +1,6 @@
-import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import WebSocketService
 
@@ -15,11 +17,27 @@ private final class Unguarded: @unchecked Sendable {
     static let threads = 4
     static let iterations = 20_000
 
-    /// Four threads at once, each `iterations` times.
+    /// Four threads at once, each `iterations` times. Threads of their own:
+    /// DispatchQueue.concurrentPerform on two cores can run every iteration
+    /// on one thread, and then there is nothing to see.
     private func contend(_ body: @Sendable @escaping (Int) -> Void) {
-        DispatchQueue.concurrentPerform(iterations: Self.threads) { _ in
-            for i in 0..<Self.iterations { body(i) }
+        final class Work: Sendable {
+            let body: @Sendable (Int) -> Void
+            init(_ body: @Sendable @escaping (Int) -> Void) { self.body = body }
         }
+        var threads: [pthread_t] = []
+        for _ in 0..<Self.threads {
+            var thread = pthread_t()
+            let work = Unmanaged.passRetained(Work(body)).toOpaque()
+            let rc = pthread_create(&thread, nil, { context in
+                let work = Unmanaged<Work>.fromOpaque(context!).takeRetainedValue()
+                for i in 0..<LockTests.iterations { work.body(i) }
+                return nil
+            }, work)
+            precondition(rc == 0, "pthread_create: \(rc)")
+            threads.append(thread)
+        }
+        for thread in threads { pthread_join(thread, nil) }
     }
 
     @Test func lockedValue() {
