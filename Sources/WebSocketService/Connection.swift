@@ -32,7 +32,7 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     public var logger: Logger {
         // Once made it never changes: one acquiring load per message, no lock.
         if loggerMade.load(ordering: .acquiring) { return madeLogger! }
-        return loggerLock.withLock { _ in
+        return Self.loggerCreation.withLock {
             if madeLogger == nil {
                 var logger = baseLogger
                 logger[metadataKey: "connection"] = "\(id.uuidString.lowercased())"
@@ -51,14 +51,18 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     private let _profile: Profile?
     // The service's logger, unchanged (a shared reference, no copy).
     private let baseLogger: Logger
-    // Written once, under loggerLock, before loggerMade is set.
+    // Written once, under loggerCreation, before loggerMade is set.
     nonisolated(unsafe) private var madeLogger: Logger?
     private let loggerMade = Atomic<Bool>(false)
-    private let loggerLock = Mutex<Void>(())
+    // One for every connection: taken once in a connection's life, when its
+    // logger is first made, so nothing is gained by a lock per connection.
+    private static let loggerCreation = PthreadMutex()
     private let _engineID = Atomic<UInt64>(0)
     // Channels in join order. Written only under the service's lock (so it
-    // agrees with the channel table); this lock lets readers skip that one.
-    let joined = Mutex<[String]>([])
+    // agrees with the channel table); a stripe of joinedLocks, under which it
+    // is read and written, lets readers skip that one.
+    nonisolated(unsafe) private var _joined: [String] = []
+    private static let joinedLocks = LockStripes(count: 64)
     // In-counters have one writer (the loop thread); out-counters have many.
     private let _messagesIn = Atomic<UInt64>(0)
     private let _bytesIn = Atomic<UInt64>(0)
@@ -82,7 +86,12 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     func setEngineID(_ id: UInt64) { _engineID.store(id, ordering: .releasing) }
 
     /// The channels it is in, in join order.
-    public var channels: [String] { joined.withLock { $0 } }
+    public var channels: [String] { withJoined { $0 } }
+
+    /// The channel list under its lock; `body` must not take another connection's.
+    func withJoined<Result>(_ body: (inout [String]) throws -> Result) rethrows -> Result {
+        try Self.joinedLocks.withLock(for: self) { try body(&_joined) }
+    }
 
     public struct Counters: Sendable, Hashable, Codable {
         public var messagesIn: UInt64

@@ -335,7 +335,7 @@ public final class Service: Sendable {
             // Under the lock, so a racing last leave cannot reorder its unsubscribe after this.
             if isDistributed && s.channels[channel] == nil { backplane.subscribe(channel: channel) }
             s.channels[channel, default: [:]][engineID] = connection
-            connection.joined.withLock { $0.append(channel) }
+            connection.withJoined { $0.append(channel) }
             return others
         }
         guard let others else { return false }
@@ -361,7 +361,7 @@ public final class Service: Sendable {
         let engineID = connection.engineID
         let others = state.withLock { s -> [cws_conn_id]? in
             guard s.channels[channel]?.removeValue(forKey: engineID) != nil else { return nil }
-            connection.joined.withLock { $0.removeAll { $0 == channel } }
+            connection.withJoined { $0.removeAll { $0 == channel } }
             let members = s.channels[channel] ?? [:]
             if members.isEmpty {
                 s.channels[channel] = nil
@@ -588,7 +588,7 @@ public final class Service: Sendable {
             s.byEngineID[engineID] = nil
             // Read under the lock: a join racing with this close either
             // happened before (and is undone here) or finds the connection gone.
-            let channels = connection.joined.withLock { joined in
+            let channels = connection.withJoined { joined in
                 defer { joined.removeAll() }
                 return joined
             }

@@ -35,6 +35,15 @@ private func query(_ items: [(String, String)]) -> String {
 
 private let token = AdminPages.csrfToken
 
+/// The token with its first character changed to another hex digit: as long
+/// as the token, so only the comparison can refuse it. (Prefixing "0" to
+/// `token.dropFirst()` gave the token itself whenever it began with "0",
+/// 1 process in 16, and the refused request was accepted.)
+private func wrongToken(for token: String) -> String {
+    let first = token.first == "0" ? "1" : "0"
+    return first + token.dropFirst()
+}
+
 @Suite(.serialized) struct AdminTests {
     @Test(arguments: backends) func withoutAnAuthorizationCheckNothingIsServed(_ backend: Configuration.Backend) throws {
         guard let service = try startService(backend, routes: adminRoutes(authorize: nil)) else { return }
@@ -114,7 +123,7 @@ private let token = AdminPages.csrfToken
         let fields = [("id", id.uuidString), ("cmd", "notice"), ("param", "1")]
         let refused: [(String, [String])] = [
             (query(fields), []),
-            (query(fields + [("token", "0" + token.dropFirst())]), []),
+            (query(fields + [("token", wrongToken(for: token))]), []),
             (query(fields + [("token", token + "0")]), []),
             (query(fields + [("token", token)]), ["Sec-Fetch-Site: cross-site"]),
             (query(fields + [("token", token)]), ["Sec-Fetch-Site: same-site"]),
@@ -132,6 +141,16 @@ private let token = AdminPages.csrfToken
         // Nothing from the refused ones reached the client: the first message is the accepted one.
         let first = try client.receiveJSON()
         #expect(first["cmd"] as? String == "notice")
+    }
+
+    /// Whatever the per-process token begins with, the wrong one differs from it.
+    @Test func theWrongTokenDiffersFromTheTokenWhateverItsFirstDigit() {
+        for digit in "0123456789abcdef" {
+            let token = String(digit) + AdminPages.csrfToken.dropFirst()
+            let wrong = wrongToken(for: token)
+            #expect(wrong != token && wrong.count == token.count, "\(token)")
+            #expect(!AdminPages.constantTimeEqual(wrong, token))
+        }
     }
 
     @Test(arguments: backends) func sendValidatesTheFormAndDelivers(_ backend: Configuration.Backend) throws {

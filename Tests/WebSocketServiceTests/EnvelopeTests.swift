@@ -83,8 +83,22 @@ import Testing
             } else {
                 #expect((ours != nil) == (foundation != nil), "\(text)")
             }
-            if let ours { #expect(ours.param.description == param.trimmingCharacters(in: .whitespaces), "\(text)") }
+            // Pieces such as `"k","s":false` end the param early and add a member
+            // of the envelope: then the param is only the first value.
+            let members = (foundation as? [String: Any]).map { Set($0.keys) }
+            if let ours, members == ["cmd", "param"] {
+                #expect(ours.param.description == param.trimmingCharacters(in: .whitespaces), "\(text)")
+            }
         }
+    }
+
+    /// The generated param `"k","s":false` (about one run in twenty of the
+    /// differential above, which compared it byte for byte) is the param "k"
+    /// and a member "s" that the envelope ignores.
+    @Test func aParamEndsAtTheNextMember() throws {
+        let envelope = try Envelope.parse(Array(#"{"cmd":"x","param":"k","s":false}"#.utf8))
+        #expect(envelope.param.description == #""k""#)
+        #expect(envelope.cmd == "x")
     }
 
     @Test func encodingIsCompactAndEscaped() throws {
