@@ -250,8 +250,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    FZ_CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s", strerror(errno));
+    /* Non-blocking from the start: libFuzzer's timer signals interrupt
+     * blocking calls (a blocking connect then fails with EINTR). */
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        FZ_CHECK(errno == EINPROGRESS || errno == EINTR, "connect: %s", strerror(errno));
+        uint64_t until = now_ms() + 5000;
+        struct pollfd pf = {fd, POLLOUT, 0};
+        while (poll(&pf, 1, 50) <= 0 && now_ms() < until) {
+        }
+        int err = 0;
+        socklen_t el = sizeof err;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        FZ_CHECK((pf.revents & POLLOUT) && err == 0, "connect: %s", strerror(err));
+    }
 
     int before = __atomic_load_n(&opened, __ATOMIC_SEQ_CST);
     server_stream s = {0};
