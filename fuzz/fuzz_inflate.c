@@ -106,6 +106,7 @@ static int ref_message(ref_inflater *r, const uint8_t *msg, size_t len, size_t s
         if (!r->z.avail_in && r->z.avail_out) break; /* all input used, all output out */
         if (rc == Z_BUF_ERROR && r->z.avail_out) break;
     }
+    if (status == 0 && n > stop) status = 1; /* the last call went past it */
     free(in);
     *out = o;
     *out_len = n;
