@@ -180,6 +180,12 @@ void cws_parser_init(cws_parser *p, cws_role role, uint64_t max_frame_payload);
  * Call again with the rest of the buffer after an event. A frame whose whole
  * payload is in the buffer comes back as a single event (start and end).
  * After an error the parser stays failed.
+ *
+ * *consumed after an error: every error is found at a frame header, and the
+ * call that reports it consumes the header's bytes up to its end (those of
+ * this call only, when the header arrived in pieces), so the bytes consumed
+ * over the whole stream end right after the bad header however the input was
+ * split. Calls on a failed parser consume nothing and return the same error.
  */
 int cws_parse(cws_parser *p, void *buf, size_t len, size_t *consumed, cws_frame_event *ev);
 
