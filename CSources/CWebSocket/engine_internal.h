@@ -233,6 +233,7 @@ struct cws_server {
     int started;
     _Atomic int stopping;
     uint64_t stop_deadline_ms;  /* CLOCK_MONOTONIC ms */
+    pthread_mutex_t join_lock;  /* one thread joins the loops (a stop from a callback hands it on) */
 };
 
 struct cws_backend_ops {

@@ -209,6 +209,7 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
         return NULL;
     }
     memset(loops, 0, sizeof(cws_loop) * nloops);
+    pthread_mutex_init(&s->join_lock, NULL);
     s->cfg = cfg;
     s->ops = ops;
     s->loops = loops;
@@ -272,6 +273,8 @@ fail:
 /* Is this thread one of s's loops (inside a callback)? */
 static int cws_on_own_loop(const cws_server *s) { return cws_current_loop && cws_current_loop->srv == s; }
 
+int cws_server_is_loop_thread(const cws_server *s) { return s && cws_on_own_loop(s); }
+
 static void cws_server_begin_stop(cws_server *s, uint32_t timeout_ms) {
     if (atomic_exchange_explicit(&s->stopping, 1, memory_order_acq_rel)) return;
     s->stop_deadline_ms = cws_monotonic_ms() + timeout_ms;
@@ -279,10 +282,12 @@ static void cws_server_begin_stop(cws_server *s, uint32_t timeout_ms) {
 }
 
 static void cws_server_join(cws_server *s) {
+    pthread_mutex_lock(&s->join_lock);
     for (int i = 0; i < s->started; i++) {
         if (!s->loops[i].joined) pthread_join(s->loops[i].thread, NULL);
         s->loops[i].joined = 1;
     }
+    pthread_mutex_unlock(&s->join_lock);
 }
 
 int cws_server_start(cws_server *s) {
@@ -330,6 +335,7 @@ void cws_server_destroy(cws_server *s) {
     }
     cws_server_stop(s, 0);
     for (uint32_t i = 0; i < s->nloops; i++) cws_loop_free(s, &s->loops[i]);
+    pthread_mutex_destroy(&s->join_lock);
     free(s->loops);
     free(s);
 }

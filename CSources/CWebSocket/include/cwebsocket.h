@@ -518,6 +518,8 @@ const char *cws_server_backend_name(const cws_server *s); /* "io_uring" or "epol
  * of the server's own loop threads, which it cannot join), it begins the stop
  * and returns -EDEADLK at once; call it again from another thread to wait. */
 int cws_server_stop(cws_server *s, uint32_t timeout_ms);
+/* 1 when called on one of s's loop threads (inside a callback), else 0. */
+int cws_server_is_loop_thread(const cws_server *s);
 /* Stops (if needed) and frees the server. Never from one of its callbacks:
  * that aborts with a message, since the thread would have to join itself. */
 void cws_server_destroy(cws_server *s);
