@@ -40,10 +40,16 @@ static void on_fire(cws_loop *l, cws_conn *c) {
     }
 }
 
-static cws_loop *new_loop(cws_server *srv) {
+/* A fresh loop (10 ms ticks) and fresh connections; victim as in on_fire. */
+static cws_loop *new_loop(cws_server *srv, int victim) {
+    memset(srv, 0, sizeof *srv);
     cws_loop *l = calloc(1, sizeof *l);
     srv->tick_ms = 10;
     l->srv = srv;
+    memset(conns, 0, sizeof conns);
+    memset(fired, 0, sizeof fired);
+    rearm_victim = victim;
+    first_done = 0;
     return l;
 }
 
@@ -51,12 +57,7 @@ static cws_loop *new_loop(cws_server *srv) {
 static void test_rearm_during_fire(void) {
     for (int victim = 0; victim < N; victim++) {
         cws_server srv;
-        memset(&srv, 0, sizeof srv);
-        cws_loop *l = new_loop(&srv);
-        memset(conns, 0, sizeof conns);
-        memset(fired, 0, sizeof fired);
-        rearm_victim = victim;
-        first_done = 0;
+        cws_loop *l = new_loop(&srv, victim);
         for (int i = 0; i < N; i++) cws_timer_set(l, &conns[i], 100); /* one bucket */
         l->now_ms = 200;
         cws_timer_advance(l, on_fire);
@@ -79,11 +80,7 @@ static void test_rearm_during_fire(void) {
 /* A timeout of 49.7 days or more must not wrap to a deadline in the past. */
 static void test_long_timeout_does_not_wrap(void) {
     cws_server srv;
-    memset(&srv, 0, sizeof srv);
-    cws_loop *l = new_loop(&srv);
-    memset(conns, 0, sizeof conns);
-    memset(fired, 0, sizeof fired);
-    rearm_victim = -1;
+    cws_loop *l = new_loop(&srv, -1);
     cws_timer_set(l, &conns[0], UINT32_MAX);
     cws_timer_set(l, &conns[1], UINT32_MAX - 5);
     l->now_ms = 10000;
@@ -98,11 +95,7 @@ static void test_long_timeout_does_not_wrap(void) {
 static void test_clear_keeps_the_rest(void) {
     for (int gone = 0; gone < N; gone++) {
         cws_server srv;
-        memset(&srv, 0, sizeof srv);
-        cws_loop *l = new_loop(&srv);
-        memset(conns, 0, sizeof conns);
-        memset(fired, 0, sizeof fired);
-        rearm_victim = -1;
+        cws_loop *l = new_loop(&srv, -1);
         for (int i = 0; i < N; i++) cws_timer_set(l, &conns[i], 50);
         cws_timer_clear(l, &conns[gone]);
         cws_timer_clear(l, &conns[gone]); /* twice is harmless */

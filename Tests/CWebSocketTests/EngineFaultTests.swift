@@ -101,7 +101,7 @@ struct EngineFaultTests {
         let failures = Mutex<[String]>([])
         let port = srv.port
         DispatchQueue.concurrentPerform(iterations: workers) { w in
-            var rng = SplitMix(seed: UInt64(w + 1) &* 0x9E37_79B9)
+            var rng = Rng(state: UInt64(w + 1) &* 0x9E37_79B9)
             for i in 0..<perWorker {
                 let token = Array("worker \(w) connection \(i) ".utf8) + [UInt8](repeating: UInt8(65 + w), count: 200)
                 do {
@@ -132,14 +132,7 @@ struct EngineFaultTests {
 }
 
 /// Tests/Support/EngineTestHost, built next to the test bundle.
-private var engineTestHost: String? {
-    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for candidate in [dir, dir.deletingLastPathComponent()] {
-        let path = candidate.appendingPathComponent("EngineTestHost").path
-        if FileManager.default.isExecutableFile(atPath: path) { return path }
-    }
-    return nil
-}
+private var engineTestHost: String? { ChildProcess.builtProduct("EngineTestHost") }
 
 /// utime + stime of a process, in clock ticks.
 private func cpuTicks(_ pid: pid_t) -> Int {
@@ -436,15 +429,3 @@ func monotonicMilliseconds() -> UInt64 {
     return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
 }
 
-/// A small deterministic generator, so a failing run can be repeated.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
