@@ -386,13 +386,18 @@ static void cws_ur_charge(cws_uring *u, cws_conn *c, int res) {
     c->be_turn_bytes += (uint32_t)res;
 }
 
-/* A new turn: every budget is fresh, and the deferred completions run first,
- * in order, each connection again within its budget. A connection none of
- * whose completions still waits reads again. */
-static void cws_ur_run_deferred(cws_loop *l) {
-    cws_uring *u = l->be;
+/* The turn's input is over: every budget is fresh for the next. Before the
+ * turn's end frees connections (the list would point at freed ones). */
+static void cws_ur_reset_budgets(cws_uring *u) {
     for (uint32_t i = 0; i < u->ntouched; i++) u->touched[i]->be_turn_bytes = 0;
     u->ntouched = 0;
+}
+
+/* A new turn: the deferred completions run first, in order, each connection
+ * again within its budget. A connection none of whose completions still waits
+ * reads again. */
+static void cws_ur_run_deferred(cws_loop *l) {
+    cws_uring *u = l->be;
     uint32_t n = u->ndeferred;
     if (!n) return;
     /* Which run now: a connection's completions up to its budget; after the
@@ -590,6 +595,7 @@ static void cws_ur_run(cws_loop *l) {
                 cws_ur_arm_recv(l, c);
             cws_ur_maybe_release(l, c);
         }
+        cws_ur_reset_budgets(u);
         timeout = cws_loop_turn(l);
     }
     /* Let the kernel finish with everything before the ring goes away. */
