@@ -206,6 +206,7 @@ struct cws_loop {
      * by cws_server_start on another thread). */
     _Atomic int run_state;
     uint8_t fault_wait;        /* tests: the next wait after a connection opens fails */
+    uint8_t fault_start;       /* tests: the loop fails to start */
     /* Accepting paused: out of descriptors (see cws_loop_accept_failed). */
     uint8_t accept_paused;
     uint8_t accept_episode;    /* failures since the last successful accept: logged once */

@@ -189,7 +189,7 @@ int cws_loop_done(const cws_loop *l) { return l->stopping && l->live == 0; }
 void *cws_loop_thread(void *arg) {
     cws_loop *l = arg;
     cws_current_loop = l;
-    if (cws_fault_injected(l->srv->cfg.fault_inject, "start", l->index)) cws_loop_started(l, -EIO);
+    if (l->fault_start) cws_loop_started(l, -EIO);
     else l->srv->ops->loop_run(l);
     /* A backend that returned before saying either way could not start. */
     int expected = 0;

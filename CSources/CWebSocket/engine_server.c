@@ -211,6 +211,9 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
     memset(loops, 0, sizeof(cws_loop) * nloops);
     pthread_mutex_init(&s->join_lock, NULL);
     s->cfg = cfg;
+    /* Read while creating (below), not kept: the caller's strings need not outlive this call. */
+    s->cfg.fault_inject = s->cfg.uring_disable = NULL;
+    s->cfg.host = NULL;
     s->ops = ops;
     s->loops = loops;
     s->tick_ms = cws_pick_tick(&cfg);
@@ -261,6 +264,7 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
         }
         if (ops->loop_init(l, err, err_cap) < 0) goto fail;
         l->fault_wait = (uint8_t)cws_fault_injected(cfg.fault_inject, "wait", i);
+        l->fault_start = (uint8_t)cws_fault_injected(cfg.fault_inject, "start", i);
     }
     return s;
 fail:
