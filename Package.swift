@@ -72,6 +72,9 @@ let package = Package(
         // Test support: child processes via posix_spawn (not Foundation's Process).
         .target(name: "CSpawn", path: "Tests/Support/CSpawn"),
         .target(name: "ChildProcess", dependencies: ["CSpawn"], path: "Tests/Support/ChildProcess"),
+        // A C echo server on the engine that the tests run as a child process
+        // (a descriptor limit of its own, its CPU readable in /proc).
+        .executableTarget(name: "EngineTestHost", dependencies: ["CWebSocket"], path: "Tests/Support/EngineTestHost"),
         .testTarget(
             name: "ConformanceTests",
             dependencies: [

@@ -13,6 +13,9 @@
 #define CWS_LIKELY(x) __builtin_expect(!!(x), 1)
 #define CWS_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
+/* The reason phrase for an HTTP status (handshake.c). */
+const char *cws_http_reason(int status);
+
 /* Clamp a requested level to what this CPU can run. */
 static inline int cws_simd_clamp(int level) {
     if (level > CWS_SIMD_AVX512) level = CWS_SIMD_AVX512;

@@ -134,7 +134,10 @@ static int cws_parse_offer(cws_ext_cursor *c, cws_offer *o) {
             c->p++;
             cws_skip_ws(c);
             if (c->p < c->end && *c->p == '"') {
-                /* quoted-string: unescape into a small buffer (values are short). */
+                /* quoted-string: unescape into a small buffer (valid values
+                 * are short). A longer one is read to its closing quote all
+                 * the same: stopping inside it would let cws_skip_offer take
+                 * a quoted comma for the end of the offer. */
                 c->p++;
                 vl = 0;
                 for (;;) {
@@ -145,10 +148,14 @@ static int cws_parse_offer(cws_ext_cursor *c, cws_offer *o) {
                         if (c->p == c->end) goto bad;
                         ch = *c->p++;
                     }
-                    if (vl == sizeof unq) goto bad;
-                    unq[vl++] = ch;
+                    if (vl < sizeof unq) unq[vl] = ch;
+                    vl++;
                 }
                 val = unq;
+                if (vl > sizeof unq) {
+                    ok = 0; /* no parameter has a value this long */
+                    vl = sizeof unq;
+                }
                 for (size_t i = 0; i < vl; i++)
                     if (!cws_is_tchar((unsigned char)unq[i])) ok = 0;
                 if (!vl) ok = 0;

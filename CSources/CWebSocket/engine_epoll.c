@@ -66,7 +66,8 @@ static void cws_ep_accept(cws_loop *l) {
         int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
-            /* EAGAIN: drained. EMFILE/ENFILE/ENOBUFS: try again next turn. */
+            /* EAGAIN: drained. Out of descriptors: the engine pauses us. */
+            cws_loop_accept_failed(l, errno);
             return;
         }
         int one = 1;
@@ -125,6 +126,12 @@ static void cws_ep_conn_close(cws_loop *l, cws_conn *c) {
     cws_conn_release(l, c);
 }
 
+static void cws_ep_pause_accept(cws_loop *l, int on) {
+    if (l->listen_fd < 0) return;
+    if (on) cws_ep_ctl(l, EPOLL_CTL_DEL, l->listen_fd, 0, 0);
+    else cws_ep_ctl(l, EPOLL_CTL_ADD, l->listen_fd, EPOLLIN, CWS_EP_LISTENER);
+}
+
 static void cws_ep_stop_accept(cws_loop *l) {
     if (l->listen_fd < 0) return;
     close(l->listen_fd);
@@ -152,13 +159,15 @@ static void cws_ep_read(cws_loop *l, cws_conn *c) {
 static void cws_ep_run(cws_loop *l) {
     cws_epoll *e = l->be;
     struct epoll_event evs[256];
+    cws_loop_started(l, 0);
     int timeout = cws_loop_turn(l);
     while (!cws_loop_done(l)) {
         int n = epoll_wait(e->epfd, evs, 256, timeout);
+        if (cws_loop_fault_wait(l)) n = -1, errno = EIO;
         if (n < 0) {
             if (errno != EINTR) {
-                perror("cwebsocket: epoll_wait");
-                break;
+                cws_loop_fail(l, "epoll_wait", errno);
+                return;
             }
             n = 0;
         }
@@ -198,4 +207,5 @@ const cws_backend_ops cws_epoll_ops = {
     .conn_flush = cws_ep_flush,
     .conn_close = cws_ep_conn_close,
     .stop_accept = cws_ep_stop_accept,
+    .pause_accept = cws_ep_pause_accept,
 };

@@ -1,10 +1,13 @@
 /*
- * Private to the server engine: the structures shared by engine.c (the
- * connection state machine), engine_msg.c (framed buffers and send queues),
- * engine_timer.c (the timer wheel) and the two I/O backends. Not installed.
+ * Private to the server engine: the structures and functions shared by its
+ * files (engine_ids.c, engine_sendq.c, engine_send.c, engine_frames.c,
+ * engine_request.c, engine_deflate.c, engine_close.c, engine_loop.c: the
+ * connection state machine; engine_msg.c: framed buffers; engine_timer.c: the
+ * timer wheel; engine_server.c: lifecycle) and the two I/O backends. Not
+ * installed.
  *
  * Division of labour: the backend moves bytes and events (accepts, reads,
- * writes, wake-ups, the clock); every protocol decision lives in engine.c, so
+ * writes, wake-ups, the clock); every protocol decision lives in the shared files, so
  * epoll and io_uring behave the same.
  */
 #ifndef CWS_ENGINE_INTERNAL_H
@@ -121,6 +124,9 @@ struct cws_conn {
     uint8_t *ctrl;           /* a control frame split across reads (125 B) */
     uint8_t *reason;         /* the peer's close reason, for on_close */
     uint32_t qhead, qcount, qcap;
+    uint32_t qsending;       /* entries at the head that a write in flight still reads (io_uring) */
+    uint32_t zin;            /* compressed bytes of the message being inflated in pieces */
+    uint32_t be_turn_bytes;  /* backend private: input taken this turn (io_uring's read budget) */
     cws_sendq_entry *q;      /* ring of qcap entries, allocated on first send */
     uint64_t qbytes;         /* unwritten bytes in q */
     /* Compression contexts, allocated on first use: zdef only with server
@@ -152,6 +158,10 @@ typedef struct cws_slot {
 
 typedef struct cws_loop_stats {
     _Atomic uint64_t connections, accepted, messages_in, bytes_in, messages_out, bytes_out, dropped;
+    _Atomic uint64_t sockets; /* accepted and not yet freed (the kernel may still hold them) */
+    _Atomic uint64_t accept_errors, accept_pauses, refused_full;
+    _Atomic uint64_t failed; /* 1 once the loop has died (cws_loop_fail) */
+    _Atomic uint64_t inflate_refused, input_deferred;
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;
@@ -162,6 +172,7 @@ struct cws_loop {
     int listen_fd;
     int wake_fd;               /* eventfd: other threads' commands */
     pthread_t thread;
+    int joined;                /* pthread_join done (cws_server_join) */
     void *be;                  /* backend state */
 
     /* connections */
@@ -181,14 +192,24 @@ struct cws_loop {
     cws_cmd *inbox, *inbox_spare;
     uint32_t ninbox, inbox_cap, spare_cap;
     _Atomic int wake_pending;
+    int dead;                  /* the loop died: refuse commands (under inbox_lock) */
 
     /* time */
     uint64_t start_ms;
     uint32_t tick;             /* ticks processed */
     uint64_t now_ms;           /* since start_ms */
     cws_conn *wheel[CWS_WHEEL_SIZE];
+    cws_conn *timer_due;       /* entries of the bucket being fired (engine_timer.c) */
 
     int stopping;
+    /* 0 while starting, 1 once running, -errno if it could not start (read
+     * by cws_server_start on another thread). */
+    _Atomic int run_state;
+    uint8_t fault_wait;        /* tests: the next wait after a connection opens fails */
+    /* Accepting paused: out of descriptors (see cws_loop_accept_failed). */
+    uint8_t accept_paused;
+    uint8_t accept_episode;    /* failures since the last successful accept: logged once */
+    uint32_t accept_retry_tick;
     uint8_t *rbuf;             /* receive buffer (epoll backend) */
     cws_http_request http;     /* scratch for request heads */
     cws_msg_pool pool;
@@ -212,6 +233,7 @@ struct cws_server {
     int started;
     _Atomic int stopping;
     uint64_t stop_deadline_ms;  /* CLOCK_MONOTONIC ms */
+    pthread_mutex_t join_lock;  /* one thread joins the loops (a stop from a callback hands it on) */
 };
 
 struct cws_backend_ops {
@@ -229,13 +251,16 @@ struct cws_backend_ops {
     void (*conn_close)(cws_loop *l, cws_conn *c);
     /* Stop accepting (graceful shutdown). */
     void (*stop_accept)(cws_loop *l);
+    /* Stop watching the listener for a while (on = 1), or watch it again. */
+    void (*pause_accept)(cws_loop *l, int on);
 };
 
 extern const cws_backend_ops cws_epoll_ops;
 extern const cws_backend_ops cws_uring_ops;
-/* 0 if io_uring works here with everything the backend needs, else -errno and
- * a reason in why. */
-int cws_uring_probe(char *why, size_t cap);
+/* 0 if io_uring works here with every operation the backend uses, else -errno
+ * and a reason in why. disable (may be NULL) names steps to treat as missing,
+ * for tests of the fallback (see cws_server_config.uring_disable). */
+int cws_uring_probe(const char *disable, char *why, size_t cap);
 
 /* The loop whose thread this is (NULL on other threads). */
 extern __thread cws_loop *cws_current_loop;
@@ -243,8 +268,11 @@ extern __thread cws_loop *cws_current_loop;
 #define CWS_RECV_BUF_SIZE (64 * 1024)
 #define CWS_IOV_MAX 64
 
-/* ---- engine entry points for the backends (engine.c) --------------------- */
+/* ---- engine entry points for the backends --------------------------------- */
 void cws_loop_accepted(cws_loop *l, int fd);
+/* accept failed with err: 1 if it is a shortage (descriptors, memory) that
+ * retrying at once cannot cure, after pausing the listener; 0 otherwise. */
+int cws_loop_accept_failed(cws_loop *l, int err);
 /* Input for c; data is writable (it is unmasked in place) and valid only
  * during the call. */
 void cws_conn_input(cws_loop *l, cws_conn *c, uint8_t *data, size_t len);
@@ -268,8 +296,95 @@ int cws_loop_turn(cws_loop *l);
 void cws_loop_wake(cws_loop *l);
 /* The loop thread's body. */
 void *cws_loop_thread(void *arg);
+/* The backend is ready (rc 0) or could not start (-errno): tells
+ * cws_server_start, which waits for every loop. */
+void cws_loop_started(cws_loop *l, int rc);
+/* Is "what:index" among the comma-separated faults (cws_server_config.fault_inject)? */
+int cws_fault_injected(const char *faults, const char *what, uint32_t index);
+/* Tests (fault_inject "wait:N"): 1 when this wait must be treated as failed. */
+int cws_loop_fault_wait(const cws_loop *l);
+/*
+ * The backend's wait failed for good. Called by the backend after it let go
+ * of its kernel state (so no request names a descriptor any more): closes the
+ * listener, so the kernel stops giving this loop connections, ends every
+ * connection (on_close with 1006), and refuses further cross-thread sends.
+ */
+void cws_loop_fail(cws_loop *l, const char *what, int err);
 /* 1 when the loop has finished a graceful stop. */
 int cws_loop_done(const cws_loop *l);
+
+/* ---- ids (engine_ids.c) ------------------------------------------------ */
+
+/* id = generation (32) | loop (8) | slot (24). The generation starts at 1, so
+ * an id is never 0, and it changes when a connection ends, so a stale id
+ * never reaches the slot's next connection. */
+static inline cws_conn_id cws_make_id(uint32_t loop, uint32_t slot, uint32_t gen) {
+    return ((uint64_t)gen << 32) | ((uint64_t)loop << CWS_SLOT_BITS) | slot;
+}
+static inline uint32_t cws_id_loop(cws_conn_id id) { return (uint32_t)(id >> CWS_SLOT_BITS) & 0xFF; }
+static inline uint32_t cws_id_slot(cws_conn_id id) { return (uint32_t)id & ((1u << CWS_SLOT_BITS) - 1); }
+static inline uint32_t cws_id_gen(cws_conn_id id) { return (uint32_t)(id >> 32); }
+
+static inline cws_conn_id cws_conn_id_of(const cws_loop *l, const cws_conn *c) {
+    return cws_make_id(l->index, c->slot, c->gen);
+}
+
+static inline cws_slot *cws_slot_at(const cws_loop *l, uint32_t slot) {
+    cws_slot *chunk = atomic_load_explicit(&l->chunks[slot >> CWS_SLOT_CHUNK_BITS], memory_order_acquire);
+    return chunk ? &chunk[slot & (CWS_SLOT_CHUNK - 1)] : NULL;
+}
+
+#define CWS_STAT_ADD(l, field, n) \
+    atomic_store_explicit(&(l)->stats.field, \
+                          atomic_load_explicit(&(l)->stats.field, memory_order_relaxed) + (n), \
+                          memory_order_relaxed)
+
+/* One HTTP request while on_request runs (engine_request.c). */
+struct cws_request {
+    cws_loop *loop;
+    cws_conn *conn;
+    const cws_upgrade_info *upgrade;
+    int answered;      /* respond or accept was called */
+    int accepted;
+    int head_only;     /* a HEAD request: answers carry no body */
+    char remote[64];
+};
+
+/* ---- shared between the engine's files ------------------------------- */
+/* engine_ids.c: ids and slots */
+int cws_id_check(cws_server *s, cws_conn_id id, cws_loop **out);
+int cws_slot_alloc(cws_loop *l, uint32_t *out);
+void cws_slot_free(cws_loop *l, uint32_t slot);
+/* engine_sendq.c: send queue */
+void cws_sendq_clear(cws_conn *c);
+int cws_sendq_push(cws_loop *l, cws_conn *c, cws_msg *m);
+/* Once the queue has backed up (64 KiB), a pong that answers a newer ping
+ * takes the place of an unsent pong at the queue's tail (RFC 6455 5.5.3 lets
+ * a server answer only the most recent ping). 1 if it did; 0 if not backed
+ * up, or the tail is something else or is being written. */
+int cws_sendq_replace_tail_pong(cws_conn *c, cws_msg *pong);
+/* engine_deflate.c: permessage-deflate */
+cws_msg *cws_conn_compress(cws_loop *l, cws_conn *c, cws_msg *m);
+void cws_conn_zfree(cws_loop *l, cws_conn *c);
+int cws_conn_zinput(cws_loop *l, cws_conn *c, uint8_t op, const cws_frame_event *ev);
+/* engine_close.c: closing */
+void cws_conn_close_with(cws_loop *l, cws_conn *c, uint16_t code, int shut_after);
+void cws_conn_fail(cws_loop *l, cws_conn *c, uint16_t code);
+void cws_conn_finish(cws_loop *l, cws_conn *c);
+void cws_conn_report(cws_loop *l, cws_conn *c);
+void cws_conn_send_close(cws_loop *l, cws_conn *c, cws_msg *frame, int shut_after);
+/* Frees the connections released this turn; returns how many. */
+uint32_t cws_loop_bury(cws_loop *l);
+/* engine_send.c: sending on the owning loop */
+int cws_loop_send_frame(cws_loop *l, cws_conn *c, cws_msg *m);
+void cws_loop_close(cws_loop *l, cws_conn *c, cws_msg *frame, uint16_t code);
+int cws_loop_send(cws_loop *l, cws_conn *c, cws_msg *m);
+/* engine_frames.c: frame input */
+void cws_conn_deliver(cws_loop *l, cws_conn *c, uint8_t opcode, const void *data, size_t len);
+void cws_conn_frames(cws_loop *l, cws_conn *c, uint8_t *p, size_t len);
+int cws_rbuf_reserve(cws_conn *c, uint64_t extra);
+/* engine_request.c: the request head */
+void cws_conn_http_error(cws_loop *l, cws_conn *c, int status);
 
 /* ---- timer wheel (engine_timer.c) --------------------------------------- */
 void cws_timer_set(cws_loop *l, cws_conn *c, uint32_t ms);

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,12 +25,24 @@ void cws_server_config_init(cws_server_config *cfg) {
     cfg->overflow_policy = CWS_OVERFLOW_CLOSE;
     cfg->max_head_size = 8 * 1024;
     cfg->handshake_timeout_ms = 10000;
-    cfg->max_message_size = 16u << 20;
+    /* 1 MiB, as Python's websockets: enough for any chat or API message, and
+     * what one message may cost a loop (inflating included) stays small. */
+    cfg->max_message_size = 1u << 20;
     cfg->idle_timeout_ms = 30000;
     cfg->pong_timeout_ms = 10000;
     cfg->close_timeout_ms = 3000;
     cfg->max_send_queue = 16u << 20;
     cws_deflate_config_init(&cfg->deflate);
+}
+
+/* Descriptors beyond the WebSocket connections: listeners, rings, handshakes in
+ * progress, and whatever else the application keeps open. */
+static uint32_t cws_default_max_connections(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= UINT32_MAX)
+        return UINT32_MAX;
+    uint64_t lim = rl.rlim_cur, headroom = lim / 16 > 64 ? lim / 16 : 64;
+    return lim > headroom ? (uint32_t)(lim - headroom) : 1;
 }
 
 static void cws_err(char *err, size_t cap, const char *fmt, ...) {
@@ -74,6 +88,26 @@ static int cws_listen_one(const struct sockaddr *addr, socklen_t len, int dual, 
     return fd;
 }
 
+/*
+ * SO_REUSEPORT lets any socket of the same user join the port's group: a
+ * stale old process or a second server in this one would silently take a
+ * share of the connections. A socket without SO_REUSEPORT cannot bind where
+ * such a group listens, so one such bind (closed again at once) tells whether
+ * the port is free. (Between that close and our own binds another process
+ * could still slip in; that race is a few microseconds wide.)
+ */
+static int cws_port_taken(const struct sockaddr *addr, socklen_t len, int dual) {
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0; /* the real bind will say what is wrong */
+    int one = 1, zero = 0;
+    /* SO_REUSEADDR: connections of an earlier run in TIME_WAIT do not count. */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (addr->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, dual ? &zero : &one, sizeof one);
+    int taken = bind(fd, addr, len) < 0 && errno == EADDRINUSE;
+    close(fd);
+    return taken;
+}
+
 static const cws_backend_ops *cws_choose_backend(const cws_server_config *cfg, char *err, size_t cap) {
     int want = cfg->backend;
     const char *env = getenv("CWS_BACKEND");
@@ -83,7 +117,7 @@ static const cws_backend_ops *cws_choose_backend(const cws_server_config *cfg, c
     }
     char why[160] = "";
     if (want == CWS_BACKEND_EPOLL) return &cws_epoll_ops;
-    int rc = cws_uring_probe(why, sizeof why);
+    int rc = cws_uring_probe(cfg->uring_disable, why, sizeof why);
     if (want == CWS_BACKEND_URING) {
         if (rc == 0) return &cws_uring_ops;
         cws_err(err, cap, "io_uring unavailable: %s", why);
@@ -125,6 +159,7 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
     if (!cfg.pong_timeout_ms) cfg.pong_timeout_ms = def.pong_timeout_ms;
     if (!cfg.close_timeout_ms) cfg.close_timeout_ms = def.close_timeout_ms;
     if (!cfg.max_send_queue) cfg.max_send_queue = def.max_send_queue;
+    if (!cfg.max_connections) cfg.max_connections = cws_default_max_connections();
     if (cfg.max_message_size > UINT32_MAX - 1) cfg.max_message_size = UINT32_MAX - 1;
     /* Compression settings: zero means the default, the rest is clamped to
      * what zlib and RFC 7692 allow. */
@@ -174,16 +209,28 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
         return NULL;
     }
     memset(loops, 0, sizeof(cws_loop) * nloops);
+    pthread_mutex_init(&s->join_lock, NULL);
     s->cfg = cfg;
     s->ops = ops;
     s->loops = loops;
     s->tick_ms = cws_pick_tick(&cfg);
-    int dual = cfg.host == NULL; /* "::" given explicitly stays as the OS default */
+    /* "::" (or no host) is every address, IPv4 included: IPV6_V6ONLY off, so
+     * 127.0.0.1 and ::1 both reach it. Other IPv6 addresses are IPv6 only. */
+    int dual = ai->ai_family == AF_INET6 &&
+               IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr);
 
     struct sockaddr_storage addr;
     socklen_t alen = (socklen_t)ai->ai_addrlen;
     memcpy(&addr, ai->ai_addr, alen);
     freeaddrinfo(ai);
+
+    if (cfg.port && !cfg.share_port && cws_port_taken((struct sockaddr *)&addr, alen, dual)) {
+        cws_err(err, err_cap, "%s port %u is already in use by another server (set share_port to share it)", host,
+                cfg.port);
+        free(loops);
+        free(s);
+        return NULL;
+    }
 
     uint64_t start = cws_monotonic_ms();
     for (uint32_t i = 0; i < nloops; i++) {
@@ -213,6 +260,7 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
             goto fail;
         }
         if (ops->loop_init(l, err, err_cap) < 0) goto fail;
+        l->fault_wait = (uint8_t)cws_fault_injected(cfg.fault_inject, "wait", i);
     }
     return s;
 fail:
@@ -222,35 +270,72 @@ fail:
     return NULL;
 }
 
-int cws_server_start(cws_server *s) {
-    if (!s || s->started) return -EINVAL;
-    for (uint32_t i = 0; i < s->nloops; i++) {
-        int rc = pthread_create(&s->loops[i].thread, NULL, cws_loop_thread, &s->loops[i]);
-        if (rc) {
-            /* Stop the ones already running. */
-            s->stop_deadline_ms = cws_monotonic_ms();
-            atomic_store(&s->stopping, 1);
-            for (uint32_t j = 0; j < i; j++) cws_loop_wake(&s->loops[j]);
-            for (uint32_t j = 0; j < i; j++) pthread_join(s->loops[j].thread, NULL);
-            return -rc;
-        }
-        s->started = (int)i + 1;
-    }
-    return 0;
+/* Is this thread one of s's loops (inside a callback)? */
+static int cws_on_own_loop(const cws_server *s) { return cws_current_loop && cws_current_loop->srv == s; }
+
+int cws_server_is_loop_thread(const cws_server *s) { return s && cws_on_own_loop(s); }
+
+static void cws_server_begin_stop(cws_server *s, uint32_t timeout_ms) {
+    if (atomic_exchange_explicit(&s->stopping, 1, memory_order_acq_rel)) return;
+    s->stop_deadline_ms = cws_monotonic_ms() + timeout_ms;
+    for (int i = 0; i < s->started; i++) cws_loop_wake(&s->loops[i]);
 }
 
-void cws_server_stop(cws_server *s, uint32_t timeout_ms) {
-    if (!s || atomic_load(&s->stopping)) return;
-    s->stop_deadline_ms = cws_monotonic_ms() + timeout_ms;
-    atomic_store_explicit(&s->stopping, 1, memory_order_release);
-    for (int i = 0; i < s->started; i++) cws_loop_wake(&s->loops[i]);
-    for (int i = 0; i < s->started; i++) pthread_join(s->loops[i].thread, NULL);
+static void cws_server_join(cws_server *s) {
+    pthread_mutex_lock(&s->join_lock);
+    for (int i = 0; i < s->started; i++) {
+        if (!s->loops[i].joined) pthread_join(s->loops[i].thread, NULL);
+        s->loops[i].joined = 1;
+    }
+    pthread_mutex_unlock(&s->join_lock);
+}
+
+int cws_server_start(cws_server *s) {
+    if (!s || s->started) return -EINVAL;
+    int rc = 0;
+    for (uint32_t i = 0; i < s->nloops && rc == 0; i++) {
+        int e = pthread_create(&s->loops[i].thread, NULL, cws_loop_thread, &s->loops[i]);
+        if (e) rc = -e;
+        else s->started = (int)i + 1;
+    }
+    /* Success means every loop serves: a loop that failed would otherwise
+     * leave its SO_REUSEPORT listener bound, and a share of new connections
+     * would wait in a backlog nobody reads. */
+    for (int i = 0; i < s->started; i++) {
+        int st;
+        while ((st = atomic_load_explicit(&s->loops[i].run_state, memory_order_acquire)) == 0) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        if (st < 0 && rc == 0) rc = st;
+    }
+    if (rc < 0) {
+        s->stop_deadline_ms = cws_monotonic_ms();
+        cws_server_begin_stop(s, 0);
+        cws_server_join(s);
+    }
+    return rc;
+}
+
+int cws_server_stop(cws_server *s, uint32_t timeout_ms) {
+    if (!s) return -EINVAL;
+    cws_server_begin_stop(s, timeout_ms);
+    /* A loop cannot join itself: begin, and let another thread wait. */
+    if (cws_on_own_loop(s)) return -EDEADLK;
+    cws_server_join(s);
+    return 0;
 }
 
 void cws_server_destroy(cws_server *s) {
     if (!s) return;
+    if (cws_on_own_loop(s)) {
+        fprintf(stderr, "cwebsocket: cws_server_destroy called from a callback, on one of the server's own loop "
+                        "threads: it would join itself and free the loop it runs on\n");
+        abort();
+    }
     cws_server_stop(s, 0);
     for (uint32_t i = 0; i < s->nloops; i++) cws_loop_free(s, &s->loops[i]);
+    pthread_mutex_destroy(&s->join_lock);
     free(s->loops);
     free(s);
 }
@@ -271,5 +356,12 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->messages_out += atomic_load_explicit(&st->messages_out, memory_order_relaxed);
         out->bytes_out += atomic_load_explicit(&st->bytes_out, memory_order_relaxed);
         out->dropped += atomic_load_explicit(&st->dropped, memory_order_relaxed);
+        out->sockets += atomic_load_explicit(&st->sockets, memory_order_relaxed);
+        out->accept_errors += atomic_load_explicit(&st->accept_errors, memory_order_relaxed);
+        out->accept_pauses += atomic_load_explicit(&st->accept_pauses, memory_order_relaxed);
+        out->refused_full += atomic_load_explicit(&st->refused_full, memory_order_relaxed);
+        out->loops_failed += atomic_load_explicit(&st->failed, memory_order_relaxed);
+        out->inflate_refused += atomic_load_explicit(&st->inflate_refused, memory_order_relaxed);
+        out->input_deferred += atomic_load_explicit(&st->input_deferred, memory_order_relaxed);
     }
 }

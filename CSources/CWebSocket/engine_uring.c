@@ -5,7 +5,7 @@
  * timeout passed to io_uring_submit_and_wait_timeout. Every SQE prepared in a
  * turn goes to the kernel in the one io_uring_enter of the next wait.
  */
-#include "engine_internal.h"
+#include "engine_uring.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -17,7 +17,6 @@
 #include <netinet/tcp.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <liburing.h>
 
 #define CWS_UR_ENTRIES 1024
 #define CWS_UR_BUFS 256          /* provided buffers per loop (power of two) */
@@ -27,13 +26,36 @@
 
 /* user_data: pointer | kind in the low 3 bits (conns and send contexts are
  * malloc'd, so 8-byte aligned). */
-enum { CWS_UD_ACCEPT = 1, CWS_UD_WAKE, CWS_UD_RECV, CWS_UD_SEND, CWS_UD_SENDMSG, CWS_UD_IGNORE };
+enum { CWS_UD_ACCEPT = 1, CWS_UD_WAKE, CWS_UD_RECV, CWS_UD_SEND, CWS_UD_SENDMSG, CWS_UD_CANCEL, CWS_UD_IGNORE };
 #define CWS_UD(p, k) ((uint64_t)(uintptr_t)(p) | (k))
 #define CWS_UD_KIND(u) ((unsigned)((u) & 7))
 #define CWS_UD_PTR(u) ((void *)(uintptr_t)((u) & ~(uint64_t)7))
 
 /* be_flags */
-enum { CWS_UR_RECV_ARMED = 1, CWS_UR_RECV_NOBUFS = 2, CWS_UR_CLOSED = 4, CWS_UR_RELEASED = 8 };
+enum {
+    CWS_UR_RECV_ARMED = 1,
+    CWS_UR_RECV_NOBUFS = 2,
+    CWS_UR_CLOSED = 4,
+    CWS_UR_RELEASED = 8,
+    CWS_UR_DEFERRING = 16, /* over its read budget: its completions wait in u->deferred */
+    CWS_UR_THROTTLED = 32, /* its recv was cancelled for the rest of the turn */
+    CWS_UR_KEPT = 64,      /* scratch: some of its deferred completions wait another turn */
+};
+
+/* Bytes one connection's input may take of a turn (epoll reads at most one
+ * 64 KiB buffer per connection per turn): a flooding client cannot hold the
+ * loop, and the other connections' replies go out between its batches. */
+#define CWS_UR_READ_BUDGET (64 * 1024)
+#define CWS_UR_NO_BUF 0xFFFF
+
+/* A recv completion kept for a later turn: a buffer (bid) with res bytes, or
+ * an EOF / error (bid CWS_UR_NO_BUF) that must come after the buffers. */
+typedef struct cws_udeferred {
+    cws_conn *conn;
+    int res;
+    uint16_t bid;
+    uint8_t keep; /* scratch: waits another turn */
+} cws_udeferred;
 
 /* msghdr + iovecs of one sendmsg in flight; recycled through a free list. */
 typedef struct cws_usend {
@@ -50,11 +72,16 @@ typedef struct cws_uring {
     int accepting;
     uint64_t wake_val;
     cws_usend *free_sends;
+    int dead;                  /* the ring was torn down after a fatal error */
     cws_conn **rearm;          /* recv to re-arm after ENOBUFS */
     uint32_t nrearm, rearm_cap;
+    cws_udeferred *deferred;   /* completions over a connection's read budget, in order */
+    uint32_t ndeferred, deferred_cap;
+    cws_conn **touched;        /* connections that read this turn (their budgets reset) */
+    uint32_t ntouched, touched_cap;
 } cws_uring;
 
-static int cws_ur_queue_init(struct io_uring *ring, unsigned extra) {
+int cws_ur_queue_init(struct io_uring *ring, unsigned extra) {
     struct io_uring_params p;
     memset(&p, 0, sizeof p);
     /* SINGLE_ISSUER: only the loop thread submits, so the kernel can skip
@@ -71,7 +98,7 @@ static int cws_ur_queue_init(struct io_uring *ring, unsigned extra) {
     return rc;
 }
 
-static struct io_uring_buf_ring *cws_ur_buf_ring(struct io_uring *ring, unsigned entries, int *err) {
+struct io_uring_buf_ring *cws_ur_buf_ring(struct io_uring *ring, unsigned entries, int bgid, int *err) {
     size_t sz = entries * sizeof(struct io_uring_buf);
     void *mem = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (mem == MAP_FAILED) {
@@ -82,7 +109,7 @@ static struct io_uring_buf_ring *cws_ur_buf_ring(struct io_uring *ring, unsigned
     memset(&reg, 0, sizeof reg);
     reg.ring_addr = (uint64_t)(uintptr_t)mem;
     reg.ring_entries = entries;
-    reg.bgid = CWS_UR_BGID;
+    reg.bgid = (uint16_t)bgid;
     int rc = io_uring_register_buf_ring(ring, &reg, 0);
     if (rc < 0) {
         munmap(mem, sz);
@@ -93,40 +120,8 @@ static struct io_uring_buf_ring *cws_ur_buf_ring(struct io_uring *ring, unsigned
     return mem;
 }
 
-int cws_uring_probe(char *why, size_t cap) {
-    struct io_uring ring;
-    int rc = cws_ur_queue_init(&ring, 0);
-    if (rc < 0) {
-        snprintf(why, cap, "io_uring_queue_init: %s", strerror(-rc));
-        return rc;
-    }
-    struct io_uring_probe *p = io_uring_get_probe_ring(&ring);
-    int ok = p && io_uring_opcode_supported(p, IORING_OP_ACCEPT) && io_uring_opcode_supported(p, IORING_OP_RECV) &&
-             io_uring_opcode_supported(p, IORING_OP_SEND) && io_uring_opcode_supported(p, IORING_OP_SENDMSG) &&
-             io_uring_opcode_supported(p, IORING_OP_READ) && io_uring_opcode_supported(p, IORING_OP_ASYNC_CANCEL);
-    if (p) io_uring_free_probe(p);
-    if (!ok) {
-        io_uring_queue_exit(&ring);
-        snprintf(why, cap, "missing opcodes");
-        return -ENOSYS;
-    }
-    /* Provided-buffer rings (5.19) are the newest thing we need; multishot
-     * recv arrived in 6.0 and is only detectable by use, so it falls back at
-     * run time (see cws_ur_recv_done). */
-    int err = 0;
-    struct io_uring_buf_ring *br = cws_ur_buf_ring(&ring, 8, &err);
-    if (!br) {
-        io_uring_queue_exit(&ring);
-        snprintf(why, cap, "provided buffer rings: %s", strerror(-err));
-        return err;
-    }
-    io_uring_unregister_buf_ring(&ring, CWS_UR_BGID);
-    munmap(br, 8 * sizeof(struct io_uring_buf));
-    io_uring_queue_exit(&ring);
-    return 0;
-}
-
 static struct io_uring_sqe *cws_ur_sqe(cws_uring *u) {
+    if (u->dead) return NULL;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
     if (!sqe) {
         /* SQ full: push what we have and try again. */
@@ -164,11 +159,9 @@ static int cws_ur_init(cws_loop *l, char *err, size_t cap) {
 
 static void cws_ur_fini(cws_loop *l) {
     cws_uring *u = l->be;
-    if (u->br) {
-        io_uring_unregister_buf_ring(&u->ring, CWS_UR_BGID);
-        munmap(u->br, CWS_UR_BUFS * sizeof(struct io_uring_buf));
-    }
-    io_uring_queue_exit(&u->ring);
+    if (u->br && !u->dead) io_uring_unregister_buf_ring(&u->ring, CWS_UR_BGID);
+    if (u->br) munmap(u->br, CWS_UR_BUFS * sizeof(struct io_uring_buf));
+    if (!u->dead) io_uring_queue_exit(&u->ring);
     munmap(u->bufs, (size_t)CWS_UR_BUFS * CWS_UR_BUF_SIZE);
     while (u->free_sends) {
         cws_usend *s = u->free_sends;
@@ -176,6 +169,8 @@ static void cws_ur_fini(cws_loop *l) {
         free(s);
     }
     free(u->rearm);
+    free(u->deferred);
+    free(u->touched);
     free(u);
     l->be = NULL;
 }
@@ -222,9 +217,19 @@ static int cws_ur_conn_start(cws_loop *l, cws_conn *c) {
     return 0;
 }
 
+/*
+ * The descriptor is closed here and nowhere else: once nothing in the kernel
+ * and nothing prepared in the submission queue names it. Descriptor numbers
+ * are process-wide and reused lowest-first, so closing earlier would let a
+ * request still waiting in the SQ (a SEND prepared earlier in this batch, the
+ * cancel itself) reach whatever socket another thread opens with that number.
+ * be_inflight counts every request that names c->fd, from prep to its CQE.
+ */
 static void cws_ur_maybe_release(cws_loop *l, cws_conn *c) {
     if (c->state == CWS_CONN_DEAD && c->be_inflight == 0 && !(c->be_flags & CWS_UR_RELEASED)) {
         c->be_flags |= CWS_UR_RELEASED;
+        if (c->fd >= 0) close(c->fd);
+        c->fd = -1;
         cws_conn_release(l, c);
     }
 }
@@ -240,6 +245,7 @@ static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
         /* One message: a plain send needs no msghdr. MSG_NOSIGNAL: EPIPE, not SIGPIPE. */
         io_uring_prep_send(sqe, c->fd, one.iov_base, one.iov_len, MSG_NOSIGNAL);
         io_uring_sqe_set_data64(sqe, CWS_UD(c, CWS_UD_SEND));
+        c->qsending = 1; /* the kernel reads these entries until the CQE */
     } else {
         cws_usend *s = u->free_sends;
         if (s) u->free_sends = s->next;
@@ -254,6 +260,7 @@ static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
         s->mh.msg_iov = s->iov;
         s->mh.msg_iovlen = (size_t)cws_conn_iov(c, s->iov, CWS_UR_SEND_IOV);
         io_uring_prep_sendmsg(sqe, c->fd, &s->mh, MSG_NOSIGNAL);
+        c->qsending = (uint32_t)s->mh.msg_iovlen;
         io_uring_sqe_set_data64(sqe, CWS_UD(s, CWS_UD_SENDMSG));
     }
     c->flags |= CWS_CF_WANT_WRITE; /* here: a send is in flight */
@@ -262,21 +269,30 @@ static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
 
 static void cws_ur_conn_close(cws_loop *l, cws_conn *c) {
     cws_uring *u = l->be;
-    if (c->be_flags & CWS_UR_RECV_ARMED) {
+    c->be_flags |= CWS_UR_CLOSED;
+    if (u->dead) c->be_inflight = 0; /* the ring's teardown ended every request */
+    if (c->be_inflight) {
+        /* End every request on this socket: the multishot recv, and a SEND
+         * that waits for a peer who stopped reading (left alone, it would
+         * hold the connection, its queue and a graceful stop for as long as
+         * the peer holds out). Cancelling by fd catches requests still in the
+         * SQ too, since the cancel is issued after them. */
         struct io_uring_sqe *sqe = cws_ur_sqe(u);
         if (sqe) {
-            io_uring_prep_cancel64(sqe, CWS_UD(c, CWS_UD_RECV), 0);
-            io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
+            io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+            io_uring_sqe_set_data64(sqe, CWS_UD(c, CWS_UD_CANCEL));
+            c->be_inflight++; /* the cancel names the fd as well */
+        } else {
+            /* No room even after a submit: a shut-down socket completes its
+             * pending requests with EOF or EPIPE. */
+            shutdown(c->fd, SHUT_RDWR);
         }
     }
-    /* The requests hold their own file reference: closing the number now is
-     * safe, the socket goes away when the last request completes. */
-    close(c->fd);
-    c->fd = -1;
-    c->be_flags |= CWS_UR_CLOSED;
     cws_ur_maybe_release(l, c);
 }
 
+/* The listener's descriptor, like a connection's, is closed only once the
+ * accept that names it has ended (its last CQE comes without F_MORE). */
 static void cws_ur_stop_accept(cws_loop *l) {
     cws_uring *u = l->be;
     if (l->listen_fd < 0) return;
@@ -286,15 +302,136 @@ static void cws_ur_stop_accept(cws_loop *l) {
             io_uring_prep_cancel64(sqe, CWS_UD_ACCEPT, 0);
             io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
         }
+        return;
     }
     close(l->listen_fd);
     l->listen_fd = -1;
+}
+
+static void cws_ur_pause_accept(cws_loop *l, int on) {
+    cws_uring *u = l->be;
+    if (l->listen_fd < 0) return;
+    if (on && u->accepting) {
+        /* Normally the failing multishot has ended already; if not, end it. */
+        struct io_uring_sqe *sqe = cws_ur_sqe(u);
+        if (sqe) {
+            io_uring_prep_cancel64(sqe, CWS_UD_ACCEPT, 0);
+            io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
+        }
+    } else if (!on && !u->accepting) {
+        cws_ur_arm_accept(l);
+    }
 }
 
 static void cws_ur_recycle(cws_uring *u, unsigned bid) {
     io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * CWS_UR_BUF_SIZE, CWS_UR_BUF_SIZE, (unsigned short)bid,
                           io_uring_buf_ring_mask(CWS_UR_BUFS), 0);
     io_uring_buf_ring_advance(u->br, 1);
+}
+
+static int cws_ur_grow(void **p, uint32_t *cap, size_t size) {
+    uint32_t n = *cap ? *cap * 2 : 64;
+    void *q = realloc(*p, n * size);
+    if (!q) return -1;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+/* Input, EOF or an error from c's recv, in order. */
+static void cws_ur_deliver(cws_loop *l, cws_conn *c, unsigned bid, int res) {
+    cws_uring *u = l->be;
+    if (bid != CWS_UR_NO_BUF) {
+        if (res > 0 && c->state != CWS_CONN_DEAD)
+            cws_conn_input(l, c, u->bufs + (size_t)bid * CWS_UR_BUF_SIZE, (size_t)res);
+        cws_ur_recycle(u, bid);
+    } else if (res == 0 && c->state != CWS_CONN_DEAD) {
+        cws_conn_eof(l, c, 0);
+    } else if (res < 0 && res != -ECANCELED && c->state != CWS_CONN_DEAD) {
+        cws_conn_eof(l, c, -res);
+    }
+}
+
+/* Keeps a completion of c's for a later turn; the first one also cancels c's
+ * recv, so the rest of its data waits in the kernel (TCP back-pressure on the
+ * flooding peer alone) instead of in the loop's shared buffers. */
+static int cws_ur_defer(cws_loop *l, cws_conn *c, unsigned bid, int res) {
+    cws_uring *u = l->be;
+    if (u->ndeferred == u->deferred_cap && cws_ur_grow((void **)&u->deferred, &u->deferred_cap, sizeof *u->deferred) < 0)
+        return -1;
+    u->deferred[u->ndeferred++] = (cws_udeferred){c, res, (uint16_t)bid, 0};
+    CWS_STAT_ADD(l, input_deferred, 1);
+    c->be_inflight++; /* the deferred completion keeps c alive */
+    c->be_flags |= CWS_UR_DEFERRING;
+    if ((c->be_flags & (CWS_UR_THROTTLED | CWS_UR_RECV_ARMED)) == CWS_UR_RECV_ARMED) {
+        struct io_uring_sqe *sqe = cws_ur_sqe(u);
+        if (sqe) {
+            io_uring_prep_cancel64(sqe, CWS_UD(c, CWS_UD_RECV), 0);
+            io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
+            c->be_flags |= CWS_UR_THROTTLED;
+        }
+    }
+    return 0;
+}
+
+/* Counts res bytes of input against c's budget for this turn. */
+static void cws_ur_charge(cws_uring *u, cws_conn *c, int res) {
+    if (res <= 0) return;
+    if (!c->be_turn_bytes) {
+        if (u->ntouched == u->touched_cap &&
+            cws_ur_grow((void **)&u->touched, &u->touched_cap, sizeof *u->touched) < 0)
+            return; /* not remembered: its budget is simply not charged */
+        u->touched[u->ntouched++] = c;
+    }
+    c->be_turn_bytes += (uint32_t)res;
+}
+
+/* The turn's input is over: every budget is fresh for the next. Before the
+ * turn's end frees connections (the list would point at freed ones). */
+static void cws_ur_reset_budgets(cws_uring *u) {
+    for (uint32_t i = 0; i < u->ntouched; i++) u->touched[i]->be_turn_bytes = 0;
+    u->ntouched = 0;
+}
+
+/* A new turn: the deferred completions run first, in order, each connection
+ * again within its budget. A connection none of whose completions still waits
+ * reads again. */
+static void cws_ur_run_deferred(cws_loop *l) {
+    cws_uring *u = l->be;
+    uint32_t n = u->ndeferred;
+    if (!n) return;
+    /* Which run now: a connection's completions up to its budget; after the
+     * first one that must wait, all the rest of that connection's (order). */
+    for (uint32_t i = 0; i < n; i++) {
+        cws_udeferred *d = &u->deferred[i];
+        cws_conn *c = d->conn;
+        d->keep = c->state != CWS_CONN_DEAD &&
+                  ((c->be_flags & CWS_UR_KEPT) || c->be_turn_bytes >= CWS_UR_READ_BUDGET);
+        if (d->keep) c->be_flags |= CWS_UR_KEPT;
+        else if (d->bid != CWS_UR_NO_BUF) cws_ur_charge(u, c, d->res);
+    }
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        cws_udeferred d = u->deferred[i];
+        cws_conn *c = d.conn;
+        if (d.keep && c->state != CWS_CONN_DEAD) {
+            u->deferred[kept++] = d;
+            continue;
+        }
+        cws_ur_deliver(l, c, d.bid, d.res);
+        c->be_inflight--;
+        if ((c->be_flags & (CWS_UR_DEFERRING | CWS_UR_KEPT)) == CWS_UR_DEFERRING) {
+            /* Nothing of c's is kept: it is through its backlog. */
+            c->be_flags &= (uint8_t)~CWS_UR_DEFERRING;
+            if (c->be_flags & CWS_UR_THROTTLED) {
+                c->be_flags &= (uint8_t)~CWS_UR_THROTTLED;
+                if (c->state != CWS_CONN_DEAD && !(c->be_flags & CWS_UR_RECV_ARMED)) cws_ur_arm_recv(l, c);
+            }
+        }
+        cws_ur_maybe_release(l, c);
+    }
+    u->ndeferred = kept;
+    for (uint32_t i = 0; i < kept; i++) u->deferred[i].conn->be_flags &= (uint8_t)~CWS_UR_KEPT;
 }
 
 static void cws_ur_recv_done(cws_loop *l, cws_conn *c, struct io_uring_cqe *cqe) {
@@ -305,39 +442,38 @@ static void cws_ur_recv_done(cws_loop *l, cws_conn *c, struct io_uring_cqe *cqe)
         c->be_flags &= (uint8_t)~CWS_UR_RECV_ARMED;
         c->be_inflight--;
     }
-    if (cqe->flags & IORING_CQE_F_BUFFER) {
-        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-        if (res > 0 && c->state != CWS_CONN_DEAD)
-            cws_conn_input(l, c, u->bufs + (size_t)bid * CWS_UR_BUF_SIZE, (size_t)res);
-        cws_ur_recycle(u, bid);
-    } else if (res == 0 && c->state != CWS_CONN_DEAD) {
-        cws_conn_eof(l, c, 0);
-    } else if (res == -ENOBUFS && c->state != CWS_CONN_DEAD) {
+    unsigned bid = (cqe->flags & IORING_CQE_F_BUFFER) ? cqe->flags >> IORING_CQE_BUFFER_SHIFT : CWS_UR_NO_BUF;
+    if (res == -ENOBUFS && bid == CWS_UR_NO_BUF) {
         /* Every buffer is in use: back-pressure, not an error. Re-arm at the
          * end of the turn, after this turn's buffers went back to the ring. */
-        if (u->nrearm == u->rearm_cap) {
-            uint32_t cap = u->rearm_cap ? u->rearm_cap * 2 : 64;
-            cws_conn **n = realloc(u->rearm, cap * sizeof *n);
-            if (!n) {
+        if (c->state != CWS_CONN_DEAD && !(c->be_flags & CWS_UR_RECV_NOBUFS)) {
+            if (u->nrearm == u->rearm_cap && cws_ur_grow((void **)&u->rearm, &u->rearm_cap, sizeof *u->rearm) < 0) {
                 cws_conn_eof(l, c, ENOMEM);
-                cws_ur_maybe_release(l, c);
-                return;
+            } else {
+                c->be_flags |= CWS_UR_RECV_NOBUFS;
+                c->be_inflight++; /* the pending re-arm keeps c alive */
+                u->rearm[u->nrearm++] = c;
             }
-            u->rearm = n;
-            u->rearm_cap = cap;
         }
-        if (!(c->be_flags & CWS_UR_RECV_NOBUFS)) {
-            c->be_flags |= CWS_UR_RECV_NOBUFS;
-            c->be_inflight++; /* the pending re-arm keeps c alive */
-            u->rearm[u->nrearm++] = c;
-        }
+        cws_ur_maybe_release(l, c);
         return;
-    } else if (res < 0 && res != -ECANCELED && c->state != CWS_CONN_DEAD) {
-        cws_conn_eof(l, c, -res);
     }
-    if (!more && !(c->be_flags & CWS_UR_RECV_ARMED) && c->state != CWS_CONN_DEAD) {
+    int ended = bid == CWS_UR_NO_BUF && res == -ECANCELED; /* our cancel: nothing to deliver */
+    if (!ended && c->state != CWS_CONN_DEAD &&
+        ((c->be_flags & CWS_UR_DEFERRING) || (bid != CWS_UR_NO_BUF && c->be_turn_bytes >= CWS_UR_READ_BUDGET))) {
+        /* Over budget, or behind completions that are: a later turn. */
+        if (cws_ur_defer(l, c, bid, res) < 0) {
+            if (bid != CWS_UR_NO_BUF) cws_ur_recycle(u, bid);
+            cws_conn_eof(l, c, ENOMEM);
+        }
+    } else if (!ended) {
+        if (bid != CWS_UR_NO_BUF && c->state != CWS_CONN_DEAD) cws_ur_charge(u, c, res);
+        cws_ur_deliver(l, c, bid, res);
+    }
+    if (!more && !(c->be_flags & (CWS_UR_RECV_ARMED | CWS_UR_THROTTLED)) && c->state != CWS_CONN_DEAD) {
         /* The kernel ended the multishot (it does when the CQ overflows or a
-         * buffer ran out): arm it again. */
+         * buffer ran out): arm it again. A throttled connection re-arms when
+         * its deferred input has run. */
         cws_ur_arm_recv(l, c);
     }
     cws_ur_maybe_release(l, c);
@@ -345,6 +481,7 @@ static void cws_ur_recv_done(cws_loop *l, cws_conn *c, struct io_uring_cqe *cqe)
 
 static void cws_ur_write_done(cws_loop *l, cws_conn *c, int res) {
     c->flags &= (uint16_t)~CWS_CF_WANT_WRITE;
+    c->qsending = 0;
     c->be_inflight--;
     if (c->state != CWS_CONN_DEAD) {
         if (res >= 0) {
@@ -364,13 +501,13 @@ static void cws_ur_cqe(cws_loop *l, struct io_uring_cqe *cqe) {
     uint64_t ud = io_uring_cqe_get_data64(cqe);
     switch (CWS_UD_KIND(ud)) {
     case CWS_UD_ACCEPT:
-        if (cqe->res >= 0) {
-            cws_loop_accepted(l, cqe->res);
-        }
+        if (cqe->res >= 0) cws_loop_accepted(l, cqe->res);
+        else cws_loop_accept_failed(l, -cqe->res); /* EMFILE and the like pause us */
         if (!(cqe->flags & IORING_CQE_F_MORE)) {
             u->accepting = 0;
-            /* Ended (error such as EMFILE, or cancelled): re-arm unless stopping. */
-            if (l->listen_fd >= 0 && !l->stopping) cws_ur_arm_accept(l);
+            /* Ended (an error, or cancelled): re-arm unless paused or stopping. */
+            if (l->stopping) cws_ur_stop_accept(l);
+            else if (l->listen_fd >= 0 && !l->accept_paused) cws_ur_arm_accept(l);
         }
         break;
     case CWS_UD_WAKE:
@@ -383,6 +520,12 @@ static void cws_ur_cqe(cws_loop *l, struct io_uring_cqe *cqe) {
     case CWS_UD_SEND:
         cws_ur_write_done(l, CWS_UD_PTR(ud), cqe->res);
         break;
+    case CWS_UD_CANCEL: {
+        cws_conn *c = CWS_UD_PTR(ud);
+        c->be_inflight--;
+        cws_ur_maybe_release(l, c);
+        break;
+    }
     case CWS_UD_SENDMSG: {
         cws_usend *s = CWS_UD_PTR(ud);
         cws_conn *c = s->conn;
@@ -402,10 +545,9 @@ static void cws_ur_run(cws_loop *l) {
     int rc = (int)syscall(__NR_io_uring_register, u->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
     if (rc < 0) rc = -errno;
     int err = 0;
-    if (rc == 0) u->br = cws_ur_buf_ring(&u->ring, CWS_UR_BUFS, &err);
+    if (rc == 0) u->br = cws_ur_buf_ring(&u->ring, CWS_UR_BUFS, CWS_UR_BGID, &err);
     if (rc < 0 || !u->br) {
-        fprintf(stderr, "cwebsocket: io_uring loop %u failed to start: %s\n", l->index,
-                strerror(rc < 0 ? -rc : -err));
+        cws_loop_started(l, rc < 0 ? rc : err);
         return;
     }
     for (unsigned i = 0; i < CWS_UR_BUFS; i++)
@@ -414,15 +556,27 @@ static void cws_ur_run(cws_loop *l) {
     io_uring_buf_ring_advance(u->br, CWS_UR_BUFS);
     cws_ur_arm_accept(l);
     cws_ur_arm_wake(l);
+    cws_loop_started(l, 0);
     int timeout = cws_loop_turn(l);
     while (!cws_loop_done(l)) {
         struct __kernel_timespec ts = {.tv_sec = timeout / 1000, .tv_nsec = (long long)(timeout % 1000) * 1000000};
         struct io_uring_cqe *cqe;
-        rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+        /* Completions kept from the last turn: collect new ones (with
+         * DEFER_TASKRUN only an enter that asks for events posts them, so the
+         * other connections are heard), but do not sleep. */
+        rc = u->ndeferred ? io_uring_submit_and_get_events(&u->ring)
+                          : io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+        if (cws_loop_fault_wait(l)) rc = -EIO;
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
-            fprintf(stderr, "cwebsocket: io_uring_submit_and_wait_timeout: %s\n", strerror(-rc));
-            break;
+            /* The ring is unusable. Tear it down first: that ends every
+             * request, so no descriptor is named by the kernel any more and
+             * the connections can be closed directly. */
+            io_uring_queue_exit(&u->ring);
+            u->dead = 1;
+            cws_loop_fail(l, "io_uring_submit_and_wait_timeout", -rc);
+            return;
         }
+        cws_ur_run_deferred(l);
         unsigned head, n = 0;
         io_uring_for_each_cqe(&u->ring, head, cqe) {
             cws_ur_cqe(l, cqe);
@@ -437,9 +591,11 @@ static void cws_ur_run(cws_loop *l) {
             cws_conn *c = u->rearm[i];
             c->be_flags &= (uint8_t)~CWS_UR_RECV_NOBUFS;
             c->be_inflight--;
-            if (c->state != CWS_CONN_DEAD && !(c->be_flags & CWS_UR_RECV_ARMED)) cws_ur_arm_recv(l, c);
+            if (c->state != CWS_CONN_DEAD && !(c->be_flags & (CWS_UR_RECV_ARMED | CWS_UR_THROTTLED)))
+                cws_ur_arm_recv(l, c);
             cws_ur_maybe_release(l, c);
         }
+        cws_ur_reset_budgets(u);
         timeout = cws_loop_turn(l);
     }
     /* Let the kernel finish with everything before the ring goes away. */
@@ -455,4 +611,5 @@ const cws_backend_ops cws_uring_ops = {
     .conn_flush = cws_ur_conn_flush,
     .conn_close = cws_ur_conn_close,
     .stop_accept = cws_ur_stop_accept,
+    .pause_accept = cws_ur_pause_accept,
 };

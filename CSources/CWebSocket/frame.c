@@ -107,7 +107,9 @@ int cws_parse(cws_parser *p, void *buf, size_t len, size_t *consumed, cws_frame_
         if (p->header_have == 0) {
             /* Fast path: the whole header is in the caller's buffer. */
             r = cws_frame_header_decode(b, len, &h);
-            if (r > 0) used = (size_t)r;
+            /* A header that fails to decode is consumed too (see *consumed
+             * in cwebsocket.h), as it is when it arrives byte by byte. */
+            if (r != 0) used = cws_header_len_from(b[1]);
         } else {
             r = 0;
         }

@@ -361,18 +361,41 @@ size_t cws_upgrade_response(void *out, size_t cap, const void *key, size_t key_l
     return cws_finish(&w);
 }
 
-static const char *cws_reason_phrase(int status) {
+const char *cws_http_reason(int status) {
     switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 421: return "Misdirected Request";
     case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
-    default: return "Error"; /* the reason phrase is informational only (RFC 9112 4) */
+    case 505: return "HTTP Version Not Supported";
+    default: break;
+    }
+    /* The phrase is informational only (RFC 9112 section 4): the class's name. */
+    switch (status / 100) {
+    case 1: return "Informational";
+    case 2: return "Success";
+    case 3: return "Redirection";
+    case 4: return "Client Error";
+    default: return "Server Error";
     }
 }
 
@@ -386,7 +409,7 @@ size_t cws_http_error_response(void *out, size_t cap, int status) {
     line[12] = ' ';
     cws_writer w = {(char *)out, cap, 0, 0};
     cws_put(&w, line, 13);
-    cws_puts(&w, cws_reason_phrase(status));
+    cws_puts(&w, cws_http_reason(status));
     cws_puts(&w, "\r\n");
     if (status == 426) cws_puts(&w, "Sec-WebSocket-Version: 13\r\n");
     if (status == 405) cws_puts(&w, "Allow: GET\r\n");

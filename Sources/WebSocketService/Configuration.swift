@@ -18,10 +18,15 @@ public struct Configuration: Sendable {
         case drop
     }
 
-    /// Bind address: "127.0.0.1", "0.0.0.0", "::" (dual-stack)...
+    /// Bind address: "127.0.0.1", "0.0.0.0", "::1"...; "::" is every
+    /// address, IPv4 and IPv6 (dual-stack).
     public var host: String = "::"
     /// 0: any free port (read `Service.port`).
     public var port: Int = 8080
+    /// false (the default): starting fails when another socket already
+    /// listens on the address (a stale process, a second service); true:
+    /// join it, and the kernel shares connections between them.
+    public var sharePort = false
     /// Event loops (threads); 0: one per online CPU.
     public var loops: Int = 0
     public var backend: Backend = .auto
@@ -41,6 +46,9 @@ public struct Configuration: Sendable {
     public var closeTimeout: Duration?
     /// Bytes queued per connection before the overflow policy applies.
     public var maxSendQueue: Int?
+    /// Open WebSocket connections; one more upgrade gets 503 with
+    /// Retry-After. nil: the descriptor limit (RLIMIT_NOFILE) less headroom.
+    public var maxConnections: Int?
     /// permessage-deflate (RFC 7692); nil: off.
     public var compression: Compression?
 
@@ -80,6 +88,7 @@ public struct Configuration: Sendable {
     func apply(to cfg: inout cws_server_config) {
         cfg.port = UInt16(clamping: port)
         cfg.loops = UInt16(clamping: loops)
+        cfg.share_port = sharePort ? 1 : 0
         switch backend {
         case .auto: cfg.backend = UInt8(CWS_BACKEND_AUTO.rawValue)
         case .uring: cfg.backend = UInt8(CWS_BACKEND_URING.rawValue)
@@ -93,6 +102,7 @@ public struct Configuration: Sendable {
         if let pongTimeout { cfg.pong_timeout_ms = Self.milliseconds(pongTimeout) }
         if let closeTimeout { cfg.close_timeout_ms = Self.milliseconds(closeTimeout) }
         if let maxSendQueue { cfg.max_send_queue = UInt64(clamping: maxSendQueue) }
+        if let maxConnections { cfg.max_connections = UInt32(clamping: max(1, maxConnections)) }
         if let compression {
             cfg.deflate.enabled = 1
             cfg.deflate.level = UInt8(clamping: compression.level)

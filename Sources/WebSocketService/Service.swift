@@ -5,8 +5,8 @@ import Synchronization
 
 /// A WebSocket server: the C engine's event loops below, routes, channels and
 /// the JSON envelope above. Thread-safe: callbacks arrive on the loop
-/// threads, and every method may be called from any thread (except `stop`,
-/// which must not be called from a handler: it waits for the loops).
+/// threads, and every method may be called from any thread (`stop` from a
+/// handler begins the stop and finishes it on a thread of its own).
 public final class Service: Sendable {
     public struct Error: Swift.Error, CustomStringConvertible, Sendable {
         public var description: String
@@ -25,6 +25,15 @@ public final class Service: Sendable {
         public var bytesOut: UInt64
         /// Messages dropped by the `.drop` overflow policy.
         public var dropped: UInt64
+        /// TCP connections held now (handshaking, open, closing).
+        public var sockets: UInt64
+        /// Episodes of running out of descriptors: accepting paused until a
+        /// connection closed (each is logged once by the engine).
+        public var acceptPauses: UInt64
+        /// Upgrades answered 503 at `maxConnections`.
+        public var refusedFull: UInt64
+        /// Event loops that died; their connections were closed (see the log).
+        public var loopsFailed: UInt64
         /// Seconds since `start()`.
         public var uptime: Double
         /// "io_uring" or "epoll".
@@ -118,6 +127,11 @@ public final class Service: Sendable {
 
     deinit {
         if let server {
+            // The last reference dropped inside a handler: this thread is one
+            // of the loops that destroying would have to join and free.
+            if cws_server_is_loop_thread(server) != 0 {
+                preconditionFailure("Service was released inside one of its own handlers: keep a reference until stop() has returned")
+            }
             stop()
             cws_server_destroy(server)
         }
@@ -142,14 +156,24 @@ public final class Service: Sendable {
 
     /// Graceful stop: no new connections, close 1001 to every connection,
     /// wait up to `timeout` for the close handshakes. Callbacks are over when
-    /// it returns. Idempotent. Never call it from a handler.
+    /// it returns. Idempotent. Called from a handler (a loop thread, which
+    /// cannot wait for itself), it begins the stop and returns at once; a
+    /// thread of its own waits for the loops and stops the backplane.
     public func stop(timeout: Duration = .seconds(3)) {
         let first = state.withLock { s in
             defer { s.stopped = true }
             return !s.stopped
         }
         guard first else { return }
-        cws_server_stop(server, Configuration.milliseconds(timeout))
+        if cws_server_stop(server, Configuration.milliseconds(timeout)) == -EDEADLK {
+            Thread.detachNewThread { [self] in self.finishStop() }
+            return
+        }
+        finishStop()
+    }
+
+    private func finishStop() {
+        cws_server_stop(server, 0) // waits for the loops (already stopping)
         // After the loops: the leaves of the closing connections still reach the other servers.
         backplane.stop()
     }
@@ -441,7 +465,9 @@ public final class Service: Sendable {
         let (seconds, attoseconds) = uptime.components
         return Status(connections: connections, channels: channels, accepted: stats.accepted,
                       messagesIn: stats.messages_in, bytesIn: stats.bytes_in, messagesOut: stats.messages_out,
-                      bytesOut: stats.bytes_out, dropped: stats.dropped,
+                      bytesOut: stats.bytes_out, dropped: stats.dropped, sockets: stats.sockets,
+                      acceptPauses: stats.accept_pauses, refusedFull: stats.refused_full,
+                      loopsFailed: stats.loops_failed,
                       uptime: Double(seconds) + Double(attoseconds) / 1e18, backend: backend,
                       backplane: backplane.status)
     }

@@ -102,6 +102,8 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
 
     var routes = Routes()
     if echo {
+        // Autobahn 9.1.6 and 9.2.6 echo 16 MiB messages; the default is 1 MiB.
+        configuration.maxMessageSize = configuration.maxMessageSize ?? 16 << 20
         routes.raw("*", handler: EchoHandler())
     } else {
         routes.page("/") { _ in .html(chatPage) }

@@ -292,6 +292,30 @@ struct DeflateEngineTests {
         #expect(try e.readMessage().payload == text(5000))
     }
 
+    /// With max_inflate_ratio, inflating stops at ratio x the compressed
+    /// bytes (+64 KiB): a bomb costs the loop what the peer sent, not what it
+    /// expands to, and is counted.
+    @Test(arguments: EngineBackend.allCases)
+    func inflateRatioStopsABombEarly(_ backend: EngineBackend) throws {
+        guard let srv = try deflateServer(backend, {
+            $0.max_message_size = 16 << 20
+            $0.deflate.max_inflate_ratio = 64
+        }) else { return }
+        let zeros = [UInt8](repeating: 0, count: 16 << 20)
+        for pieces in [1, 9] {
+            let c = try DeflateClient(port: srv.port)
+            try c.sendMessage(opBinary, zeros, pieces: pieces)
+            #expect(try c.readClose() == 1009, "pieces: \(pieces)")
+        }
+        var st = cws_server_stats()
+        cws_server_get_stats(srv.server, &st)
+        #expect(st.inflate_refused == 2)
+        // Ordinary text compresses far less than 64:1 and passes.
+        let e = try DeflateClient(port: srv.port)
+        try e.sendMessage(opText, text(200_000))
+        #expect(try e.readMessage().payload == text(200_000))
+    }
+
     @Test(arguments: EngineBackend.allCases)
     func corruptDataClosesWith1007(_ backend: EngineBackend) throws {
         guard let srv = try deflateServer(backend) else { return }

@@ -230,6 +230,22 @@ struct DeflateNegotiationTests {
         #expect(answer("permessage-deflate; server_max_window_bits=\"10, permessage-deflate") == nil)
     }
 
+    @Test func longQuotedValueKeepsItsQuotes() {
+        // A quoted value longer than any valid one (here 17 characters) must
+        // still be read to its closing quote: a comma inside it does not end
+        // the offer, and the quote does not open a new string.
+        #expect(answer("permessage-deflate; x=\"aaaaaaaaaaaaaaaaa, permessage-deflate, a\"", configure: plain) == nil)
+        #expect(answer("permessage-deflate; client_max_window_bits=\"12345678901234567\", permessage-deflate",
+                       configure: plain) == "permessage-deflate")
+        // 16 characters, the size of the unescape buffer, behaved before too.
+        #expect(answer("permessage-deflate; x=\"aaaaaaaaaaaaaaaa, permessage-deflate, a\"", configure: plain) == nil)
+        #expect(answer("permessage-deflate; client_max_window_bits=\"1234567890123456\", permessage-deflate",
+                       configure: plain) == "permessage-deflate")
+        // Escapes count as one character each and stay inside the string.
+        #expect(answer("permessage-deflate; x=\"\\\"aaaaaaaaaaaaaaaaaaaa, permessage-deflate\", permessage-deflate",
+                       configure: plain) == "permessage-deflate")
+    }
+
     @Test func malformedSyntaxDeclinesOnlyThatOffer() {
         #expect(answer("permessage-deflate server_no_context_takeover, permessage-deflate", configure: plain)
             == "permessage-deflate")

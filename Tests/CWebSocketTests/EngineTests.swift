@@ -46,6 +46,27 @@ final class EngineEvents: @unchecked Sendable {
     private var _burst: (count: Int, size: Int)?
     func setBurst(count: Int, size: Int) { lock.withLock { _burst = (count, size) } }
     func takeBurst() -> (count: Int, size: Int)? { lock.withLock { defer { _burst = nil }; return _burst } }
+
+    /// When set, a message makes the callback call cws_server_stop (on the
+    /// loop thread); what it returned is kept here.
+    private var _stopFromCallback = false
+    private var _stopResult: Int32?
+    var stopFromCallback: Bool {
+        get { lock.withLock { _stopFromCallback } }
+        set { lock.withLock { _stopFromCallback = newValue } }
+    }
+    var stopResult: Int32? {
+        get { lock.withLock { _stopResult } }
+        set { lock.withLock { _stopResult = newValue } }
+    }
+
+    /// Every message is echoed this many times (default 1), so a client can
+    /// have a lot queued for it from little input.
+    private var _echoRepeat = 1
+    var echoRepeat: Int {
+        get { lock.withLock { _echoRepeat } }
+        set { lock.withLock { _echoRepeat = newValue } }
+    }
     var opened: [cws_conn_id] { lock.withLock { _opened } }
     func closeCode(_ id: cws_conn_id) -> UInt16? { lock.withLock { _closed[id] } }
     var closedCount: Int { lock.withLock { _closed.count } }
@@ -74,6 +95,8 @@ private let onRequest: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?,
     let p = String(decoding: UnsafeRawBufferPointer(start: path.ptr, count: path.len), as: UTF8.self)
     if p == "/hello" {
         cws_request_respond(req, 200, "text/plain", nil, "hello", 5)
+    } else if p == "/moved" {
+        cws_request_respond(req, 303, nil, "Location: /hello\r\n", nil, 0)
     }
     // anything else: unanswered -> the engine says 404
 }
@@ -92,8 +115,17 @@ private let onMessage: @convention(c) (UnsafeMutableRawPointer?, cws_conn_id, Un
         for _ in 0..<burst.count { _ = cws_send(ev.server, id, UInt8(CWS_OP_BINARY.rawValue), payload, payload.count) }
         return
     }
-    let rc = cws_send(ev.server, id, opcode, data, len)
-    precondition(rc == 0, "cws_send from the loop thread failed: \(rc)")
+    if ev.stopFromCallback {
+        ev.stopResult = cws_server_stop(ev.server, 1000)
+        return
+    }
+    let repeats = ev.echoRepeat
+    for _ in 0..<repeats {
+        let rc = cws_send(ev.server, id, opcode, data, len)
+        // Repeated echoes may overflow the queue, which closes the connection.
+        if repeats > 1 && rc != 0 { break }
+        precondition(rc == 0, "cws_send from the loop thread failed: \(rc)")
+    }
 }
 
 private let onClose: @convention(c) (UnsafeMutableRawPointer?, cws_conn_id, UnsafeMutableRawPointer?, UInt16,
@@ -108,7 +140,7 @@ final class EngineServer {
     private var stopped = false
 
     /// nil (with the reason printed) when the backend is not available here.
-    init?(_ backend: EngineBackend, configure: (inout cws_server_config) -> Void = { _ in }) throws {
+    init?(_ backend: EngineBackend, host: String = "127.0.0.1", configure: (inout cws_server_config) -> Void = { _ in }) throws {
         var cfg = cws_server_config()
         cws_server_config_init(&cfg)
         cfg.backend = backend.raw
@@ -120,13 +152,13 @@ final class EngineServer {
         cfg.callbacks.on_close = onClose
         configure(&cfg)
         var err = [CChar](repeating: 0, count: 256)
-        let s = "127.0.0.1".withCString { host -> OpaquePointer? in
+        let s = host.withCString { host -> OpaquePointer? in
             cfg.host = host
             return cws_server_create(&cfg, &err, err.count)
         }
         guard let s else {
             let msg = String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            if backend == .uring {
+            if backend == .uring && msg.hasPrefix("io_uring unavailable") {
                 print("skipping io_uring: \(msg)")
                 return nil
             }
@@ -165,19 +197,30 @@ struct Frame: Equatable {
 
 /// A blocking TCP connection to 127.0.0.1:port with Nagle off and a read
 /// deadline, so a missing answer fails the test instead of hanging it.
-func loopbackSocket(port: UInt16, readTimeout seconds: Int) throws -> Int32 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+func loopbackSocket(port: UInt16, readTimeout seconds: Int, ipv6: Bool = false) throws -> Int32 {
+    let fd = socket(ipv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw EngineTestError(description: "socket: \(errno)") }
     var tv = timeval(tv_sec: seconds, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     var one: Int32 = 1
     setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = port.bigEndian
-    addr.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-    let rc = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    let rc: Int32
+    if ipv6 {
+        var addr = sockaddr_in6()
+        addr.sin6_family = sa_family_t(AF_INET6)
+        addr.sin6_port = port.bigEndian
+        addr.sin6_addr = in6addr_loopback
+        rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+        }
+    } else {
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        addr.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
     }
     guard rc == 0 else {
         close(fd)
@@ -207,8 +250,8 @@ final class EngineClient {
     private var parser = cws_parser()
     private var current: [UInt8] = []
 
-    init(port: UInt16) throws {
-        fd = try loopbackSocket(port: port, readTimeout: 5)
+    init(port: UInt16, ipv6: Bool = false) throws {
+        fd = try loopbackSocket(port: port, readTimeout: 5, ipv6: ipv6)
         cws_parser_init(&parser, CWS_ROLE_CLIENT, 0)
     }
 
@@ -327,8 +370,10 @@ private let opPing = UInt8(CWS_OP_PING.rawValue)
 private let opPong = UInt8(CWS_OP_PONG.rawValue)
 private let opClose = UInt8(CWS_OP_CLOSE.rawValue)
 
-private func openClient(_ srv: EngineServer) throws -> EngineClient {
-    let c = try EngineClient(port: srv.port)
+func openClient(_ srv: EngineServer) throws -> EngineClient { try openClient(port: srv.port) }
+
+func openClient(port: UInt16) throws -> EngineClient {
+    let c = try EngineClient(port: port)
     let head = try c.handshake()
     guard head.hasPrefix("HTTP/1.1 101") else { throw EngineTestError(description: "no 101: \(head)") }
     return c

@@ -254,6 +254,58 @@ private let op = (cont: UInt8(CWS_OP_CONTINUATION.rawValue), text: UInt8(CWS_OP_
         #expect(cws_parse(&parser, &restBytes, restBytes.count, &consumed, &ev) == -1002)
     }
 
+    /// Feeds `bytes` in chunks of `chunk` bytes until the parser fails; returns
+    /// the error and the total of *consumed over every call.
+    private func consumedUntilError(_ bytes: [UInt8], chunk: Int, maxPayload: UInt64 = 0) -> (Int32, Int) {
+        var parser = cws_parser()
+        cws_parser_init(&parser, CWS_ROLE_SERVER, maxPayload)
+        var input = bytes
+        var total = 0
+        var start = 0
+        while start < input.count {
+            let end = min(input.count, start + chunk)
+            var pos = start
+            while pos < end {
+                var consumed = 0
+                var ev = cws_frame_event()
+                let rc = input.withUnsafeMutableBytes { cws_parse(&parser, $0.baseAddress! + pos, end - pos, &consumed, &ev) }
+                pos += consumed
+                total += consumed
+                if rc < 0 {
+                    // A failed parser consumes nothing more.
+                    var more = 0
+                    let again = input.withUnsafeMutableBytes { cws_parse(&parser, $0.baseAddress! + pos, end - pos, &more, &ev) }
+                    #expect(again == rc && more == 0)
+                    return (rc, total)
+                }
+                if rc == CWS_PARSE_NEED_MORE { break }
+            }
+            start = end
+        }
+        return (0, total)
+    }
+
+    @Test func consumedAfterAnErrorEndsAtTheBadHeader() {
+        let good = frame(CWS_OP_TEXT, Array("hi".utf8))
+        let trailer: [UInt8] = [0xAA, 0xBB, 0xCC]
+        let bad: [(bytes: [UInt8], code: Int32, maxPayload: UInt64)] = [
+            ([0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4], -1002, 0), // 64-bit length, top bit set
+            ([0x82, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4], -1009, 1000),  // 64-bit length, over the limit
+            ([0x82, 0xFE, 0x03, 0xE9, 1, 2, 3, 4], -1009, 1000),               // 16-bit length, over the limit
+            ([0x83, 0x80, 1, 2, 3, 4], -1002, 0),                              // unknown opcode
+            ([0x82, 0x01], -1002, 0),                                          // not masked
+            ([0x89, 0xFE, 0, 126, 1, 2, 3, 4], -1002, 0),                      // control frame over 125 bytes
+        ]
+        for b in bad {
+            let stream = good + b.bytes + trailer
+            for chunk in [stream.count, 1, 2, 3, 5] {
+                let (rc, total) = consumedUntilError(stream, chunk: chunk, maxPayload: b.maxPayload)
+                #expect(rc == b.code, "\(b.bytes) chunk \(chunk)")
+                #expect(total == good.count + b.bytes.count, "\(b.bytes) chunk \(chunk): consumed \(total)")
+            }
+        }
+    }
+
     @Test func headerDecodeNeedsMore() {
         var h = cws_frame_header()
         let bytes = frame(CWS_OP_BINARY, [UInt8](repeating: 0, count: 70_000))

@@ -112,8 +112,8 @@ private func hex(_ bytes: [UInt8]) -> String {
     bytes.map { String($0, radix: 16, uppercase: true) }.joined(separator: " ")
 }
 
-/// SplitMix64: reproducible runs.
-private struct Rng {
+/// SplitMix64: reproducible runs (the engine fault tests use it too).
+struct Rng {
     var state: UInt64
     mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15

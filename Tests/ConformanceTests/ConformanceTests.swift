@@ -19,6 +19,7 @@ func startEcho(_ backend: Configuration.Backend) throws -> Service? {
     routes.raw("*", handler: Echo())
     var configuration = Configuration(host: "127.0.0.1", port: 0, loops: 2, backend: backend)
     configuration.idleTimeout = .seconds(60)
+    configuration.maxMessageSize = 16 << 20  // the limits group's 16 MiB cases, as the demo's --echo
     configuration.compression = Configuration.Compression()  // so the compression group runs
     let service: Service
     do {

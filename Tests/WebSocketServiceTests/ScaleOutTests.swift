@@ -323,14 +323,7 @@ final class DemoServer {
     let process: ChildProcess
     let port: Int
 
-    static var executable: String? {
-        let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for candidate in [dir, dir.deletingLastPathComponent()] {
-            let path = candidate.appendingPathComponent("wsdemo").path
-            if FileManager.default.isExecutableFile(atPath: path) { return path }
-        }
-        return nil
-    }
+    static var executable: String? { ChildProcess.builtProduct("wsdemo") }
 
     init(executable: String, arguments: [String]) throws {
         process = try ChildProcess(executable, ["--host", "127.0.0.1", "--port", "0", "--loops", "1", "--backend", "epoll",

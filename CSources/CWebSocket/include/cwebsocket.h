@@ -180,6 +180,12 @@ void cws_parser_init(cws_parser *p, cws_role role, uint64_t max_frame_payload);
  * Call again with the rest of the buffer after an event. A frame whose whole
  * payload is in the buffer comes back as a single event (start and end).
  * After an error the parser stays failed.
+ *
+ * *consumed after an error: every error is found at a frame header, and the
+ * call that reports it consumes the header's bytes up to its end (those of
+ * this call only, when the header arrived in pieces), so the bytes consumed
+ * over the whole stream end right after the bad header however the input was
+ * split. Calls on a failed parser consume nothing and return the same error.
  */
 int cws_parse(cws_parser *p, void *buf, size_t len, size_t *consumed, cws_frame_event *ev);
 
@@ -345,6 +351,11 @@ typedef struct cws_deflate_config {
     uint8_t client_no_context_takeover; /* 1: always answer it (no per-connection inflate state);
                                            default 0: answered only when the client offers it */
     uint32_t min_size;                  /* payloads shorter than this go out uncompressed (default 64) */
+    uint16_t max_inflate_ratio;         /* if set, a compressed message may inflate to at most this
+                                           many times its compressed size, plus 64 KiB (inflating stops
+                                           there: 1009), so a bomb costs what it sent. 0 (default): no
+                                           ratio; repetitive JSON legitimately reaches 1000:1, and
+                                           max_message_size bounds each message's work */
 } cws_deflate_config;
 
 /* What was agreed for one connection. */
@@ -412,7 +423,7 @@ size_t cws_inflater_memory(const cws_inflater *f);
 
 
 /* ------------------------------------------------------------------------
- * The server engine (engine.c, engine_epoll.c, engine_uring.c)
+ * The server engine (engine_*.c)
  *
  * One event loop thread per core, each with its own io_uring (or epoll) and
  * its own SO_REUSEPORT listener; a connection lives on one loop for its whole
@@ -459,34 +470,58 @@ typedef struct cws_callbacks {
 } cws_callbacks;
 
 typedef struct cws_server_config {
-    const char *host;              /* bind address: "0.0.0.0", "::", "127.0.0.1"...; NULL = "::" (dual-stack) */
+    const char *host;              /* bind address: "0.0.0.0", "127.0.0.1", "::1"...; "::" or NULL:
+                                      every address, IPv4 and IPv6 (dual-stack) */
     uint16_t port;                 /* 0 = any free port (see cws_server_port) */
+    uint8_t share_port;            /* 0 (default): creating fails if another socket already listens
+                                      on the address; 1: join it (SO_REUSEPORT shares connections
+                                      between every socket of the group, in any process) */
     uint16_t loops;                /* event loops; 0 = one per online CPU */
     uint8_t backend;               /* cws_backend; CWS_BACKEND env var (auto|uring|epoll) overrides AUTO */
     uint8_t overflow_policy;       /* cws_overflow_policy */
     uint32_t max_head_size;        /* request head bytes (default 8 KiB) -> 431 */
     uint32_t handshake_timeout_ms; /* from accept to a complete head (default 10 s) */
-    uint64_t max_message_size;     /* reassembled message bytes (default 16 MiB) -> 1009 */
+    uint64_t max_message_size;     /* reassembled (and inflated) message bytes (default 1 MiB) -> 1009 */
     uint32_t idle_timeout_ms;      /* no traffic for this long -> ping (default 30 s; 0 = off) */
     uint32_t pong_timeout_ms;      /* no traffic after that ping -> close 1006 (default 10 s) */
     uint32_t close_timeout_ms;     /* wait for the peer's close frame / FIN (default 3 s) */
     uint64_t max_send_queue;       /* queued bytes per connection (default 16 MiB); an empty
                                       queue always takes one message, whatever its size */
+    uint32_t max_connections;      /* open WebSocket connections, all loops together; one more
+                                      upgrade is answered 503 with Retry-After (it may overshoot
+                                      by one per loop). 0 = the process's descriptor limit
+                                      (RLIMIT_NOFILE) less headroom: 1/16 of it, at least 64 */
     cws_callbacks callbacks;
     cws_deflate_config deflate;    /* permessage-deflate; off by default (see cws_deflate_config) */
+    /* For tests of the fallback: io_uring probe steps to treat as missing
+     * ("recv-multishot", "cancel-fd", "accept-multishot", "send", "sendmsg",
+     * "read"; several may be named). NULL: probe everything for real. */
+    const char *uring_disable;
+    /* For tests of loop failures: "start:N" makes loop N fail to start (so
+     * cws_server_start fails), "wait:N" makes loop N's wait fail for good
+     * once it has an open connection. NULL: no faults. */
+    const char *fault_inject;
 } cws_server_config;
 
 void cws_server_config_init(cws_server_config *cfg);
 /* Binds the listeners (so the port is known) without starting threads. NULL
  * on failure with a message in err. */
 cws_server *cws_server_create(const cws_server_config *cfg, char *err, size_t err_cap);
-int cws_server_start(cws_server *s);        /* starts the loop threads; 0 or -errno */
+/* Starts the loop threads and waits until each is running: 0, or -errno when
+ * one could not start (the others are stopped again; the reason is on stderr). */
+int cws_server_start(cws_server *s);
 uint16_t cws_server_port(const cws_server *s);
 const char *cws_server_backend_name(const cws_server *s); /* "io_uring" or "epoll" */
 /* Graceful: stop accepting, close every connection with 1001, wait up to
  * timeout_ms for the close handshakes, then close what is left and join the
- * threads. Callbacks are done when it returns. */
-void cws_server_stop(cws_server *s, uint32_t timeout_ms);
+ * threads. Callbacks are done when it returns 0. Called from a callback (one
+ * of the server's own loop threads, which it cannot join), it begins the stop
+ * and returns -EDEADLK at once; call it again from another thread to wait. */
+int cws_server_stop(cws_server *s, uint32_t timeout_ms);
+/* 1 when called on one of s's loop threads (inside a callback), else 0. */
+int cws_server_is_loop_thread(const cws_server *s);
+/* Stops (if needed) and frees the server. Never from one of its callbacks:
+ * that aborts with a message, since the thread would have to join itself. */
 void cws_server_destroy(cws_server *s);
 
 typedef struct cws_server_stats {
@@ -494,6 +529,14 @@ typedef struct cws_server_stats {
     uint64_t accepted;        /* TCP connections accepted, total */
     uint64_t messages_in, bytes_in, messages_out, bytes_out;
     uint64_t dropped;         /* messages dropped by CWS_OVERFLOW_DROP */
+    uint64_t sockets;         /* TCP connections held: accepted and not yet freed (handshaking,
+                                 open, closing); each holds one descriptor */
+    uint64_t accept_errors;   /* accepts that failed for want of descriptors or memory */
+    uint64_t accept_pauses;   /* episodes of that: the listener paused until a connection closed */
+    uint64_t refused_full;    /* upgrades answered 503 at max_connections */
+    uint64_t loops_failed;    /* loops that died (their connections were closed with them) */
+    uint64_t inflate_refused; /* compressed messages that inflated past max_inflate_ratio (1009) */
+    uint64_t input_deferred;  /* reads kept for a later turn: over a connection's share of one */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 

@@ -58,6 +58,19 @@ public final class ChildProcess: @unchecked Sendable {
         return nil
     }
 
+    /// An executable of this package built next to the running test bundle
+    /// (`swift build --build-tests` builds them all), or nil.
+    public static func builtProduct(_ name: String) -> String? {
+        guard let bundle = CommandLine.arguments.first else { return nil }
+        var dir = bundle.split(separator: "/", omittingEmptySubsequences: false).dropLast()
+        for _ in 0..<2 {
+            let path = (dir + [Substring(name)]).joined(separator: "/")
+            if access(path, X_OK) == 0 { return path }
+            dir = dir.dropLast()
+        }
+        return nil
+    }
+
     /// Everything the child writes until it closes its output (normally: exits).
     public func readToEnd() -> String {
         guard reader >= 0 else { return "" }
