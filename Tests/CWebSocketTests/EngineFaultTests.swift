@@ -9,6 +9,13 @@ import Testing
 // sends are queued, descriptor numbers reused by the kernel. Each test runs on
 // both backends; deadlines only catch hangs, nothing is timed.
 
+/// A `fault_inject` string: a literal lives as long as the process, as long
+/// as the server keeps the pointer (a strdup'd one was never freed, and
+/// LeakSanitizer said so).
+private func faults(_ spec: StaticString) -> UnsafePointer<CChar> {
+    UnsafeRawPointer(spec.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
 private let opText = UInt8(CWS_OP_TEXT.rawValue)
 private let opBinary = UInt8(CWS_OP_BINARY.rawValue)
 
@@ -220,7 +227,7 @@ struct EngineLoopTests {
     @Test(arguments: EngineBackend.allCases)
     func loopThatCannotStartFailsStart(_ backend: EngineBackend) throws {
         #expect(throws: EngineTestError.self) {
-            _ = try EngineServer(backend) { $0.fault_inject = UnsafePointer(strdup("start:1")) }
+            _ = try EngineServer(backend) { $0.fault_inject = faults("start:1") }
         }
     }
 
@@ -229,7 +236,7 @@ struct EngineLoopTests {
     /// new connection.
     @Test(arguments: EngineBackend.allCases)
     func loopThatDiesClosesItsListenerAndConnections(_ backend: EngineBackend) throws {
-        guard let srv = try EngineServer(backend, configure: { $0.fault_inject = UnsafePointer(strdup("wait:0")) })
+        guard let srv = try EngineServer(backend, configure: { $0.fault_inject = faults("wait:0") })
         else { return }
         // Connect until a connection lands on loop 0 (the id carries the loop).
         var clients: [EngineClient] = []
