@@ -9,6 +9,12 @@ import Testing
 // sends are queued, descriptor numbers reused by the kernel. Each test runs on
 // both backends; deadlines only catch hangs, nothing is timed.
 
+/// A `fault_inject` string: a literal, so nothing is left to free (a
+/// strdup'd one never was, and LeakSanitizer said so).
+private func faults(_ spec: StaticString) -> UnsafePointer<CChar> {
+    UnsafeRawPointer(spec.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
 private let opText = UInt8(CWS_OP_TEXT.rawValue)
 private let opBinary = UInt8(CWS_OP_BINARY.rawValue)
 
@@ -213,10 +219,6 @@ struct EngineLimitTests {
     }
 }
 
-/// Fault-injection strings for the engine; they live as long as the process.
-private nonisolated(unsafe) let faultStartLoop1 = strdup("start:1")!
-private nonisolated(unsafe) let faultWaitLoop0 = strdup("wait:0")!
-
 @Suite("Engine loops", .serialized)
 struct EngineLoopTests {
     /// A loop that cannot start makes start fail (it used to report success
@@ -224,7 +226,7 @@ struct EngineLoopTests {
     @Test(arguments: EngineBackend.allCases)
     func loopThatCannotStartFailsStart(_ backend: EngineBackend) throws {
         #expect(throws: EngineTestError.self) {
-            _ = try EngineServer(backend) { $0.fault_inject = UnsafePointer(faultStartLoop1) }
+            _ = try EngineServer(backend) { $0.fault_inject = faults("start:1") }
         }
     }
 
@@ -233,7 +235,7 @@ struct EngineLoopTests {
     /// new connection.
     @Test(arguments: EngineBackend.allCases)
     func loopThatDiesClosesItsListenerAndConnections(_ backend: EngineBackend) throws {
-        guard let srv = try EngineServer(backend, configure: { $0.fault_inject = UnsafePointer(faultWaitLoop0) })
+        guard let srv = try EngineServer(backend, configure: { $0.fault_inject = faults("wait:0") })
         else { return }
         // Connect until a connection lands on loop 0 (the id carries the loop).
         var clients: [EngineClient] = []
