@@ -233,7 +233,9 @@ struct cws_server {
     uint32_t tick_ms;
     int started;
     _Atomic int stopping;
-    uint64_t stop_deadline_ms;  /* CLOCK_MONOTONIC ms */
+    /* CLOCK_MONOTONIC ms when a graceful stop force-closes what is left;
+     * UINT64_MAX until the stop's deadline is set (read by the loops). */
+    _Atomic uint64_t stop_deadline_ms;
     pthread_mutex_t join_lock;  /* one thread joins the loops (a stop from a callback hands it on) */
 };
 

@@ -164,7 +164,8 @@ int cws_loop_turn(cws_loop *l) {
     cws_server *s = l->srv;
     l->now_ms = cws_monotonic_ms() - l->start_ms;
     cws_timer_advance(l, cws_conn_timeout);
-    if (l->stopping && cws_monotonic_ms() >= s->stop_deadline_ms) cws_loop_force_close(l);
+    if (l->stopping && cws_monotonic_ms() >= atomic_load_explicit(&s->stop_deadline_ms, memory_order_acquire))
+        cws_loop_force_close(l);
     /* Flush every connection that got output this turn: one write each, with
      * everything queued for it. */
     for (uint32_t i = 0; i < l->ndirty; i++) {

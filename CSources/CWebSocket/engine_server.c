@@ -209,6 +209,7 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
         return NULL;
     }
     memset(loops, 0, sizeof(cws_loop) * nloops);
+    atomic_init(&s->stop_deadline_ms, UINT64_MAX);
     pthread_mutex_init(&s->join_lock, NULL);
     s->cfg = cfg;
     /* Read while creating (below), not kept: the caller's strings need not outlive this call. */
@@ -281,7 +282,9 @@ int cws_server_is_loop_thread(const cws_server *s) { return s && cws_on_own_loop
 
 static void cws_server_begin_stop(cws_server *s, uint32_t timeout_ms) {
     if (atomic_exchange_explicit(&s->stopping, 1, memory_order_acq_rel)) return;
-    s->stop_deadline_ms = cws_monotonic_ms() + timeout_ms;
+    /* A loop may see `stopping` before this store: it then reads "no
+     * deadline yet" (UINT64_MAX), not 0, and waits instead of force-closing. */
+    atomic_store_explicit(&s->stop_deadline_ms, cws_monotonic_ms() + timeout_ms, memory_order_release);
     for (int i = 0; i < s->started; i++) cws_loop_wake(&s->loops[i]);
 }
 
@@ -314,7 +317,6 @@ int cws_server_start(cws_server *s) {
         if (st < 0 && rc == 0) rc = st;
     }
     if (rc < 0) {
-        s->stop_deadline_ms = cws_monotonic_ms();
         cws_server_begin_stop(s, 0);
         cws_server_join(s);
     }
