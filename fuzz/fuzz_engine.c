@@ -329,9 +329,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     close(fd);
     free(s.buf);
 
-    /* Every connection the server opened is closed again, soon. */
+    /* Every connection the server opened is closed again, soon. The 101 can
+     * be on the wire before on_open has run (epoll writes it from inside
+     * cws_request_accept), so an accepted connection is first waited for. */
     uint64_t close_deadline = now_ms() + 10000;
-    while (__atomic_load_n(&closed, __ATOMIC_SEQ_CST) != __atomic_load_n(&opened, __ATOMIC_SEQ_CST) &&
+    while ((__atomic_load_n(&closed, __ATOMIC_SEQ_CST) != __atomic_load_n(&opened, __ATOMIC_SEQ_CST) ||
+            (accepted && __atomic_load_n(&opened, __ATOMIC_SEQ_CST) == before)) &&
            now_ms() < close_deadline) {
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
