@@ -302,8 +302,9 @@ void *cws_loop_thread(void *arg);
 /* The backend is ready (rc 0) or could not start (-errno): tells
  * cws_server_start, which waits for every loop. */
 void cws_loop_started(cws_loop *l, int rc);
-/* Is "what:index" among the comma-separated faults (cws_server_config.fault_inject)? */
-int cws_fault_injected(const char *faults, const char *what, uint32_t index);
+/* Is name one of the comma-separated names in list (NULL: none)? For the
+ * test knobs uring_disable and fault_inject (engine_server.c). */
+int cws_list_has(const char *list, const char *name);
 /* Tests (fault_inject "wait:N"): 1 when this wait must be treated as failed. */
 int cws_loop_fault_wait(const cws_loop *l);
 /*

@@ -12,20 +12,6 @@
 
 __thread cws_loop *cws_current_loop;
 
-/* Is "what:N" (N = index) among the comma-separated faults? */
-int cws_fault_injected(const char *faults, const char *what, uint32_t index) {
-    char want[32];
-    snprintf(want, sizeof want, "%s:%u", what, index);
-    size_t n = strlen(want);
-    for (const char *f = faults; f && *f;) {
-        const char *end = strchr(f, ',');
-        size_t len = end ? (size_t)(end - f) : strlen(f);
-        if (len == n && !memcmp(f, want, n)) return 1;
-        f = end ? end + 1 : NULL;
-    }
-    return 0;
-}
-
 /* ---- accept and timers ------------------------------------------------------ */
 
 void cws_loop_accepted(cws_loop *l, int fd) {

@@ -96,6 +96,24 @@ static int cws_listen_one(const struct sockaddr *addr, socklen_t len, int dual, 
  * the port is free. (Between that close and our own binds another process
  * could still slip in; that race is a few microseconds wide.)
  */
+int cws_list_has(const char *list, const char *name) {
+    size_t n = strlen(name);
+    for (const char *d = list; d && *d;) {
+        const char *end = strchr(d, ',');
+        size_t len = end ? (size_t)(end - d) : strlen(d);
+        if (len == n && !memcmp(d, name, n)) return 1;
+        d = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+/* Is "what:index" among the faults to inject (cws_server_config.fault_inject)? */
+static int cws_fault_injected(const char *faults, const char *what, uint32_t index) {
+    char want[32];
+    snprintf(want, sizeof want, "%s:%u", what, index);
+    return cws_list_has(faults, want);
+}
+
 static int cws_port_taken(const struct sockaddr *addr, socklen_t len, int dual) {
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return 0; /* the real bind will say what is wrong */

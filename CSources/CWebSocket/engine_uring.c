@@ -35,7 +35,6 @@ enum { CWS_UD_ACCEPT = 1, CWS_UD_WAKE, CWS_UD_RECV, CWS_UD_SEND, CWS_UD_SENDMSG,
 enum {
     CWS_UR_RECV_ARMED = 1,
     CWS_UR_RECV_NOBUFS = 2,
-    CWS_UR_CLOSED = 4,
     CWS_UR_RELEASED = 8,
     CWS_UR_DEFERRING = 16, /* over its read budget: its completions wait in u->deferred */
     CWS_UR_THROTTLED = 32, /* its recv was cancelled for the rest of the turn */
@@ -269,7 +268,6 @@ static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
 
 static void cws_ur_conn_close(cws_loop *l, cws_conn *c) {
     cws_uring *u = l->be;
-    c->be_flags |= CWS_UR_CLOSED;
     if (u->dead) c->be_inflight = 0; /* the ring's teardown ended every request */
     if (c->be_inflight) {
         /* End every request on this socket: the multishot recv, and a SEND

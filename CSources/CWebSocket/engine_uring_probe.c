@@ -35,17 +35,7 @@ typedef struct cws_probe {
     const char *disable; /* steps to report as missing (tests of the fallback) */
 } cws_probe;
 
-/* Is step one of the comma-separated names in p->disable? */
-static int cws_probe_disabled(const cws_probe *p, const char *step) {
-    size_t n = strlen(step);
-    for (const char *d = p->disable; d && *d;) {
-        const char *end = strchr(d, ',');
-        size_t len = end ? (size_t)(end - d) : strlen(d);
-        if (len == n && !memcmp(d, step, n)) return 1;
-        d = end ? end + 1 : NULL;
-    }
-    return 0;
-}
+static int cws_probe_disabled(const cws_probe *p, const char *step) { return cws_list_has(p->disable, step); }
 
 static struct io_uring_sqe *cws_probe_sqe(cws_probe *p, int kind) {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&p->ring);
