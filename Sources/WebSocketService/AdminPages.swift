@@ -7,8 +7,40 @@ extension Routes {
     /// the traffic. `authorize` sees every admin request (headers, cookies,
     /// remote address; the tap's upgrade too) and refusal is a 403. Without
     /// this call the pages are not served at all.
-    public mutating func admin(authorize: @escaping @Sendable (HTTPRequest) -> Bool) {
-        adminAuthorization = authorize
+    ///
+    /// `hosts` are the names the pages answer to ("admin.example.com",
+    /// "localhost", "127.0.0.1", "::1"; compared without the port, ignoring
+    /// case): a request whose `Host` is another gets 421 before `authorize`
+    /// runs. That is what keeps a page on another site from reaching them by
+    /// rebinding its own name to this server's address (DNS rebinding), where
+    /// `Origin` and `Host` agree and only the name gives it away.
+    public mutating func admin(hosts: Set<String>, authorize: @escaping @Sendable (HTTPRequest) -> Bool) {
+        adminAuthorization = AdminAccess(hosts: Set(hosts.map { AdminAccess.hostName($0) }), authorize: authorize)
+    }
+}
+
+/// Who may see the admin pages: the names they answer to, and the application's check.
+struct AdminAccess: Sendable {
+    let hosts: Set<String>
+    let authorize: @Sendable (HTTPRequest) -> Bool
+
+    /// "Example.COM:8080" → "example.com", "[::1]:80" → "::1", "::1" stays.
+    static func hostName(_ host: String) -> String {
+        let lower = host.lowercased()
+        if lower.hasPrefix("[") {
+            guard let close = lower.firstIndex(of: "]") else { return lower }
+            return String(lower[lower.index(after: lower.startIndex)..<close])
+        }
+        // More than one colon: a bare IPv6 address, no port.
+        if lower.filter({ $0 == ":" }).count == 1, let colon = lower.firstIndex(of: ":") {
+            return String(lower[..<colon])
+        }
+        return lower
+    }
+
+    func hostAllowed(_ request: HTTPRequest) -> Bool {
+        guard let host = request.header("Host") else { return false }
+        return hosts.contains(Self.hostName(host))
     }
 }
 
@@ -31,10 +63,17 @@ final class AdminPages: Sendable {
         return (0..<4).map { _ in String(generator.next() as UInt64, radix: 16).leftPadded(to: 16) }.joined()
     }()
 
-    let authorize: @Sendable (HTTPRequest) -> Bool
+    let access: AdminAccess
 
-    init(authorize: @escaping @Sendable (HTTPRequest) -> Bool) {
-        self.authorize = authorize
+    init(access: AdminAccess) {
+        self.access = access
+    }
+
+    /// 421 for a foreign Host, 403 for a refused check, nil to go on.
+    private func refusal(_ request: HTTPRequest) -> HTTPResponse? {
+        guard access.hostAllowed(request) else { return .status(421, "Misdirected Request: not an admin host") }
+        guard access.authorize(request) else { return .status(403) }
+        return nil
     }
 
     static func serves(_ path: String) -> Bool { path == root || path.hasPrefix(root + "/") }
@@ -42,7 +81,7 @@ final class AdminPages: Sendable {
     // MARK: - Dispatch
 
     func page(_ request: HTTPRequest, service: Service) -> HTTPResponse {
-        guard authorize(request) else { return .status(403) }
+        if let refusal = refusal(request) { return refusal }
         guard request.method == "GET" || request.method == "HEAD" else {
             return HTTPResponse(status: 405, headers: [HTTPHeader("Allow", "GET, HEAD")], body: Array("Method Not Allowed".utf8))
         }
@@ -60,9 +99,9 @@ final class AdminPages: Sendable {
     func socket(for path: String, service: Service) -> Routes.SocketRoute? {
         guard path == Self.root + "/tap" else { return nil }
         return { [self] request in
-            guard authorize(request) else { return .refuse(.status(403)) }
+            if let refusal = refusal(request) { return .refuse(refusal) }
             if let refusal = Self.crossSiteRefusal(request) {
-                service.logger.notice("admin tap refused", metadata: ["reason": "\(refusal)", "remote": "\(request.remoteAddress)"])
+                service.noticeAboutRequest("admin tap refused", ["reason": "\(LogText.clip(refusal))", "remote": "\(request.remoteAddress)"])
                 return .refuse(.status(403, refusal))
             }
             guard service.tap.watchers < TrafficTap.maxWatchers else {

@@ -49,6 +49,16 @@ public struct Configuration: Sendable {
     /// Open WebSocket connections; one more upgrade gets 503 with
     /// Retry-After. nil: the descriptor limit (RLIMIT_NOFILE) less headroom.
     public var maxConnections: Int?
+    /// Open WebSocket connections per client address (`Connection.clientAddress`);
+    /// one more upgrade gets 429 with Retry-After. nil (the default): no
+    /// cap, because behind a proxy that is not in `trustedProxies` every
+    /// client has the proxy's address.
+    public var maxConnectionsPerAddress: Int?
+    /// Peers (IP addresses, as "127.0.0.1" or "::1") whose `X-Forwarded-For`
+    /// is believed: a request from one of them has, as its client address,
+    /// the last address in that header that is not itself a trusted proxy.
+    /// Empty (the default): the header is ignored, since any client can send it.
+    public var trustedProxies: Set<String> = []
     /// permessage-deflate (RFC 7692); nil: off.
     public var compression: Compression?
 
@@ -73,6 +83,12 @@ public struct Configuration: Sendable {
         public var clientNoContextTakeover = false
         /// Payloads shorter than this go out uncompressed.
         public var minimumSize = 64
+        /// A compressed message may inflate to at most this many times its
+        /// compressed size (plus 64 KiB), else it is refused with 1009 and
+        /// counted (`LimitStatus.inflateRefused`): inflating is then bounded
+        /// by what the client sent, not only by `maxMessageSize`. nil: only
+        /// `maxMessageSize` bounds it. Text compresses 3-20x; 100 leaves room.
+        public var maxInflateRatio: Int?
 
         public init() {}
     }
@@ -112,6 +128,7 @@ public struct Configuration: Sendable {
             cfg.deflate.server_no_context_takeover = compression.serverNoContextTakeover ? 1 : 0
             cfg.deflate.client_no_context_takeover = compression.clientNoContextTakeover ? 1 : 0
             cfg.deflate.min_size = UInt32(clamping: compression.minimumSize)
+            if let ratio = compression.maxInflateRatio { cfg.deflate.max_inflate_ratio = UInt16(clamping: max(1, ratio)) }
         }
     }
 

@@ -24,6 +24,10 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     public var profile: Profile { _profile ?? Profile(userID: id.uuidString.lowercased()) }
     /// "ip:port" or "[ipv6]:port" of the peer.
     public let remoteAddress: String
+    /// The client's IP address: the peer's, or, when the peer is one of
+    /// `Configuration.trustedProxies`, the one its `X-Forwarded-For` names.
+    /// `Configuration.maxConnectionsPerAddress` counts by it.
+    public let clientAddress: String
     public let started: Date
     /// The request path it upgraded on.
     public let path: String
@@ -46,6 +50,13 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     let handler: ConnectionHandler
     /// The channel joined at open (nil for raw endpoints).
     let firstChannel: String?
+    /// The endpoint's limits and permission checks.
+    let limits: Limits
+    let authorization: Authorization
+    // Loop thread only (every message of a connection arrives on its loop):
+    // the inbound buckets and the warning gate need no lock.
+    nonisolated(unsafe) var inbound: InboundRate
+    nonisolated(unsafe) var warnings = WarningGate()
 
     // nil for an anonymous connection (its userID is derived from the id).
     private let _profile: Profile?
@@ -68,12 +79,18 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     private let _bytesIn = Atomic<UInt64>(0)
     private let _messagesOut = Atomic<UInt64>(0)
     private let _bytesOut = Atomic<UInt64>(0)
+    private let _refused = Atomic<UInt64>(0)
 
-    init(id: UUID, profile: Profile?, remoteAddress: String, path: String, handler: ConnectionHandler,
-         firstChannel: String?, logger: Logger) {
+    init(id: UUID, profile: Profile?, remoteAddress: String, clientAddress: String, path: String,
+         handler: ConnectionHandler, firstChannel: String?, limits: Limits = Limits(),
+         authorization: Authorization = .none, logger: Logger) {
         self.id = id
         self._profile = profile
         self.remoteAddress = remoteAddress
+        self.clientAddress = clientAddress
+        self.limits = limits
+        self.authorization = authorization
+        self.inbound = InboundRate(limits, now: monotonicNanoseconds())
         self.started = Date()
         self.path = path
         self.handler = handler
@@ -99,12 +116,18 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
         /// Messages and payload bytes queued to this connection.
         public var messagesOut: UInt64
         public var bytesOut: UInt64
+        /// Messages refused by the endpoint's `Limits` (rates, sizes,
+        /// channel count) or its `Authorization`.
+        public var refused: UInt64
     }
 
     public var counters: Counters {
         Counters(messagesIn: _messagesIn.load(ordering: .relaxed), bytesIn: _bytesIn.load(ordering: .relaxed),
-                 messagesOut: _messagesOut.load(ordering: .relaxed), bytesOut: _bytesOut.load(ordering: .relaxed))
+                 messagesOut: _messagesOut.load(ordering: .relaxed), bytesOut: _bytesOut.load(ordering: .relaxed),
+                 refused: _refused.load(ordering: .relaxed))
     }
+
+    func countRefused() { _refused.wrappingAdd(1, ordering: .relaxed) }
 
     /// Called on the owning loop thread only: a load and a store, no locked add.
     func countIn(_ bytes: Int) {

@@ -126,10 +126,23 @@ public struct Envelope: Sendable, Equatable {
         return out
     }
 
-    /// `{"cmd":"error","param":{"message":...}}`
-    static func error(_ message: String) -> Envelope {
+    /// `{"cmd":"error","param":{"message":...,"code"?:...,...}}`: `code`
+    /// names a refusal by the service's limits and checks (`"rate-limited"`,
+    /// `"join-refused"`...) so a client can tell it from a handler's error;
+    /// `details` are further string members (`"channel"`, `"cmd"`).
+    static func error(_ message: String, code: String? = nil, details: KeyValuePairs<String, String> = [:]) -> Envelope {
         var param: [UInt8] = Array(#"{"message":"#.utf8)
         JSONWriter.appendString(message, to: &param)
+        if let code {
+            param.append(contentsOf: #","code":"#.utf8)
+            JSONWriter.appendString(code, to: &param)
+        }
+        for (key, value) in details {
+            param.append(UInt8(ascii: ","))
+            JSONWriter.appendString(key, to: &param)
+            param.append(UInt8(ascii: ":"))
+            JSONWriter.appendString(value, to: &param)
+        }
         param.append(UInt8(ascii: "}"))
         return Envelope(cmd: "error", param: RawJSON(trusted: param))
     }

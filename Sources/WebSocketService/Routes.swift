@@ -10,8 +10,10 @@ public enum Authentication: Sendable {
 
 /// What a socket endpoint decides for one upgrade request.
 public enum UpgradeDecision: Sendable {
-    /// Upgrade, join `channel` first (nil: no channel), run messages through `handler`.
-    case accept(profile: Profile?, channel: String?, handler: ConnectionHandler)
+    /// Upgrade, join `channel` first (nil: no channel), run messages through
+    /// `handler` within `limits`, with `authorization`'s checks.
+    case accept(profile: Profile?, channel: String?, handler: ConnectionHandler, limits: Limits = Limits(),
+                authorization: Authorization = .none)
     case refuse(HTTPResponse)
 }
 
@@ -30,8 +32,8 @@ public struct Routes: Sendable {
 
     private(set) var pages: [String: PageRoute] = [:]
     private(set) var sockets: [String: SocketRoute] = [:]
-    /// Set by `admin(authorize:)`; nil: the admin pages are not served.
-    var adminAuthorization: (@Sendable (HTTPRequest) -> Bool)?
+    /// Set by `admin(hosts:authorize:)`; nil: the admin pages are not served.
+    var adminAuthorization: AdminAccess?
 
     /// Routes that serve only the browser client, at `ClientScript.path`.
     public init() {
@@ -50,9 +52,11 @@ public struct Routes: Sendable {
 
     /// An envelope endpoint: `authenticate` sees the request (headers,
     /// cookies) and gives the profile or refuses; the first channel is the
-    /// query's `ch`, or a random one when it has none.
+    /// query's `ch`, or a random one when it has none. Each connection is
+    /// held to `limits`, and `authorization` may refuse its joins (the first
+    /// channel's too) and its commands.
     public mutating func socket(
-        _ path: String, handler: some Handler,
+        _ path: String, handler: some Handler, limits: Limits = Limits(), authorization: Authorization = .none,
         authenticate: @escaping @Sendable (HTTPRequest) -> Authentication = { _ in .accept(nil) }
     ) {
         let connectionHandler = ConnectionHandler.envelope(handler)
@@ -61,21 +65,24 @@ public struct Routes: Sendable {
             case .refuse(let status, let message):
                 return .refuse(.status(status, message))
             case .accept(let profile):
-                return .accept(profile: profile, channel: Self.channel(of: request), handler: connectionHandler)
+                return .accept(profile: profile, channel: Self.channel(of: request), handler: connectionHandler,
+                               limits: limits, authorization: authorization)
             }
         }
     }
 
-    /// A raw endpoint: whole text and binary messages, no envelope, no channel.
+    /// A raw endpoint: whole text and binary messages, no envelope, no
+    /// channel; `limits`' rates apply (its envelope caps do not).
     public mutating func raw(
-        _ path: String, handler: some RawHandler,
+        _ path: String, handler: some RawHandler, limits: Limits = Limits(),
         authenticate: @escaping @Sendable (HTTPRequest) -> Authentication = { _ in .accept(nil) }
     ) {
         let connectionHandler = ConnectionHandler.raw(handler)
         socket(path) { request in
             switch authenticate(request) {
             case .refuse(let status, let message): return .refuse(.status(status, message))
-            case .accept(let profile): return .accept(profile: profile, channel: nil, handler: connectionHandler)
+            case .accept(let profile):
+                return .accept(profile: profile, channel: nil, handler: connectionHandler, limits: limits)
             }
         }
     }

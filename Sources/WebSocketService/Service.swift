@@ -34,6 +34,8 @@ public final class Service: Sendable {
         public var refusedFull: UInt64
         /// Event loops that died; their connections were closed (see the log).
         public var loopsFailed: UInt64
+        /// What the endpoints' limits and checks refused.
+        public var limits: LimitStatus
         /// Seconds since `start()`.
         public var uptime: Double
         /// "io_uring" or "epoll".
@@ -55,6 +57,10 @@ public final class Service: Sendable {
     let isDistributed: Bool
     /// This server's origin id on the backplane.
     let serverID = UUID()
+    let limitCounters = LimitCounters()
+    let warningBudget = WarningBudget()
+    /// Open connections per client address (used with `maxConnectionsPerAddress`).
+    let addresses = AddressTable()
 
     /// Written once in init, before the loops start; read-only afterwards.
     nonisolated(unsafe) private var server: OpaquePointer?
@@ -80,7 +86,7 @@ public final class Service: Sendable {
     public init(routes: Routes, configuration: Configuration = Configuration(),
                 logger: Logger = Logger(label: "WebSocketService")) throws(Service.Error) {
         self.routes = routes
-        self.admin = routes.adminAuthorization.map { AdminPages(authorize: $0) }
+        self.admin = routes.adminAuthorization.map { AdminPages(access: $0) }
         self.configuration = configuration
         self.logger = logger
         self.server = nil
@@ -351,10 +357,28 @@ public final class Service: Sendable {
 
     @discardableResult
     public func join(_ connection: Connection, _ channel: String) -> Bool {
+        join(connection, channel, askHook: true)
+    }
+
+    /// `askHook` false: `Authorization.join` already allowed it (the first channel, at the upgrade).
+    @discardableResult
+    private func join(_ connection: Connection, _ channel: String, askHook: Bool) -> Bool {
+        if connection.channels.contains(channel) { return false }
+        if let reason = joinRefusal(connection, channel, askHook: askHook) {
+            refuseJoin(connection, channel, reason: reason)
+            return false
+        }
         let presence = presenceUpdate(connection, channel: channel, connected: true)
         let engineID = connection.engineID
+        let maxChannels = connection.limits.maxChannels
+        var full = false
         let others = state.withLock { s -> [cws_conn_id]? in
             guard s.byEngineID[engineID] != nil, s.channels[channel]?[engineID] == nil else { return nil }
+            // Under the lock: joins racing on other threads cannot both take the last place.
+            guard connection.withJoined({ $0.count }) < maxChannels else {
+                full = true
+                return nil
+            }
             let others = presence.map { Self.recipients(s.channels[channel] ?? [:], except: nil, bytes: $0.count) } ?? []
             // Under the lock, so a racing last leave cannot reorder its unsubscribe after this.
             if isDistributed && s.channels[channel] == nil { backplane.subscribe(channel: channel) }
@@ -362,7 +386,10 @@ public final class Service: Sendable {
             connection.withJoined { $0.append(channel) }
             return others
         }
-        guard let others else { return false }
+        guard let others else {
+            if full { refuseJoin(connection, channel, reason: "in \(maxChannels) channels already, the most allowed") }
+            return false
+        }
         if let presence { fanOut(presence, to: others) }
         if isDistributed {
             if let presence { publishPresence(presence, channel: channel) }
@@ -468,6 +495,7 @@ public final class Service: Sendable {
                       bytesOut: stats.bytes_out, dropped: stats.dropped, sockets: stats.sockets,
                       acceptPauses: stats.accept_pauses, refusedFull: stats.refused_full,
                       loopsFailed: stats.loops_failed,
+                      limits: limitCounters.status(inflateRefused: stats.inflate_refused),
                       uptime: Double(seconds) + Double(attoseconds) / 1e18, backend: backend,
                       backplane: backplane.status)
     }
@@ -500,24 +528,40 @@ public final class Service: Sendable {
             return
         }
         guard routes.originAllowed(request.origin) else {
-            logger.info("origin refused", metadata: ["origin": "\(request.origin ?? "")", "remote": "\(request.remoteAddress)"])
+            noticeAboutRequest("origin refused", ["origin": "\(LogText.clip(request.origin ?? ""))",
+                                                  "remote": "\(request.remoteAddress)"])
             respond(req, .status(403))
             return
         }
         switch route(request) {
         case .refuse(let response):
             respond(req, response)
-        case .accept(let profile, let channel, let handler):
-            let id = UUID()
+        case .accept(let profile, let channel, let handler, let limits, let authorization):
+            let client = ClientAddress.resolve(request, trustedProxies: configuration.trustedProxies)
             let connection = Connection(
-                id: id, profile: profile,
-                remoteAddress: request.remoteAddress, path: request.path, handler: handler,
-                firstChannel: channel, logger: logger)
+                id: UUID(), profile: profile, remoteAddress: request.remoteAddress, clientAddress: client,
+                path: request.path, handler: handler, firstChannel: channel, limits: limits,
+                authorization: authorization, logger: logger)
+            if let channel, let reason = joinRefusal(connection, channel, askHook: true) {
+                limitCounters.joinsRefused.wrappingAdd(1, ordering: .relaxed)
+                let tooLong = channel.utf8.count > limits.maxChannelNameBytes
+                respond(req, .status(tooLong ? 400 : 403, reason))
+                return
+            }
+            if let most = configuration.maxConnectionsPerAddress {
+                guard addresses.reserve(client, limit: most) else {
+                    limitCounters.refusedPerAddress.wrappingAdd(1, ordering: .relaxed)
+                    respond(req, HTTPResponse(status: 429, headers: [HTTPHeader("Retry-After", "5")],
+                                              body: Array("Too many connections from \(client)".utf8)))
+                    return
+                }
+            }
             // The engine holds this reference until on_close.
             let user = Unmanaged.passRetained(connection)
             let engineID = cws_request_accept(req, nil, user.toOpaque())
             guard engineID != 0 else {
                 user.release()
+                if configuration.maxConnectionsPerAddress != nil { addresses.release(client) }
                 return
             }
             connection.setEngineID(engineID)
@@ -560,7 +604,7 @@ public final class Service: Sendable {
             s.byID[connection.id] = connection
             s.byEngineID[connection.engineID] = connection
         }
-        if let channel = connection.firstChannel { join(connection, channel) }
+        if let channel = connection.firstChannel { join(connection, channel, askHook: false) }
         tap.opened(connection)
         // The service's logger: the connection's own is made only when a handler needs it.
         logger.debug("open", metadata: ["connection": "\(connection.id.uuidString.lowercased())",
@@ -570,6 +614,7 @@ public final class Service: Sendable {
 
     private func received(_ connection: Connection, opcode: UInt8, _ data: UnsafeRawBufferPointer) {
         connection.countIn(data.count)
+        guard admitInbound(connection, bytes: data.count) else { return }
         if tap.isWatched { tap.received(data, opcode: opcode, from: connection, service: self) }
         switch connection.handler {
         case .raw(let handler):
@@ -589,17 +634,21 @@ public final class Service: Sendable {
                 write(.error("bad message: \(error)"), to: connection)
                 return
             }
+            guard envelopeWithinCaps(envelope, connection) else { return }
             // The browser client's heartbeat probe: answered here, never seen by handlers.
             if envelope.cmd == ClientScript.heartbeatCommand {
                 write(Envelope(cmd: ClientScript.heartbeatCommand), to: connection)
                 return
             }
+            let message = Message(cmd: envelope.cmd, param: envelope.param, channel: envelope.channel)
+            guard commandAuthorized(message, connection) else { return }
             do {
-                try handler.handle(service: self, connection: connection,
-                                   message: Message(cmd: envelope.cmd, param: envelope.param, channel: envelope.channel),
-                                   logger: connection.logger)
+                try handler.handle(service: self, connection: connection, message: message, logger: connection.logger)
             } catch {
-                connection.logger.warning("handler failed", metadata: ["cmd": "\(envelope.cmd)", "error": "\(error)"])
+                // Per message: debug; the warning is rationed (a client can make every message fail).
+                let metadata: Logger.Metadata = ["cmd": "\(LogText.clip(envelope.cmd))", "error": "\(LogText.clip("\(error)"))"]
+                connection.logger.debug("handler failed", metadata: metadata)
+                warnAbout(connection, "handler failed", metadata)
                 write(.error("\(error)"), to: connection)
             }
         }
@@ -637,6 +686,7 @@ public final class Service: Sendable {
             if isDistributed { publishPresence(update.presence, channel: update.channel) }
         }
         if isDistributed { for channel in left { backplane.membersChanged(channel: channel) } }
+        if configuration.maxConnectionsPerAddress != nil { addresses.release(connection.clientAddress) }
         tap.closed(connection)
         connection.logger.debug("closed", metadata: ["code": "\(code)"])
         hooks.withLock { $0.onClose }?(connection, CloseCode(rawValue: code), reason)

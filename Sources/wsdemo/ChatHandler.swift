@@ -14,13 +14,47 @@ import WebSocketService
 struct ChatHandler: Handler {
     /// `say` envelopes kept per room.
     static let historyLength = 50
-
-    /// Rooms whose history is kept (a demo bound, not a policy).
+    /// Bytes of them kept per room: the `history` reply stays far below the
+    /// send queue's limit (16 MiB), so however much one user says, `hello`
+    /// never gets anyone closed (the maximum message is 1 MiB, so the
+    /// newest few are always kept).
+    static let historyBytes = 4 << 20
+    /// Rooms whose history is kept; past it a new room evicts one nobody is in.
     static let historyRooms = 1000
 
-    /// Room → its last encoded `say` envelopes, oldest first.
+    /// One room's last `say` envelopes, oldest first, and their bytes.
+    struct Room {
+        var said: [[UInt8]] = []
+        var bytes = 0
+
+        mutating func keep(_ envelope: [UInt8]) {
+            guard envelope.count <= ChatHandler.historyBytes else { return }
+            said.append(envelope)
+            bytes += envelope.count
+            while said.count > ChatHandler.historyLength || bytes > ChatHandler.historyBytes {
+                bytes -= said.removeFirst().count
+            }
+        }
+    }
+
+    /// Room → its history.
     final class History: Sendable {
-        let rooms = Mutex<[String: [[UInt8]]]>([:])
+        let rooms = Mutex<[String: Room]>([:])
+
+        /// Keeps `envelope` in `room`'s history; a new room past the bound
+        /// first evicts a room without members here (any room if none is empty).
+        func keep(_ envelope: [UInt8], in room: String, occupied: () -> Set<String>) {
+            let full = rooms.withLock { $0[room] == nil && $0.count >= ChatHandler.historyRooms }
+            // Read outside the history's lock: the service takes its own.
+            let busy = full ? occupied() : []
+            rooms.withLock { rooms in
+                if rooms[room] == nil, rooms.count >= ChatHandler.historyRooms {
+                    let victim = rooms.keys.first { !busy.contains($0) } ?? rooms.keys.first
+                    if let victim { rooms[victim] = nil }
+                }
+                rooms[room, default: Room()].keep(envelope)
+            }
+        }
     }
     private let history = History()
 
@@ -48,7 +82,7 @@ struct ChatHandler: Handler {
                               channels: connection.channels, online: online)
             service.write(Envelope(cmd: "hello", param: try RawJSON(encoding: hello)), to: connection)
             if let room, connection.channels.contains(room) {
-                let kept = history.rooms.withLock { $0[room] ?? [] }
+                let kept = history.rooms.withLock { $0[room]?.said ?? [] }
                 let list = try RawJSON(validating: Array("[".utf8) + Array(kept.joined(separator: Array(",".utf8))) + Array("]".utf8))
                 service.write(Envelope(channel: room, cmd: "history", param: list), to: connection)
             }
@@ -60,11 +94,7 @@ struct ChatHandler: Handler {
                 throw Failure(description: "not a member of \(channel)")
             }
             let said = Envelope(from: connection.id, channel: channel, cmd: "say", param: message.param).encoded()
-            history.rooms.withLock { rooms in
-                if rooms[channel] == nil, rooms.count >= Self.historyRooms, let any = rooms.keys.first { rooms[any] = nil }
-                rooms[channel, default: []].append(said)
-                if rooms[channel]!.count > Self.historyLength { rooms[channel]!.removeFirst() }
-            }
+            history.keep(said, in: channel, occupied: { Set(service.channels().keys) })
             service.writeChannel(cmd: "say", param: message.param, channel: channel, from: connection.id)
         case "join":
             let channel = try message.param.decode(ChannelParam.self).channel

@@ -13,7 +13,7 @@ func usage() -> Never {
     print("""
     usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
                   [--no-admin] [--deflate] [--redis redis://[:password@]host:port/db] [--presence-ttl SECONDS]
-                  [--redis-sharded] [--no-presence]
+                  [--redis-sharded] [--no-presence] [--no-rate-limit] [--max-per-address N]
                                        the chat example (a page at /, the socket at /ws?ch=room&user=name,
                                        admin pages at /admin/sockets for loopback peers only; --no-admin: none);
                                        --echo echoes every message unchanged at every path
@@ -25,6 +25,9 @@ func usage() -> Never {
                                        following a Redis Cluster's slot map from the node given to --redis
                                        --no-presence: no online-update on join and leave (fan-out benchmarks:
                                        N members joining one room otherwise cost N^2/2 announcements)
+                                       --no-rate-limit: the chat's connections have no message or byte rate
+                                       (benchmarks that flood on purpose); the echo server never has one
+                                       --max-per-address N: at most N connections per client address (429 beyond)
                                        defaults: --host 127.0.0.1 --port 8080 --loops 0 (one per CPU) --backend auto
            wsdemo info                 SIMD levels of this CPU and the one in use
            wsdemo validate FILE...     UTF-8 validation, fail-fast, in 64 KiB chunks
@@ -47,6 +50,7 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
     var level = Logger.Level.info
     var presenceTTL: Duration?
     var sharded = false
+    var rateLimited = true
     var args = arguments.makeIterator()
     func value(_ flag: String) -> String {
         guard let v = args.next() else { fail("\(flag) needs a value") }
@@ -68,6 +72,10 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
             presenceTTL = .milliseconds(Int(seconds * 1000))
         case "--redis-sharded": sharded = true
         case "--no-presence": configuration.announcesPresence = false
+        case "--no-rate-limit": rateLimited = false
+        case "--max-per-address":
+            guard let most = Int(value(arg)), most > 0 else { fail("--max-per-address takes a count > 0") }
+            configuration.maxConnectionsPerAddress = most
         case "--host": configuration.host = value(arg)
         case "--port":
             guard let port = Int(value(arg)), (0...65535).contains(port) else { fail("--port takes 0...65535") }
@@ -104,18 +112,25 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
     if echo {
         // Autobahn 9.1.6 and 9.2.6 echo 16 MiB messages; the default is 1 MiB.
         configuration.maxMessageSize = configuration.maxMessageSize ?? 16 << 20
-        routes.raw("*", handler: EchoHandler())
+        // A conformance and load target: it echoes whatever it is sent, as fast as it comes.
+        routes.raw("*", handler: EchoHandler(), limits: .unlimited)
     } else {
         routes.page("/") { _ in .html(chatPage) }
         // The user name comes from the page (?user=): a demo has no accounts.
-        routes.socket("/ws", handler: ChatHandler()) { request in
+        var limits = Limits()
+        if !rateLimited {
+            limits.messages = nil
+            limits.bytes = nil
+        }
+        routes.socket("/ws", handler: ChatHandler(), limits: limits) { request in
             guard let user = request.queryItem("user"), !user.isEmpty else { return .accept(nil) }
             return .accept(Profile(userID: String(user.prefix(40))))
         }
         if admin {
             // Good enough for a demo on one machine: only peers on loopback.
             // Behind a reverse proxy every peer is loopback: use --no-admin there.
-            routes.admin { request in isLoopback(request.remoteAddress) }
+            // The names it answers to: its own address and localhost (DNS rebinding gets 421).
+            routes.admin(hosts: adminHosts(configuration.host)) { request in isLoopback(request.remoteAddress) }
         }
     }
     let service: Service
@@ -145,6 +160,14 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
         return source
     }
     withExtendedLifetime(signals) { dispatchMain() }
+}
+
+/// The admin pages' host names: the listen address and localhost, and the
+/// loopback addresses when it listens on every address.
+func adminHosts(_ listen: String) -> Set<String> {
+    var hosts: Set<String> = [listen, "localhost"]
+    if listen == "0.0.0.0" || listen == "::" { hosts.formUnion(["127.0.0.1", "::1"]) }
+    return hosts
 }
 
 /// "127.x.y.z:port" or "[::1]:port".

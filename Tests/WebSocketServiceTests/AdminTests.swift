@@ -9,7 +9,7 @@ private func adminRoutes(authorize: (@Sendable (HTTPRequest) -> Bool)?) -> Route
     routes.socket("/ws", handler: TestHandler()) { request in
         .accept(request.queryItem("user").map { Profile(userID: $0) })
     }
-    if let authorize { routes.admin(authorize: authorize) }
+    if let authorize { routes.admin(hosts: ["127.0.0.1", "localhost"], authorize: authorize) }
     return routes
 }
 
@@ -70,8 +70,39 @@ private func wrongToken(for token: String) -> String {
         #expect(tap.status == 403)
         #expect(try get(service.port, "/admin/sockets/nope").status == 404)
         let post = try TestClient.http(port: service.port,
-                                       "POST /admin/sockets HTTP/1.1\r\nHost: x\r\nX-Admin: yes\r\nContent-Length: 0\r\n\r\n")
+                                       "POST /admin/sockets HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Admin: yes\r\nContent-Length: 0\r\n\r\n")
         #expect(post.status == 405)
+    }
+
+    /// A page on another site that rebinds its name to this server sends
+    /// its own name as Host (and as Origin, which then agrees): 421 before
+    /// the check runs, on every admin path and the tap's upgrade. A declared
+    /// name is served whatever its case and port.
+    @Test(arguments: backends) func onlyTheDeclaredHostsReachTheAdminPages(_ backend: Configuration.Backend) throws {
+        guard let service = try startService(backend, routes: adminRoutes(authorize: byHeader)) else { return }
+        defer { service.stop() }
+        let port = service.port
+        for host in ["evil.example:\(port)", "evil.example", "127.0.0.2:\(port)", "localhost.evil.example"] {
+            for path in ["/admin/sockets", "/admin/sockets/send?token=\(token)&id=\(UUID())&cmd=x&param=1"] {
+                let answer = try TestClient.http(port: port, "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nX-Admin: yes\r\n"
+                                                 + "Origin: http://\(host)\r\nSec-Fetch-Site: same-origin\r\n\r\n")
+                #expect(answer.status == 421, "\(host) \(path)")
+                #expect(!answer.body.contains(token))
+            }
+            let tap = TestClient.upgradeRequest(path: "/admin/sockets/tap?token=\(token)",
+                                                headers: ["X-Admin: yes", "Origin: http://\(host)"])
+                .replacingOccurrences(of: "Host: 127.0.0.1\r\n", with: "Host: \(host)\r\n")
+            #expect(try TestClient.http(port: port, tap).status == 421, "tap with Host \(host)")
+        }
+        let noHost = try TestClient.http(port: port, "GET /admin/sockets HTTP/1.0\r\nX-Admin: yes\r\n\r\n")
+        #expect(noHost.status == 421, "HTTP/1.0 without Host")
+        for host in ["LocalHost:\(port)", "127.0.0.1"] {
+            let answer = try TestClient.http(port: port, "GET /admin/sockets HTTP/1.1\r\nHost: \(host)\r\nX-Admin: yes\r\n\r\n")
+            #expect(answer.status == 200, "\(host)")
+        }
+        #expect(AdminAccess.hostName("[::1]:8080") == "::1")
+        #expect(AdminAccess.hostName("::1") == "::1")
+        #expect(AdminAccess.hostName("Example.COM:80") == "example.com")
     }
 
     @Test(arguments: backends) func pagesListConnectionsAndChannels(_ backend: Configuration.Backend) throws {

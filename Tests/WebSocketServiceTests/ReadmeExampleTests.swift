@@ -15,7 +15,12 @@ private struct Chat: Handler {
     @Test func readmeChatExample() throws {
         var routes = Routes()
         routes.page("/") { _ in .html("<h1>hello</h1>") }
-        routes.socket("/ws", handler: Chat()) { request in
+        // A client may name any channel: only its members may write to it.
+        let membersOnly = Authorization(command: { connection, message in
+            guard let channel = message.channel, !connection.channels.contains(channel) else { return .allow }
+            return .refuse("not a member of \(channel)")
+        })
+        routes.socket("/ws", handler: Chat(), authorization: membersOnly) { request in
             .accept(Profile(userID: request.queryItem("user") ?? "guest"))
         }
         let service = try Service(routes: routes, configuration: .init(host: "127.0.0.1", port: 0))
@@ -35,5 +40,16 @@ private struct Chat: Handler {
             #expect(said["channel"] as? String == "room")
             #expect((said["param"] as? [String: Any])?["text"] as? String == "hi")
         }
+
+        // Mallory is in another room and names this one: refused, and nobody in it hears her.
+        let mallory = try TestClient.connect(port: service.port, path: "/ws?ch=elsewhere&user=mallory")
+        try mallory.send(text: #"{"channel":"room","cmd":"say","param":{"text":"spoof"}}"#)
+        let refused = try mallory.receiveEnvelope(cmd: "error")
+        #expect((refused["param"] as? [String: Any])?["code"] as? String == "command-refused")
+        #expect((refused["param"] as? [String: Any])?["message"] as? String == "not a member of room")
+        // Alice speaks again: the next "said" Bob hears is hers, not Mallory's.
+        try alice.send(text: #"{"channel":"room","cmd":"say","param":{"text":"after"}}"#)
+        let next = try bob.receiveEnvelope(cmd: "said")
+        #expect((next["param"] as? [String: Any])?["text"] as? String == "after")
     }
 }
