@@ -31,6 +31,8 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     public let started: Date
     /// The request path it upgraded on.
     public let path: String
+    /// The subprotocol its 101 named (`Sec-WebSocket-Protocol`), if any.
+    public let subprotocol: String?
     /// A logger with this connection's id in its metadata (made on first use
     /// and kept: an idle connection carries none of its allocations).
     public var logger: Logger {
@@ -82,12 +84,13 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     private let _refused = Atomic<UInt64>(0)
 
     init(id: UUID, profile: Profile?, remoteAddress: String, clientAddress: String, path: String,
-         handler: ConnectionHandler, firstChannel: String?, limits: Limits = Limits(),
+         handler: ConnectionHandler, firstChannel: String?, subprotocol: String? = nil, limits: Limits = Limits(),
          authorization: Authorization = .none, logger: Logger) {
         self.id = id
         self._profile = profile
         self.remoteAddress = remoteAddress
         self.clientAddress = clientAddress
+        self.subprotocol = subprotocol
         self.limits = limits
         self.authorization = authorization
         self.inbound = InboundRate(limits, now: monotonicNanoseconds())

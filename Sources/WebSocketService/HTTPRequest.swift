@@ -39,6 +39,15 @@ public struct HTTPRequest: Sendable {
 
     public var origin: String? { header("Origin") }
 
+    /// The subprotocols the client offers (`Sec-WebSocket-Protocol`, every
+    /// such header, in order), which an upgrade decision may pick from.
+    public var subprotocols: [String] {
+        headers.filter { $0.name.lowercased() == "sec-websocket-protocol" }
+            .flatMap { $0.value.split(separator: ",") }
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }
+    }
+
     /// Percent-decoded query parameter (`+` is a space), the first with this name.
     public func queryItem(_ name: String) -> String? {
         guard let query else { return nil }

@@ -11,9 +11,10 @@ public enum Authentication: Sendable {
 /// What a socket endpoint decides for one upgrade request.
 public enum UpgradeDecision: Sendable {
     /// Upgrade, join `channel` first (nil: no channel), run messages through
-    /// `handler` within `limits`, with `authorization`'s checks.
+    /// `handler` within `limits`, with `authorization`'s checks. `subprotocol`
+    /// must be one of `HTTPRequest.subprotocols` (the 101 names it); nil: none.
     case accept(profile: Profile?, channel: String?, handler: ConnectionHandler, limits: Limits = Limits(),
-                authorization: Authorization = .none)
+                authorization: Authorization = .none, subprotocol: String? = nil)
     case refuse(HTTPResponse)
 }
 
@@ -54,9 +55,11 @@ public struct Routes: Sendable {
     /// cookies) and gives the profile or refuses; the first channel is the
     /// query's `ch`, or a random one when it has none. Each connection is
     /// held to `limits`, and `authorization` may refuse its joins (the first
-    /// channel's too) and its commands.
+    /// channel's too) and its commands. `subprotocols`: the ones the endpoint
+    /// speaks, most preferred first; the first that the client offers is chosen.
     public mutating func socket(
-        _ path: String, handler: some Handler, limits: Limits = Limits(), authorization: Authorization = .none,
+        _ path: String, handler: some Handler, subprotocols: [String] = [], limits: Limits = Limits(),
+        authorization: Authorization = .none,
         authenticate: @escaping @Sendable (HTTPRequest) -> Authentication = { _ in .accept(nil) }
     ) {
         let connectionHandler = ConnectionHandler.envelope(handler)
@@ -66,7 +69,8 @@ public struct Routes: Sendable {
                 return .refuse(.status(status, message))
             case .accept(let profile):
                 return .accept(profile: profile, channel: Self.channel(of: request), handler: connectionHandler,
-                               limits: limits, authorization: authorization)
+                               limits: limits, authorization: authorization,
+                               subprotocol: Self.subprotocol(subprotocols, offered: request.subprotocols))
             }
         }
     }
@@ -74,7 +78,7 @@ public struct Routes: Sendable {
     /// A raw endpoint: whole text and binary messages, no envelope, no
     /// channel; `limits`' rates apply (its envelope caps do not).
     public mutating func raw(
-        _ path: String, handler: some RawHandler, limits: Limits = Limits(),
+        _ path: String, handler: some RawHandler, subprotocols: [String] = [], limits: Limits = Limits(),
         authenticate: @escaping @Sendable (HTTPRequest) -> Authentication = { _ in .accept(nil) }
     ) {
         let connectionHandler = ConnectionHandler.raw(handler)
@@ -82,9 +86,16 @@ public struct Routes: Sendable {
             switch authenticate(request) {
             case .refuse(let status, let message): return .refuse(.status(status, message))
             case .accept(let profile):
-                return .accept(profile: profile, channel: nil, handler: connectionHandler, limits: limits)
+                return .accept(profile: profile, channel: nil, handler: connectionHandler, limits: limits,
+                               subprotocol: Self.subprotocol(subprotocols, offered: request.subprotocols))
             }
         }
+    }
+
+    /// The first of `supported` that the client offered (subprotocol names
+    /// compare exactly, RFC 6455 4.1), or nil.
+    public static func subprotocol(_ supported: [String], offered: [String]) -> String? {
+        supported.first { offered.contains($0) }
     }
 
     /// The query's `ch`, or a random channel name.

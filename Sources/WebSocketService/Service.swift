@@ -536,12 +536,19 @@ public final class Service: Sendable {
         switch route(request) {
         case .refuse(let response):
             respond(req, response)
-        case .accept(let profile, let channel, let handler, let limits, let authorization):
+        case .accept(let profile, let channel, let handler, let limits, let authorization, let subprotocol):
+            if let subprotocol, !request.subprotocols.contains(subprotocol) {
+                // A client fails a connection whose 101 names a subprotocol it did not offer.
+                logger.error("upgrade decision chose a subprotocol the client did not offer",
+                             metadata: ["subprotocol": "\(LogText.clip(subprotocol))", "path": "\(LogText.clip(request.path))"])
+                respond(req, .status(500))
+                return
+            }
             let client = ClientAddress.resolve(request, trustedProxies: configuration.trustedProxies)
             let connection = Connection(
                 id: UUID(), profile: profile, remoteAddress: request.remoteAddress, clientAddress: client,
-                path: request.path, handler: handler, firstChannel: channel, limits: limits,
-                authorization: authorization, logger: logger)
+                path: request.path, handler: handler, firstChannel: channel, subprotocol: subprotocol,
+                limits: limits, authorization: authorization, logger: logger)
             if let channel, let reason = joinRefusal(connection, channel, askHook: true) {
                 limitCounters.joinsRefused.wrappingAdd(1, ordering: .relaxed)
                 let tooLong = channel.utf8.count > limits.maxChannelNameBytes
@@ -558,7 +565,8 @@ public final class Service: Sendable {
             }
             // The engine holds this reference until on_close.
             let user = Unmanaged.passRetained(connection)
-            let engineID = cws_request_accept(req, nil, user.toOpaque())
+            let engineID = subprotocol.map { $0.withCString { cws_request_accept(req, $0, user.toOpaque()) } }
+                ?? cws_request_accept(req, nil, user.toOpaque())
             guard engineID != 0 else {
                 user.release()
                 if configuration.maxConnectionsPerAddress != nil { addresses.release(client) }
