@@ -81,6 +81,8 @@ void cws_conn_send_close(cws_loop *l, cws_conn *c, cws_msg *frame, int shut_afte
     c->flags |= CWS_CF_CLOSE_SENT;
     c->state = CWS_CONN_CLOSING;
     if (shut_after) c->flags |= CWS_CF_SHUT_AFTER;
+    /* The peer's close frame (or its FIN) must be read for the handshake to end. */
+    cws_conn_force_reading(l, c);
     if (cws_sendq_push(l, c, frame) < 0) {
         cws_conn_finish(l, c);
         return;

@@ -82,13 +82,26 @@ static int cws_ep_conn_start(cws_loop *l, cws_conn *c) {
     return cws_ep_ctl(l, EPOLL_CTL_ADD, c->fd, EPOLLIN, id);
 }
 
+/* The events c waits for: input unless the application stopped reading it,
+ * writability while a write is blocked. */
+static int cws_ep_watch(cws_loop *l, cws_conn *c, int want_write) {
+    uint64_t id = ((uint64_t)c->gen << 32) | ((uint64_t)l->index << CWS_SLOT_BITS) | c->slot;
+    uint32_t events = ((c->flags & CWS_CF_PAUSED) ? 0 : EPOLLIN) | (want_write ? EPOLLOUT : 0);
+    return cws_ep_ctl(l, EPOLL_CTL_MOD, c->fd, events, id);
+}
+
 static void cws_ep_want_write(cws_loop *l, cws_conn *c, int on) {
     if (!!(c->flags & CWS_CF_WANT_WRITE) == on) return;
-    uint64_t id = ((uint64_t)c->gen << 32) | ((uint64_t)l->index << CWS_SLOT_BITS) | c->slot;
-    if (cws_ep_ctl(l, EPOLL_CTL_MOD, c->fd, EPOLLIN | (on ? EPOLLOUT : 0), id) == 0) {
+    if (cws_ep_watch(l, c, on) == 0) {
         if (on) c->flags |= CWS_CF_WANT_WRITE;
         else c->flags &= (uint16_t)~CWS_CF_WANT_WRITE;
     }
+}
+
+/* Level-triggered: without EPOLLIN the socket is simply not reported readable
+ * (a peer that hangs up is, through EPOLLHUP, and its last bytes are read). */
+static void cws_ep_conn_reading(cws_loop *l, cws_conn *c) {
+    if (cws_ep_watch(l, c, (c->flags & CWS_CF_WANT_WRITE) != 0) < 0) cws_conn_eof(l, c, errno);
 }
 
 static void cws_ep_flush(cws_loop *l, cws_conn *c) {
@@ -208,4 +221,5 @@ const cws_backend_ops cws_epoll_ops = {
     .conn_close = cws_ep_conn_close,
     .stop_accept = cws_ep_stop_accept,
     .pause_accept = cws_ep_pause_accept,
+    .conn_reading = cws_ep_conn_reading,
 };

@@ -98,6 +98,7 @@ enum cws_conn_flags {
     CWS_CF_READ_DONE = 1 << 7,    /* stop interpreting input (after failing) */
     CWS_CF_REPORTED = 1 << 8,     /* the id is stale and on_close (if owed) ran */
     CWS_CF_ZMSG = 1 << 9,         /* the data message being received is compressed */
+    CWS_CF_PAUSED = 1 << 10,      /* read_holds > 0: the application stopped reading */
 };
 
 struct cws_conn {
@@ -111,6 +112,7 @@ struct cws_conn {
     uint8_t be_flags;        /* backend private */
     uint8_t pmd;             /* cws_pmd_flags; 0 = no compression */
     uint16_t be_inflight;    /* backend private: operations the kernel holds */
+    uint16_t read_holds;     /* cws_pause_reading calls not yet resumed */
     uint8_t z_sbits;         /* negotiated server / client window bits */
     uint8_t z_cbits;
     cws_conn *timer_next, *timer_prev;
@@ -141,9 +143,12 @@ struct cws_conn {
 /* A command from another thread to a loop. */
 typedef struct cws_cmd {
     cws_conn_id id;
-    cws_msg *msg;    /* owned reference */
+    cws_msg *msg;    /* owned reference (NULL for a reading command) */
     uint16_t close_code; /* nonzero: msg is a close frame with this code */
+    uint8_t reading;     /* CWS_CMD_PAUSE / CWS_CMD_RESUME; 0: a send or a close */
 } cws_cmd;
+
+enum { CWS_CMD_PAUSE = 1, CWS_CMD_RESUME = 2 };
 
 typedef struct cws_slot {
     cws_conn *conn;          /* loop thread only */
@@ -256,6 +261,8 @@ struct cws_backend_ops {
     void (*stop_accept)(cws_loop *l);
     /* Stop watching the listener for a while (on = 1), or watch it again. */
     void (*pause_accept)(cws_loop *l, int on);
+    /* CWS_CF_PAUSED just changed on c: stop reading its socket, or read it again. */
+    void (*conn_reading)(cws_loop *l, cws_conn *c);
 };
 
 extern const cws_backend_ops cws_epoll_ops;
@@ -290,6 +297,13 @@ void cws_conn_wrote(cws_loop *l, cws_conn *c, size_t n);
 void cws_conn_release(cws_loop *l, cws_conn *c);
 /* Resolves an id owned by this loop (NULL if stale). */
 cws_conn *cws_loop_conn(cws_loop *l, cws_conn_id id);
+/* Adds (pause = 1) or removes (0) a hold on reading c's socket; it is read
+ * while no hold is left (loop thread). */
+void cws_conn_hold_reading(cws_loop *l, cws_conn *c, int pause);
+/* Reads c again whatever holds it (a close handshake needs the peer's frame). */
+void cws_conn_force_reading(cws_loop *l, cws_conn *c);
+/* Queues a command for l's thread and wakes it (any other thread). */
+int cws_loop_post(cws_loop *l, cws_cmd cmd);
 /* Commands from other threads; the backend calls it after a wake-up. */
 void cws_loop_drain_inbox(cws_loop *l);
 /* Advances the clock, runs due timers, flushes dirty connections. Returns the

@@ -70,6 +70,14 @@ static void cws_conn_timeout(cws_loop *l, cws_conn *c) {
         cws_conn_finish(l, c);
         return;
     }
+    if (c->flags & CWS_CF_PAUSED) {
+        /* The application holds its input (it is still working through what
+         * came): not idle, and a ping's answer could not be read. */
+        c->active_tick = l->tick;
+        c->flags &= (uint16_t)~CWS_CF_PING_SENT;
+        cws_timer_set(l, c, cfg->idle_timeout_ms);
+        return;
+    }
     uint32_t idle_ticks = (cfg->idle_timeout_ms + l->srv->tick_ms - 1) / l->srv->tick_ms;
     uint32_t quiet = l->tick - c->active_tick;
     if (c->flags & CWS_CF_PING_SENT) {
@@ -136,7 +144,8 @@ void cws_loop_drain_inbox(cws_loop *l) {
         cws_cmd *cmd = &cmds[i];
         cws_conn *c = cws_loop_conn(l, cmd->id);
         if (c) {
-            if (cmd->close_code) cws_loop_close(l, c, cmd->msg, cmd->close_code);
+            if (cmd->reading) cws_conn_hold_reading(l, c, cmd->reading == CWS_CMD_PAUSE);
+            else if (cmd->close_code) cws_loop_close(l, c, cmd->msg, cmd->close_code);
             else cws_loop_send(l, c, cmd->msg);
         }
         cws_msg_release(cmd->msg);

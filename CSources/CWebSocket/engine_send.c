@@ -79,16 +79,20 @@ static int cws_inbox_reserve(cws_loop *l, uint32_t extra) {
     return 0;
 }
 
-static int cws_post(cws_loop *l, cws_conn_id id, cws_msg *m, uint16_t close_code) {
+int cws_loop_post(cws_loop *l, cws_cmd cmd) {
     pthread_mutex_lock(&l->inbox_lock);
     int rc = l->dead ? -ENOENT : cws_inbox_reserve(l, 1);
     if (rc == 0) {
-        cws_msg_retain(m);
-        l->inbox[l->ninbox++] = (cws_cmd){id, m, close_code};
+        if (cmd.msg) cws_msg_retain(cmd.msg);
+        l->inbox[l->ninbox++] = cmd;
     }
     pthread_mutex_unlock(&l->inbox_lock);
     if (rc == 0) cws_loop_wake(l);
     return rc;
+}
+
+static int cws_post(cws_loop *l, cws_conn_id id, cws_msg *m, uint16_t close_code) {
+    return cws_loop_post(l, (cws_cmd){.id = id, .msg = m, .close_code = close_code});
 }
 
 int cws_send_msg(cws_server *s, cws_conn_id id, cws_msg *m) {
@@ -135,7 +139,7 @@ void cws_send_msg_many(cws_server *s, const cws_conn_id *ids, size_t count, cws_
             }
             if (l->dead || cws_inbox_reserve(l, 1) < 0) break;
             cws_msg_retain(m);
-            l->inbox[l->ninbox++] = (cws_cmd){ids[i], m, 0};
+            l->inbox[l->ninbox++] = (cws_cmd){.id = ids[i], .msg = m};
             posted++;
         }
         if (locked) pthread_mutex_unlock(&l->inbox_lock);

@@ -76,6 +76,10 @@ typedef struct cws_uring {
     uint32_t nrearm, rearm_cap;
     cws_udeferred *deferred;   /* completions over a connection's read budget, in order */
     uint32_t ndeferred, deferred_cap;
+    /* Some deferred completion can run next turn (one of a connection that is
+     * only over budget, or that resumed): collect events without sleeping.
+     * Those of paused connections alone do not keep the loop awake. */
+    int deferred_ready;
     cws_conn **touched;        /* connections that read this turn (their budgets reset) */
     uint32_t ntouched, touched_cap;
 } cws_uring;
@@ -269,6 +273,8 @@ static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
 static void cws_ur_conn_close(cws_loop *l, cws_conn *c) {
     cws_uring *u = l->be;
     if (u->dead) c->be_inflight = 0; /* the ring's teardown ended every request */
+    /* Its deferred completions (a paused connection's) are dropped next turn: don't sleep through it. */
+    if (c->be_flags & CWS_UR_DEFERRING) u->deferred_ready = 1;
     if (c->be_inflight) {
         /* End every request on this socket: the multishot recv, and a SEND
          * that waits for a peer who stopped reading (left alone, it would
@@ -358,6 +364,7 @@ static int cws_ur_defer(cws_loop *l, cws_conn *c, unsigned bid, int res) {
     if (u->ndeferred == u->deferred_cap && cws_ur_grow((void **)&u->deferred, &u->deferred_cap, sizeof *u->deferred) < 0)
         return -1;
     u->deferred[u->ndeferred++] = (cws_udeferred){c, res, (uint16_t)bid, 0};
+    if (!(c->flags & CWS_CF_PAUSED)) u->deferred_ready = 1;
     CWS_STAT_ADD(l, input_deferred, 1);
     c->be_inflight++; /* the deferred completion keeps c alive */
     c->be_flags |= CWS_UR_DEFERRING;
@@ -403,8 +410,8 @@ static void cws_ur_run_deferred(cws_loop *l) {
     for (uint32_t i = 0; i < n; i++) {
         cws_udeferred *d = &u->deferred[i];
         cws_conn *c = d->conn;
-        d->keep = c->state != CWS_CONN_DEAD &&
-                  ((c->be_flags & CWS_UR_KEPT) || c->be_turn_bytes >= CWS_UR_READ_BUDGET);
+        d->keep = c->state != CWS_CONN_DEAD && ((c->be_flags & CWS_UR_KEPT) || (c->flags & CWS_CF_PAUSED) ||
+                                                 c->be_turn_bytes >= CWS_UR_READ_BUDGET);
         if (d->keep) c->be_flags |= CWS_UR_KEPT;
         else if (d->bid != CWS_UR_NO_BUF) cws_ur_charge(u, c, d->res);
     }
@@ -421,7 +428,8 @@ static void cws_ur_run_deferred(cws_loop *l) {
         if ((c->be_flags & (CWS_UR_DEFERRING | CWS_UR_KEPT)) == CWS_UR_DEFERRING) {
             /* Nothing of c's is kept: it is through its backlog. */
             c->be_flags &= (uint8_t)~CWS_UR_DEFERRING;
-            if (c->be_flags & CWS_UR_THROTTLED) {
+            /* (A message just delivered may have paused it: then it stays throttled.) */
+            if ((c->be_flags & CWS_UR_THROTTLED) && !(c->flags & CWS_CF_PAUSED)) {
                 c->be_flags &= (uint8_t)~CWS_UR_THROTTLED;
                 if (c->state != CWS_CONN_DEAD && !(c->be_flags & CWS_UR_RECV_ARMED)) cws_ur_arm_recv(l, c);
             }
@@ -429,7 +437,41 @@ static void cws_ur_run_deferred(cws_loop *l) {
         cws_ur_maybe_release(l, c);
     }
     u->ndeferred = kept;
-    for (uint32_t i = 0; i < kept; i++) u->deferred[i].conn->be_flags &= (uint8_t)~CWS_UR_KEPT;
+    u->deferred_ready = 0;
+    for (uint32_t i = 0; i < kept; i++) {
+        cws_conn *c = u->deferred[i].conn;
+        c->be_flags &= (uint8_t)~CWS_UR_KEPT;
+        if (!(c->flags & CWS_CF_PAUSED)) u->deferred_ready = 1;
+    }
+}
+
+/* Paused: cancel the recv (what the kernel already completed waits in the
+ * deferred list, in order) and keep it from being armed again. Resumed: the
+ * deferred input runs next turn, and the recv is armed once it has. */
+static void cws_ur_conn_reading(cws_loop *l, cws_conn *c) {
+    cws_uring *u = l->be;
+    if (c->flags & CWS_CF_PAUSED) {
+        if ((c->be_flags & (CWS_UR_THROTTLED | CWS_UR_RECV_ARMED)) == CWS_UR_RECV_ARMED) {
+            struct io_uring_sqe *sqe = cws_ur_sqe(u);
+            if (!sqe) {
+                cws_conn_eof(l, c, ENOMEM);
+                return;
+            }
+            io_uring_prep_cancel64(sqe, CWS_UD(c, CWS_UD_RECV), 0);
+            io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
+        }
+        c->be_flags |= CWS_UR_THROTTLED;
+        return;
+    }
+    if (c->be_flags & CWS_UR_DEFERRING) {
+        u->deferred_ready = 1; /* cws_ur_run_deferred re-arms after the backlog */
+        return;
+    }
+    if (c->be_flags & CWS_UR_THROTTLED) {
+        c->be_flags &= (uint8_t)~CWS_UR_THROTTLED;
+        /* Armed still: its cancel is on the way and the recv is armed again when it completes. */
+        if (!(c->be_flags & (CWS_UR_RECV_ARMED | CWS_UR_RECV_NOBUFS))) cws_ur_arm_recv(l, c);
+    }
 }
 
 static void cws_ur_recv_done(cws_loop *l, cws_conn *c, struct io_uring_cqe *cqe) {
@@ -458,8 +500,9 @@ static void cws_ur_recv_done(cws_loop *l, cws_conn *c, struct io_uring_cqe *cqe)
     }
     int ended = bid == CWS_UR_NO_BUF && res == -ECANCELED; /* our cancel: nothing to deliver */
     if (!ended && c->state != CWS_CONN_DEAD &&
-        ((c->be_flags & CWS_UR_DEFERRING) || (bid != CWS_UR_NO_BUF && c->be_turn_bytes >= CWS_UR_READ_BUDGET))) {
-        /* Over budget, or behind completions that are: a later turn. */
+        ((c->be_flags & CWS_UR_DEFERRING) || (c->flags & CWS_CF_PAUSED) ||
+         (bid != CWS_UR_NO_BUF && c->be_turn_bytes >= CWS_UR_READ_BUDGET))) {
+        /* Over budget, paused, or behind completions that are: a later turn. */
         if (cws_ur_defer(l, c, bid, res) < 0) {
             if (bid != CWS_UR_NO_BUF) cws_ur_recycle(u, bid);
             cws_conn_eof(l, c, ENOMEM);
@@ -562,7 +605,7 @@ static void cws_ur_run(cws_loop *l) {
         /* Completions kept from the last turn: collect new ones (with
          * DEFER_TASKRUN only an enter that asks for events posts them, so the
          * other connections are heard), but do not sleep. */
-        rc = u->ndeferred ? io_uring_submit_and_get_events(&u->ring)
+        rc = u->deferred_ready ? io_uring_submit_and_get_events(&u->ring)
                           : io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
         if (cws_loop_fault_wait(l)) rc = -EIO;
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
@@ -610,4 +653,5 @@ const cws_backend_ops cws_uring_ops = {
     .conn_close = cws_ur_conn_close,
     .stop_accept = cws_ur_stop_accept,
     .pause_accept = cws_ur_pause_accept,
+    .conn_reading = cws_ur_conn_reading,
 };

@@ -67,6 +67,26 @@ final class EngineEvents: @unchecked Sendable {
         get { lock.withLock { _echoRepeat } }
         set { lock.withLock { _echoRepeat = newValue } }
     }
+    /// When set, each connection's first message stops reading it (from the
+    /// callback, on the loop thread), and no message is echoed: every
+    /// message's first four bytes are kept, little-endian, in `sequence`.
+    private var _pauseOnFirst = false
+    private var _paused: Set<cws_conn_id> = []
+    private var _sequence: [UInt32] = []
+    var pauseOnFirst: Bool {
+        get { lock.withLock { _pauseOnFirst } }
+        set { lock.withLock { _pauseOnFirst = newValue } }
+    }
+    /// True for the first message of a connection in pauseOnFirst mode.
+    func recordSequence(_ id: cws_conn_id, _ value: UInt32) -> Bool {
+        lock.withLock {
+            _sequence.append(value)
+            return _paused.insert(id).inserted
+        }
+    }
+    var sequence: [UInt32] { lock.withLock { _sequence } }
+    var messageCount: Int { lock.withLock { _messages } }
+
     var opened: [cws_conn_id] { lock.withLock { _opened } }
     func closeCode(_ id: cws_conn_id) -> UInt16? { lock.withLock { _closed[id] } }
     var closedCount: Int { lock.withLock { _closed.count } }
@@ -110,6 +130,12 @@ private let onMessage: @convention(c) (UnsafeMutableRawPointer?, cws_conn_id, Un
                                        UnsafeRawPointer?, Int) -> Void = { ctx, id, _, opcode, data, len in
     let ev = events(ctx)
     ev.message()
+    if ev.pauseOnFirst {
+        var seq: UInt32 = 0
+        if len >= 4, let data { memcpy(&seq, data, 4) }
+        if ev.recordSequence(id, UInt32(littleEndian: seq)) { precondition(cws_pause_reading(ev.server, id) == 0) }
+        return
+    }
     if let burst = ev.takeBurst() {
         let payload = [UInt8](repeating: 0xB5, count: burst.size)
         for _ in 0..<burst.count { _ = cws_send(ev.server, id, UInt8(CWS_OP_BINARY.rawValue), payload, payload.count) }

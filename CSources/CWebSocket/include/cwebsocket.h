@@ -566,6 +566,19 @@ int cws_send(cws_server *s, cws_conn_id id, uint8_t opcode, const void *data, si
 void cws_send_msg_many(cws_server *s, const cws_conn_id *ids, size_t count, cws_msg *m);
 /* Start the close handshake with this code and reason. */
 int cws_close(cws_server *s, cws_conn_id id, uint16_t code, const void *reason, size_t reason_len);
+/* Flow control: cws_pause_reading stops reading this connection's socket, so
+ * TCP holds the peer back (its writes block once the socket buffers fill);
+ * cws_resume_reading reads it again. Pauses are counted: the socket is read
+ * once every pause has been resumed (so a pause on the loop thread and a
+ * resume from another, which take effect in either order, cannot leave it
+ * stopped). Messages already read when a pause takes effect are still
+ * delivered: at most one read's worth (64 KiB of input). While stopped the
+ * connection is not idle (no keep-alive ping, no idle close); a close frame
+ * sent to it resumes reading for good, so the close handshake completes.
+ * Any thread; from another thread it takes effect when the loop runs the
+ * command. 0 or -ENOENT. */
+int cws_pause_reading(cws_server *s, cws_conn_id id);
+int cws_resume_reading(cws_server *s, cws_conn_id id);
 
 #ifdef __cplusplus
 }
