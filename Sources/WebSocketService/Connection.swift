@@ -59,6 +59,10 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     // the inbound buckets and the warning gate need no lock.
     nonisolated(unsafe) var inbound: InboundRate
     nonisolated(unsafe) var warnings = WarningGate()
+    /// An async endpoint's waiting messages, and the task that handles them
+    /// (set in on_open and cancelled in on_close, both on the loop thread).
+    let queue: InboundQueue?
+    nonisolated(unsafe) var task: Task<Void, Never>?
 
     // nil for an anonymous connection (its userID is derived from the id).
     private let _profile: Profile?
@@ -94,6 +98,7 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
         self.limits = limits
         self.authorization = authorization
         self.inbound = InboundRate(limits, now: monotonicNanoseconds())
+        if case .asyncEnvelope = handler { queue = InboundQueue(highWater: limits.maxQueuedMessages) } else { queue = nil }
         self.started = Date()
         self.path = path
         self.handler = handler

@@ -71,5 +71,15 @@ public struct RawHandlerFunction: RawHandler {
 /// What runs a connection's messages.
 public enum ConnectionHandler: Sendable {
     case envelope(any Handler)
+    /// Envelopes, one at a time in order, on the connection's own task.
+    case asyncEnvelope(any AsyncHandler)
     case raw(any RawHandler)
+
+    /// It takes `{"channel","cmd","param"}` envelopes (`writeAll` reaches it).
+    var speaksEnvelope: Bool {
+        switch self {
+        case .envelope, .asyncEnvelope: return true
+        case .raw: return false
+        }
+    }
 }

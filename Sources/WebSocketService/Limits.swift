@@ -47,6 +47,9 @@ public struct Limits: Sendable, Hashable {
     public var maxChannelNameBytes = 256
     /// Envelope endpoints: bytes of a `cmd`.
     public var maxCommandBytes = 128
+    /// `AsyncHandler` endpoints: messages waiting for the handler before the
+    /// server stops reading the socket (it reads again at half as many).
+    public var maxQueuedMessages = 256
 
     public init() {}
 
@@ -58,6 +61,7 @@ public struct Limits: Sendable, Hashable {
         limits.maxChannels = .max
         limits.maxChannelNameBytes = .max
         limits.maxCommandBytes = .max
+        limits.maxQueuedMessages = .max
         return limits
     }
 }

@@ -62,7 +62,23 @@ public struct Routes: Sendable {
         authorization: Authorization = .none,
         authenticate: @escaping @Sendable (HTTPRequest) -> Authentication = { _ in .accept(nil) }
     ) {
-        let connectionHandler = ConnectionHandler.envelope(handler)
+        envelopeSocket(path, .envelope(handler), subprotocols, limits, authorization, authenticate)
+    }
+
+    /// An envelope endpoint whose handler awaits (see `AsyncHandler`); the
+    /// rest as for a `Handler`.
+    public mutating func socket(
+        _ path: String, handler: some AsyncHandler, subprotocols: [String] = [], limits: Limits = Limits(),
+        authorization: Authorization = .none,
+        authenticate: @escaping @Sendable (HTTPRequest) -> Authentication = { _ in .accept(nil) }
+    ) {
+        envelopeSocket(path, .asyncEnvelope(handler), subprotocols, limits, authorization, authenticate)
+    }
+
+    private mutating func envelopeSocket(
+        _ path: String, _ connectionHandler: ConnectionHandler, _ subprotocols: [String], _ limits: Limits,
+        _ authorization: Authorization, _ authenticate: @escaping @Sendable (HTTPRequest) -> Authentication
+    ) {
         socket(path) { request in
             switch authenticate(request) {
             case .refuse(let status, let message):

@@ -64,6 +64,7 @@ public final class Service: Sendable {
 
     /// Written once in init, before the loops start; read-only afterwards.
     nonisolated(unsafe) private var server: OpaquePointer?
+    var engine: OpaquePointer? { server }
 
     private struct State {
         var byID: [UUID: Connection] = [:]
@@ -265,7 +266,7 @@ public final class Service: Sendable {
             var ids: [cws_conn_id] = []
             ids.reserveCapacity(s.byEngineID.count)
             for (id, connection) in s.byEngineID {
-                guard case .envelope = connection.handler else { continue }
+                guard connection.handler.speaksEnvelope else { continue }
                 ids.append(id)
                 connection.countOut(bytes.count)
             }
@@ -613,6 +614,9 @@ public final class Service: Sendable {
             s.byEngineID[connection.engineID] = connection
         }
         if let channel = connection.firstChannel { join(connection, channel, askHook: false) }
+        if case .asyncEnvelope(let handler) = connection.handler, let queue = connection.queue {
+            connection.task = Task { await self.runAsync(handler, connection, queue) }
+        }
         tap.opened(connection)
         // The service's logger: the connection's own is made only when a handler needs it.
         logger.debug("open", metadata: ["connection": "\(connection.id.uuidString.lowercased())",
@@ -629,7 +633,7 @@ public final class Service: Sendable {
             handler.handle(service: self, connection: connection,
                            message: RawMessage(opcode: Opcode(rawValue: opcode) ?? .binary, bytes: data),
                            logger: connection.logger)
-        case .envelope(let handler):
+        case .envelope, .asyncEnvelope:
             guard opcode == Opcode.text.rawValue else {
                 write(.error("binary messages are not accepted here: send JSON text"), to: connection)
                 return
@@ -650,6 +654,11 @@ public final class Service: Sendable {
             }
             let message = Message(cmd: envelope.cmd, param: envelope.param, channel: envelope.channel)
             guard commandAuthorized(message, connection) else { return }
+            guard case .envelope(let handler) = connection.handler else {
+                let engineID = connection.engineID
+                connection.queue?.push(message) { _ = cws_pause_reading(server, engineID) }
+                return
+            }
             do {
                 try handler.handle(service: self, connection: connection, message: message, logger: connection.logger)
             } catch {
@@ -695,6 +704,8 @@ public final class Service: Sendable {
         }
         if isDistributed { for channel in left { backplane.membersChanged(channel: channel) } }
         if configuration.maxConnectionsPerAddress != nil { addresses.release(connection.clientAddress) }
+        connection.queue?.finish()
+        connection.task?.cancel()
         tap.closed(connection)
         connection.logger.debug("closed", metadata: ["code": "\(code)"])
         hooks.withLock { $0.onClose }?(connection, CloseCode(rawValue: code), reason)

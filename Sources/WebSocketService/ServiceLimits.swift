@@ -64,7 +64,7 @@ extension Service {
             close(connection, code: .policyViolation, reason: "rate limit exceeded")
         case .drop:
             connection.inbound.droppedSinceNotice += 1
-            guard case .envelope = connection.handler,
+            guard connection.handler.speaksEnvelope,
                   now &- connection.inbound.lastNotice >= 1_000_000_000 else { break }
             let dropped = connection.inbound.droppedSinceNotice
             connection.inbound.droppedSinceNotice = 0

@@ -13,7 +13,8 @@ struct ClientError: Error, CustomStringConvertible {
 /// A compact blocking WebSocket client over a loopback socket, built on the
 /// C core's frame encoder and parser. Every read has a deadline that fails
 /// the test instead of hanging it.
-final class TestClient {
+// Used by one thread at a time (the async tests hand one from a thread to the test and back).
+final class TestClient: @unchecked Sendable {
     enum Received: Equatable {
         case text(String)
         case binary([UInt8])

@@ -1,0 +1,216 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+@testable import WebSocketService
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Opens once; every `wait` before that suspends.
+private final class Gate: Sendable {
+    private let state = Locked<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func wait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let go = state.withLock { s -> Bool in
+                if s.open { return true }
+                s.waiters.append(continuation)
+                return false
+            }
+            if go { continuation.resume() }
+        }
+    }
+
+    func open() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.open = true
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+}
+
+/// `echo` after awaiting (a random short sleep, or the gate), `sleep` awaits
+/// a minute, `fail` throws after awaiting; counts what it handled and the
+/// cancellations it saw.
+private final class AwaitingHandler: AsyncHandler {
+    let gate: Gate?
+    let handled = Atomic<Int>(0)
+    let cancelled = Atomic<Int>(0)
+    let concurrent = Atomic<Int>(0)
+    let mostConcurrent = Atomic<Int>(0)
+
+    init(gate: Gate? = nil) { self.gate = gate }
+
+    func handle(service: Service, connection: Connection, message: Message, logger: Logger) async throws {
+        let now = concurrent.wrappingAdd(1, ordering: .relaxed).newValue
+        if now > mostConcurrent.load(ordering: .relaxed) { mostConcurrent.store(now, ordering: .relaxed) }
+        defer { concurrent.wrappingSubtract(1, ordering: .relaxed) }
+        handled.wrappingAdd(1, ordering: .relaxed)
+        switch message.cmd {
+        case "echo":
+            if let gate { await gate.wait() } else { try await Task.sleep(for: .microseconds(Int.random(in: 0...800))) }
+            service.write(Envelope(cmd: "echo", param: message.param), to: connection)
+        case "sleep":
+            do {
+                try await Task.sleep(for: .seconds(60))
+            } catch {
+                cancelled.wrappingAdd(1, ordering: .relaxed)
+                throw error
+            }
+        case "fail":
+            try await Task.sleep(for: .milliseconds(1))
+            throw TestHandler.TestFailure(description: "async boom")
+        default:
+            return
+        }
+    }
+}
+
+private func asyncRoutes(_ handler: AwaitingHandler, limits: Limits = Limits()) -> Routes {
+    var routes = Routes()
+    routes.socket("/ws", handler: handler, limits: limits)
+    return routes
+}
+
+/// Runs blocking client code on a thread of its own, so the test does not
+/// hold one of the few threads of Swift's cooperative pool (two on a
+/// two-core machine) while the handlers it waits for need them.
+private func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            do { continuation.resume(returning: try body()) } catch { continuation.resume(throwing: error) }
+        }
+    }
+}
+
+@Suite struct AsyncHandlerTests {
+    /// Three clients, each with 300 messages in flight at once: every
+    /// connection's echoes come back in the order sent, though each message
+    /// awaits a random time, and a connection's messages never overlap.
+    @Test(arguments: backends) func eachConnectionIsHandledInOrder(_ backend: Configuration.Backend) async throws {
+        let handler = AwaitingHandler()
+        guard let service = try startService(backend, routes: asyncRoutes(handler)) else { return }
+        defer { service.stop() }
+        let count = 300
+        let port = service.port
+        let received = try await offThePool { () -> [[Int]] in
+            let clients = try (0..<3).map { _ in try TestClient.connect(port: port, path: "/ws?ch=a") }
+            for n in 0..<count {
+                for (c, client) in clients.enumerated() { try client.send(text: #"{"cmd":"echo","param":\#(c * 100_000 + n)}"#) }
+            }
+            return try clients.map { client in
+                var got: [Int] = []
+                while got.count < count {
+                    got.append(try client.receiveEnvelope(cmd: "echo", timeout: .seconds(20))["param"] as? Int ?? -1)
+                }
+                return got
+            }
+        }
+        for c in 0..<3 { #expect(received[c] == (0..<count).map { c * 100_000 + $0 }) }
+        #expect(handler.handled.load(ordering: .relaxed) == 3 * count)
+        #expect(handler.mostConcurrent.load(ordering: .relaxed) <= 3, "one message at a time per connection")
+    }
+
+    /// A handler that cannot keep up: the server stops reading the socket
+    /// once `maxQueuedMessages` wait, so the client's writes block and the
+    /// backlog stays bounded; once the handler moves on, everything sent
+    /// arrives, in order.
+    @Test(arguments: backends) func aSlowHandlerHoldsTheClientBack(_ backend: Configuration.Backend) async throws {
+        let gate = Gate()
+        let handler = AwaitingHandler(gate: gate)
+        var limits = Limits.unlimited
+        limits.maxQueuedMessages = 16
+        guard let service = try startService(backend, routes: asyncRoutes(handler, limits: limits)) else { return }
+        defer { service.stop() }
+        let port = service.port
+        let most = 200_000
+        let client = try await offThePool { try TestClient.connect(port: port, path: "/ws?ch=a") }
+        let connection = try #require(service.connections().first)
+        let queue = try #require(connection.queue)
+        // Write without blocking until the kernel refuses more.
+        let (sent, rest) = try await offThePool { () -> (Int, [UInt8]) in
+            let flags = fcntl(client.fd, F_GETFL)
+            _ = fcntl(client.fd, F_SETFL, flags | O_NONBLOCK)
+            defer { _ = fcntl(client.fd, F_SETFL, flags) }
+            var sent = 0
+            let filler = String(repeating: "f", count: 200)
+            while sent < most {
+                let bytes = FrameEncoder.encode(.text, payload: Array(#"{"cmd":"echo","param":[\#(sent),"\#(filler)"]}"#.utf8),
+                                                maskKey: UInt32.random(in: 0...UInt32.max))
+                let n = bytes.withUnsafeBytes { write(client.fd, $0.baseAddress, $0.count) }
+                if n == bytes.count { sent += 1; continue }
+                if n > 0 { return (sent + 1, Array(bytes[n...])) }
+                if n < 0 && errno == EINTR { continue }
+                break
+            }
+            return (sent, [])
+        }
+        #expect(sent < most, "the client's writes blocked: the server stopped reading")
+        // What one read delivers after the stop: 64 KiB of ~230-byte messages.
+        let bound = limits.maxQueuedMessages + 65_536 / 220 + 2
+        #expect(queue.deepest <= bound, "backlog \(queue.deepest), sent \(sent)")
+
+        gate.open()
+        let order = try await offThePool { () -> [Int] in
+            if !rest.isEmpty { try TestClient.writeAll(client.fd, rest) }
+            var got: [Int] = []
+            while got.count < sent {
+                let echo = try client.receiveEnvelope(cmd: "echo", timeout: .seconds(30))
+                got.append((echo["param"] as? [Any])?.first as? Int ?? -1)
+            }
+            return got
+        }
+        #expect(order == Array(0..<sent))
+        #expect(queue.deepest <= bound)
+    }
+
+    /// The connection closes while its handler waits: the task is cancelled.
+    @Test(arguments: backends) func closingCancelsTheConnectionsTask(_ backend: Configuration.Backend) async throws {
+        let handler = AwaitingHandler()
+        guard let service = try startService(backend, routes: asyncRoutes(handler)) else { return }
+        defer { service.stop() }
+        let port = service.port
+        let client = try await offThePool { () -> TestClient in
+            let client = try TestClient.connect(port: port, path: "/ws?ch=a")
+            try client.send(text: #"{"cmd":"sleep"}"#)
+            try client.send(text: #"{"cmd":"echo","param":1}"#)
+            return client
+        }
+        #expect(await eventuallyAsync { handler.handled.load(ordering: .relaxed) == 1 })
+        try client.sendClose()
+        #expect(await eventuallyAsync { handler.cancelled.load(ordering: .relaxed) == 1 })
+        #expect(await eventuallyAsync { service.connections().isEmpty })
+        #expect(handler.handled.load(ordering: .relaxed) == 1, "what waited behind it is dropped")
+    }
+
+    @Test(arguments: backends) func aThrownErrorIsToldToTheClient(_ backend: Configuration.Backend) async throws {
+        let handler = AwaitingHandler()
+        guard let service = try startService(backend, routes: asyncRoutes(handler)) else { return }
+        defer { service.stop() }
+        let port = service.port
+        let (message, echoed) = try await offThePool { () -> (String?, Int?) in
+            let client = try TestClient.connect(port: port, path: "/ws?ch=a")
+            try client.send(text: #"{"cmd":"fail"}"#)
+            let error = try client.receiveEnvelope(cmd: "error")
+            try client.send(text: #"{"cmd":"echo","param":2}"#)
+            return ((error["param"] as? [String: Any])?["message"] as? String,
+                    try client.receiveEnvelope(cmd: "echo")["param"] as? Int)
+        }
+        #expect(message == "async boom")
+        #expect(echoed == 2)
+    }
+}
+
+/// `eventually` without blocking a cooperative thread.
+private func eventuallyAsync(timeout: Duration = .seconds(5), _ condition: () -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(1))
+    }
+    return condition()
+}
