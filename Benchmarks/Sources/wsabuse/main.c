@@ -37,8 +37,10 @@
  *
  * How the abuser ended: the close code and reason the server sent, "reset" or
  * "eof" (closed without a close frame), "open", with the failed write's error
- * in parentheses if one failed. Flooders that never read look for the close
- * frame at the end, reading what was queued for them for at most 2 s.
+ * in parentheses if one failed, and when it was seen (abuser_end_s, from the
+ * abuser's upgrade). Flooders that never read look for the close frame at the
+ * end, reading what was queued for them for at most 2 s (so their end is seen
+ * only then).
  *
  * Output: a human summary on stderr and one line `RESULT {json}` on stdout.
  * Loopback (127.0.0.0/8) only; everything is bounded in time (at most
@@ -498,6 +500,8 @@ static char ab_error[200];
 static int ab_deflate_accepted = -1;
 static size_t ab_msg_bytes; /* the wire size of one abusive message */
 static double ab_send_s;    /* time spent until the last message went out */
+static uint64_t ab_t0;      /* the abuser's connection opened */
+static double ab_end_s = -1; /* open to the end seen (close frame, eof, reset, failed write) */
 static long long rss_end_kib = -1;
 static long long fetch_bytes = -1;
 static int fetch_status = -1;
@@ -579,6 +583,11 @@ static unsigned char *build_messages(const char *kind, size_t *len, size_t *per)
     return NULL;
 }
 
+/* Notes when the end was first seen. */
+static void ab_mark_end(const wsconn *c) {
+    if (ab_end_s < 0 && (c->closed || ab_error[0])) ab_end_s = (double)(now_ns() - ab_t0) / 1e9;
+}
+
 static void ab_note_close(wsconn *c) {
     if (c->closed == 1) {
         ab_close_code = c->close_code;
@@ -596,6 +605,7 @@ static void ab_drain(wsconn *c) {
     for (int i = 0; i < 64; i++) {
         ssize_t n = conn_fill(c);
         conn_frames(c, &ab_rx, NULL, NULL);
+        ab_mark_end(c);
         if (n <= 0) break;
     }
 }
@@ -617,6 +627,7 @@ static void ab_flood(wsconn *c, const unsigned char *buf, size_t len, size_t per
         } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
             /* The end (close frame, reset) is read afterwards: see abuser_main. */
             snprintf(ab_error, sizeof ab_error, "write: %s", strerror(errno));
+            ab_mark_end(c);
             break;
         }
         if (reads) ab_drain(c);
@@ -666,6 +677,7 @@ static void ab_channels(wsconn *c, long long joins) {
                 ab_bytes += (uint64_t)n;
             } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
                 snprintf(ab_error, sizeof ab_error, "write: %s", strerror(errno));
+                ab_mark_end(c);
                 ok = 0;
                 break;
             }
@@ -701,6 +713,7 @@ static void *abuser_main(void *arg) {
         atomic_store(&abuse_done, 1);
         return NULL;
     }
+    ab_t0 = now_ns();
     int never_reads = !strncmp(kind, "ping-flood", 10);
     if (!strcmp(kind, "channels")) {
         ab_channels(&c, opt.count > 0 ? opt.count : 100000);
@@ -863,10 +876,10 @@ int main(int argc, char **argv) {
 
     fprintf(stderr,
             "wsabuse %s, %.0f s: canary %zu round trips p50 %.3f ms p99 %.3f ms max %.3f ms, %llu failures%s%s%s\n"
-            "  abuser: %llu messages (%llu bytes) sent, %llu frames received; ended: %s\n",
+            "  abuser: %llu messages (%llu bytes) sent, %llu frames received; ended: %s (seen at %.1f s)\n",
             opt.abuse, opt.duration, lat_n, p50, p99, mx, (unsigned long long)canary_failures,
             canary_error[0] ? " (last: " : "", canary_error, canary_error[0] ? ")" : "", (unsigned long long)ab_sent,
-            (unsigned long long)ab_bytes, (unsigned long long)ab_rx.frames, ab_end);
+            (unsigned long long)ab_bytes, (unsigned long long)ab_rx.frames, ab_end, ab_end_s);
     if (opt.server_pid)
         fprintf(stderr, "  server RSS %.1f -> peak %.1f, end of abuse %.1f, after %.1f MiB; fds %d -> %d%s\n",
                 rss_before / 1024.0, rss_peak / 1024.0, rss_end_kib / 1024.0, rss_after / 1024.0, fds_before,
@@ -887,7 +900,7 @@ int main(int argc, char **argv) {
            "\"abuser_rate_per_s\":%.0f,\"abuser_frames_received\":%llu,\"abuser_bytes_received\":%llu,",
            (unsigned long long)ab_sent, (unsigned long long)ab_bytes, ab_msg_bytes, ab_send_s,
            ab_sent / sent_s, (unsigned long long)ab_rx.frames, (unsigned long long)ab_rx.bytes);
-    printf("\"abuser_close_code\":%d,\"abuser_end\":", ab_close_code);
+    printf("\"abuser_close_code\":%d,\"abuser_end_s\":%.3f,\"abuser_end\":", ab_close_code, ab_end_s);
     json_str(stdout, ab_end);
     if (ab_deflate_accepted >= 0) printf(",\"deflate_accepted\":%s", ab_deflate_accepted ? "true" : "false");
     if (opt.server_pid)
