@@ -27,6 +27,14 @@ let package = Package(
             path: "Sources/wsload",
             linkerSettings: [.linkedLibrary("z")] // zlib, for --deflate
         ),
+        // One hostile client and a canary (issue 12): the canary's round-trip latency,
+        // the server's RSS and descriptors under a ping flood, an envelope flood, a
+        // compression bomb and the like. See Sources/wsabuse/main.c.
+        .executableTarget(
+            name: "wsabuse",
+            path: "Sources/wsabuse",
+            linkerSettings: [.linkedLibrary("z")] // zlib, for the bomb's deflate stream
+        ),
         // Echo peer on Hummingbird WebSocket, same semantics as `wsdemo --echo`.
         // Command-line options shared by the two Hummingbird peers.
         .target(name: "PeerOptions", path: "Sources/PeerOptions"),

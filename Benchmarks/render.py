@@ -42,7 +42,7 @@ def markdown(doc, chart_rel):
     for sc in doc["scenarios"]:
         sid, kind = sc["id"], sc["kind"]
         s = summ.get(sid, {})
-        if kind in ("fanout", "cluster"):
+        if kind in ("fanout", "cluster", "fairness"):  # fairness: Benchmarks/run prints it
             continue
         if kind == "idle":
             row = [sc["label"] + ", RSS per connection (B)"]
