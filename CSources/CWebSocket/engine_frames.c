@@ -37,6 +37,18 @@ int cws_rbuf_reserve(cws_conn *c, uint64_t extra) {
 static void cws_conn_control(cws_loop *l, cws_conn *c, uint8_t opcode, uint8_t *payload, size_t len) {
     if (opcode == CWS_OP_PING) {
         if (c->flags & CWS_CF_CLOSE_SENT) return;
+        uint32_t limit = l->srv->cfg.max_pings_per_second, now = (uint32_t)l->now_ms;
+        if (limit != UINT32_MAX) {
+            if (now - c->ping_window_ms >= 1000) {
+                c->ping_window_ms = now;
+                c->pings = 0;
+            }
+            if (++c->pings > limit) {
+                CWS_STAT_ADD(l, pings_refused, 1);
+                cws_conn_fail(l, c, CWS_CLOSE_POLICY_VIOLATION);
+                return;
+            }
+        }
         cws_msg *m = cws_msg_frame(CWS_OP_PONG, payload, len);
         if (!m) {
             cws_conn_finish(l, c);

@@ -113,6 +113,8 @@ struct cws_conn {
     uint8_t pmd;             /* cws_pmd_flags; 0 = no compression */
     uint16_t be_inflight;    /* backend private: operations the kernel holds */
     uint16_t read_holds;     /* cws_pause_reading calls not yet resumed */
+    uint32_t pings;          /* pings in the second that began at ping_window_ms */
+    uint32_t ping_window_ms; /* loop clock (now_ms), truncated */
     uint8_t z_sbits;         /* negotiated server / client window bits */
     uint8_t z_cbits;
     cws_conn *timer_next, *timer_prev;
@@ -166,7 +168,7 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t sockets; /* accepted and not yet freed (the kernel may still hold them) */
     _Atomic uint64_t accept_errors, accept_pauses, refused_full;
     _Atomic uint64_t failed; /* 1 once the loop has died (cws_loop_fail) */
-    _Atomic uint64_t inflate_refused, input_deferred;
+    _Atomic uint64_t inflate_refused, input_deferred, pings_refused;
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;

@@ -419,7 +419,10 @@ static void cws_ur_run_deferred(cws_loop *l) {
     for (uint32_t i = 0; i < n; i++) {
         cws_udeferred d = u->deferred[i];
         cws_conn *c = d.conn;
-        if (d.keep && c->state != CWS_CONN_DEAD) {
+        if (c->state != CWS_CONN_DEAD && (d.keep || (c->flags & CWS_CF_PAUSED))) {
+            /* A message just delivered may have paused c: the rest of its
+             * input waits from here on (and stays behind this, in order). */
+            c->be_flags |= CWS_UR_DEFERRING | CWS_UR_KEPT;
             u->deferred[kept++] = d;
             continue;
         }

@@ -70,8 +70,11 @@ final class AdminPages: Sendable {
     }
 
     /// 421 for a foreign Host, 403 for a refused check, nil to go on.
-    private func refusal(_ request: HTTPRequest) -> HTTPResponse? {
-        guard access.hostAllowed(request) else { return .status(421, "Misdirected Request: not an admin host") }
+    private func refusal(_ request: HTTPRequest, _ service: Service) -> HTTPResponse? {
+        guard access.hostAllowed(request) else {
+            service.limitCounters.adminHostsRefused.wrappingAdd(1, ordering: .relaxed)
+            return .status(421, "Misdirected Request: not an admin host")
+        }
         guard access.authorize(request) else { return .status(403) }
         return nil
     }
@@ -81,7 +84,7 @@ final class AdminPages: Sendable {
     // MARK: - Dispatch
 
     func page(_ request: HTTPRequest, service: Service) -> HTTPResponse {
-        if let refusal = refusal(request) { return refusal }
+        if let refusal = refusal(request, service) { return refusal }
         guard request.method == "GET" || request.method == "HEAD" else {
             return HTTPResponse(status: 405, headers: [HTTPHeader("Allow", "GET, HEAD")], body: Array("Method Not Allowed".utf8))
         }
@@ -99,7 +102,7 @@ final class AdminPages: Sendable {
     func socket(for path: String, service: Service) -> Routes.SocketRoute? {
         guard path == Self.root + "/tap" else { return nil }
         return { [self] request in
-            if let refusal = refusal(request) { return .refuse(refusal) }
+            if let refusal = refusal(request, service) { return .refuse(refusal) }
             if let refusal = Self.crossSiteRefusal(request) {
                 service.noticeAboutRequest("admin tap refused", ["reason": "\(LogText.clip(refusal))", "remote": "\(request.remoteAddress)"])
                 return .refuse(.status(403, refusal))

@@ -3,7 +3,8 @@ import Logging
 /// The application's code for an envelope endpoint, when it must wait (a
 /// database, another service). A connection's messages are handled one at a
 /// time, in the order they came, by a task of the connection's own, which
-/// is cancelled when the connection closes. While more than
+/// is cancelled when the connection closes; the tasks run on threads of the
+/// service's own (`Configuration.handlerThreads`). While more than
 /// `Limits.maxQueuedMessages` wait, the server stops reading the socket (TCP
 /// holds the client back) and reads again once half of them are done.
 ///

@@ -29,6 +29,9 @@ public struct Configuration: Sendable {
     public var sharePort = false
     /// Event loops (threads); 0: one per online CPU.
     public var loops: Int = 0
+    /// Threads that run `AsyncHandler` tasks (started with the first such
+    /// connection); 0: one per online CPU.
+    public var handlerThreads: Int = 0
     public var backend: Backend = .auto
     public var overflowPolicy: OverflowPolicy = .close
     /// Joining and leaving a channel send `online-update` to its other members.
@@ -49,6 +52,9 @@ public struct Configuration: Sendable {
     /// Open WebSocket connections; one more upgrade gets 503 with
     /// Retry-After. nil: the descriptor limit (RLIMIT_NOFILE) less headroom.
     public var maxConnections: Int?
+    /// Pings one peer may send in a second (nil: the engine's 100); more:
+    /// close 1008. Pings never reach the handlers, so `Limits` cannot see them.
+    public var maxPingsPerSecond: Int?
     /// Open WebSocket connections per client address (`Connection.clientAddress`);
     /// one more upgrade gets 429 with Retry-After. nil (the default): no
     /// cap, because behind a proxy that is not in `trustedProxies` every
@@ -119,6 +125,7 @@ public struct Configuration: Sendable {
         if let closeTimeout { cfg.close_timeout_ms = Self.milliseconds(closeTimeout) }
         if let maxSendQueue { cfg.max_send_queue = UInt64(clamping: maxSendQueue) }
         if let maxConnections { cfg.max_connections = UInt32(clamping: max(1, maxConnections)) }
+        if let maxPingsPerSecond { cfg.max_pings_per_second = UInt32(clamping: max(1, maxPingsPerSecond)) }
         if let compression {
             cfg.deflate.enabled = 1
             cfg.deflate.level = UInt8(clamping: compression.level)

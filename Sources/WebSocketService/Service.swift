@@ -61,6 +61,8 @@ public final class Service: Sendable {
     let warningBudget = WarningBudget()
     /// Open connections per client address (used with `maxConnectionsPerAddress`).
     let addresses = AddressTable()
+    /// Where `AsyncHandler` tasks run; made for the first async connection.
+    private let handlerExecutor = Locked<HandlerExecutor?>(nil)
 
     /// Written once in init, before the loops start; read-only afterwards.
     nonisolated(unsafe) private var server: OpaquePointer?
@@ -141,6 +143,19 @@ public final class Service: Sendable {
             }
             stop()
             cws_server_destroy(server)
+        }
+        // Every handler task held a reference to the service: they are over.
+        handlerExecutor.withLock { $0 }?.shutdown()
+    }
+
+    private var asyncExecutor: HandlerExecutor {
+        handlerExecutor.withLock { executor in
+            if let executor { return executor }
+            let threads = configuration.handlerThreads > 0 ? configuration.handlerThreads
+                                                           : ProcessInfo.processInfo.activeProcessorCount
+            let made = HandlerExecutor(threads: threads)
+            executor = made
+            return made
         }
     }
 
@@ -496,7 +511,7 @@ public final class Service: Sendable {
                       bytesOut: stats.bytes_out, dropped: stats.dropped, sockets: stats.sockets,
                       acceptPauses: stats.accept_pauses, refusedFull: stats.refused_full,
                       loopsFailed: stats.loops_failed,
-                      limits: limitCounters.status(inflateRefused: stats.inflate_refused),
+                      limits: limitCounters.status(inflateRefused: stats.inflate_refused, pingsRefused: stats.pings_refused),
                       uptime: Double(seconds) + Double(attoseconds) / 1e18, backend: backend,
                       backplane: backplane.status)
     }
@@ -615,7 +630,7 @@ public final class Service: Sendable {
         }
         if let channel = connection.firstChannel { join(connection, channel, askHook: false) }
         if case .asyncEnvelope(let handler) = connection.handler, let queue = connection.queue {
-            connection.task = Task { await self.runAsync(handler, connection, queue) }
+            connection.task = Task(executorPreference: asyncExecutor) { await self.runAsync(handler, connection, queue) }
         }
         tap.opened(connection)
         // The service's logger: the connection's own is made only when a handler needs it.
@@ -706,6 +721,7 @@ public final class Service: Sendable {
         if configuration.maxConnectionsPerAddress != nil { addresses.release(connection.clientAddress) }
         connection.queue?.finish()
         connection.task?.cancel()
+        limitCounters.closed(code: code)
         tap.closed(connection)
         connection.logger.debug("closed", metadata: ["code": "\(code)"])
         hooks.withLock { $0.onClose }?(connection, CloseCode(rawValue: code), reason)

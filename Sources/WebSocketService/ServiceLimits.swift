@@ -19,12 +19,19 @@ public struct LimitStatus: Sendable, Codable, Hashable {
     public var namesTooLong: UInt64
     /// Compressed messages refused (1009) for inflating past `Compression.maxInflateRatio`.
     public var inflateRefused: UInt64
+    /// Connections closed 1008 for pinging faster than `maxPingsPerSecond`.
+    public var pingsRefused: UInt64
+    /// Admin requests answered 421 for a `Host` not among the admin hosts.
+    public var adminHostsRefused: UInt64
+    /// Closed connections by close code (1000 normal, 1006 dropped, 1008
+    /// policy: rates, pings, a full send queue; 1009 too big...).
+    public var closeCodes: [UInt16: UInt64]
     /// Warnings about clients not written: over one connection's allowance
     /// (one a minute after the first) or the service's (20 a second).
     public var warningsSuppressed: UInt64
 }
 
-/// The counters behind `LimitStatus` (inflateRefused comes from the engine).
+/// The counters behind `LimitStatus` (inflateRefused and pingsRefused come from the engine).
 final class LimitCounters: Sendable {
     let rateLimited = Atomic<UInt64>(0)
     let rateLimitCloses = Atomic<UInt64>(0)
@@ -33,14 +40,20 @@ final class LimitCounters: Sendable {
     let commandsRefused = Atomic<UInt64>(0)
     let namesTooLong = Atomic<UInt64>(0)
     let warningsSuppressed = Atomic<UInt64>(0)
+    let adminHostsRefused = Atomic<UInt64>(0)
+    let closeCodes = Locked<[UInt16: UInt64]>([:])
 
-    func status(inflateRefused: UInt64) -> LimitStatus {
+    func closed(code: UInt16) { closeCodes.withLock { $0[code, default: 0] += 1 } }
+
+    func status(inflateRefused: UInt64, pingsRefused: UInt64) -> LimitStatus {
         LimitStatus(rateLimited: rateLimited.load(ordering: .relaxed),
                     rateLimitCloses: rateLimitCloses.load(ordering: .relaxed),
                     refusedPerAddress: refusedPerAddress.load(ordering: .relaxed),
                     joinsRefused: joinsRefused.load(ordering: .relaxed),
                     commandsRefused: commandsRefused.load(ordering: .relaxed),
                     namesTooLong: namesTooLong.load(ordering: .relaxed), inflateRefused: inflateRefused,
+                    pingsRefused: pingsRefused, adminHostsRefused: adminHostsRefused.load(ordering: .relaxed),
+                    closeCodes: closeCodes.withLock { $0 },
                     warningsSuppressed: warningsSuppressed.load(ordering: .relaxed))
     }
 }

@@ -21,6 +21,7 @@ struct EngineAbuseTests {
         guard let srv = try EngineServer(backend, configure: {
             $0.max_send_queue = 64 << 20
             $0.idle_timeout_ms = 0 // the client reads late on purpose
+            $0.max_pings_per_second = .max // the flood is the point here
         }) else { return }
         // 32 MiB the client does not read yet: more than the socket buffers
         // hold, so the server's writes are blocked during the flood.
@@ -103,6 +104,44 @@ struct EngineAbuseTests {
         }
         print("\(backend): \(srv.stats.input_deferred) recv completions deferred past a connection's turn budget")
         #expect(srv.events.closedCount == 0)
+    }
+
+    /// A ping never reaches the application, so its rate limits cannot see a
+    /// ping flood: the engine closes a peer that sends more than
+    /// max_pings_per_second with 1008 (1,000,000 pings used to be answered,
+    /// costing a loop a pong each, until the idle timeout 40 s later). Pings
+    /// at the limit's pace are answered.
+    @Test(arguments: EngineBackend.allCases)
+    func aPingFloodIsClosedWith1008(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend, configure: { $0.max_pings_per_second = 20 }) else { return }
+        let calm = try openClient(srv)
+        for i in 0..<10 {
+            try calm.sendFrame(opPing, Array("calm \(i)".utf8))
+            #expect(try calm.readFrame() == Frame(opcode: UInt8(CWS_OP_PONG.rawValue), payload: Array("calm \(i)".utf8)))
+        }
+        let flood = try openClient(srv)
+        var burst: [UInt8] = []
+        for i in 0..<1000 {
+            let payload = Array("p\(i)".utf8)
+            var out = [UInt8](repeating: 0, count: payload.count + Int(CWS_MAX_HEADER_SIZE))
+            let n = out.withUnsafeMutableBytes { o in
+                payload.withUnsafeBytes { cws_frame_encode(o.baseAddress, 1, 0, opPing, $0.baseAddress, $0.count, 1, 0x0A0B_0C0D) }
+            }
+            burst += out[0..<n]
+        }
+        try sendAll(flood.fd, burst, toleratingReset: true)
+        var pongs = 0
+        var close: Frame?
+        while close == nil, let f = try? flood.readFrame() {
+            if f.opcode == UInt8(CWS_OP_PONG.rawValue) { pongs += 1 } else if f.closeCode != nil { close = f }
+        }
+        #expect(close?.closeCode == 1008)
+        #expect(pongs <= 20, "the first 20 pings are answered: \(pongs)")
+        try srv.events.wait("the flood's on_close") { srv.events.closedCount == 1 }
+        #expect(srv.stats.pings_refused == 1)
+        // The calm client is still served.
+        try calm.sendFrame(opPing, Array("after".utf8))
+        #expect(try calm.readFrame().payload == Array("after".utf8))
     }
 
     /// A peer that only pings is idle: it gets our keep-alive ping and is

@@ -100,6 +100,7 @@ private func wrongToken(for token: String) -> String {
             let answer = try TestClient.http(port: port, "GET /admin/sockets HTTP/1.1\r\nHost: \(host)\r\nX-Admin: yes\r\n\r\n")
             #expect(answer.status == 200, "\(host)")
         }
+        #expect(service.status().limits.adminHostsRefused == 4 * 3 + 1)
         #expect(AdminAccess.hostName("[::1]:8080") == "::1")
         #expect(AdminAccess.hostName("::1") == "::1")
         #expect(AdminAccess.hostName("Example.COM:80") == "example.com")

@@ -54,6 +54,7 @@ extension TestClient {
         let limitsSeen = service.status().limits
         #expect(limitsSeen.rateLimitCloses == 1)
         #expect(limitsSeen.rateLimited >= 1)
+        #expect(eventually { service.status().limits.closeCodes[1008] == 1 })
     }
 
     @Test(arguments: backends) func theDropPolicyDropsAndSaysSoOnce(_ backend: Configuration.Backend) throws {

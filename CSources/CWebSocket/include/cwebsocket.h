@@ -491,6 +491,10 @@ typedef struct cws_server_config {
                                       upgrade is answered 503 with Retry-After (it may overshoot
                                       by one per loop). 0 = the process's descriptor limit
                                       (RLIMIT_NOFILE) less headroom: 1/16 of it, at least 64 */
+    uint32_t max_pings_per_second; /* pings a peer may send in one second; more: close 1008
+                                      (a ping costs a pong and never reaches the application, so
+                                      the application's rate limits cannot see a ping flood).
+                                      0 = the default, 100; UINT32_MAX = no limit */
     cws_callbacks callbacks;
     cws_deflate_config deflate;    /* permessage-deflate; off by default (see cws_deflate_config) */
     /* For tests of the fallback: io_uring probe steps to treat as missing
@@ -536,6 +540,7 @@ typedef struct cws_server_stats {
     uint64_t refused_full;    /* upgrades answered 503 at max_connections */
     uint64_t loops_failed;    /* loops that died (their connections were closed with them) */
     uint64_t inflate_refused; /* compressed messages that inflated past max_inflate_ratio (1009) */
+    uint64_t pings_refused;   /* connections closed 1008 for going over max_pings_per_second */
     uint64_t input_deferred;  /* reads kept for a later turn: over a connection's share of one */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
