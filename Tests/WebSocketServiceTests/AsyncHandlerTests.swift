@@ -128,7 +128,12 @@ private func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T)
         defer { service.stop() }
         let port = service.port
         let most = 200_000
-        let client = try await offThePool { try TestClient.connect(port: port, path: "/ws?ch=a") }
+        let client = try await offThePool { () -> TestClient in
+            let client = try TestClient.connect(port: port, path: "/ws?ch=a")
+            // The 101 may reach the client before the server has run on_open.
+            _ = eventually { !service.connections().isEmpty }
+            return client
+        }
         let connection = try #require(service.connections().first)
         let queue = try #require(connection.queue)
         // Write without blocking until the kernel refuses more.
@@ -174,16 +179,18 @@ private func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T)
         guard let service = try startService(backend, routes: asyncRoutes(handler)) else { return }
         defer { service.stop() }
         let port = service.port
-        let client = try await offThePool { () -> TestClient in
+        // The waits run on a thread of their own too: the test's task may not
+        // be scheduled for seconds while other suites' tests hold the pool.
+        let (started, cancelled, gone) = try await offThePool { () -> (Bool, Bool, Bool) in
             let client = try TestClient.connect(port: port, path: "/ws?ch=a")
             try client.send(text: #"{"cmd":"sleep"}"#)
             try client.send(text: #"{"cmd":"echo","param":1}"#)
-            return client
+            let started = eventually { handler.handled.load(ordering: .relaxed) == 1 }
+            try client.sendClose()
+            return (started, eventually { handler.cancelled.load(ordering: .relaxed) == 1 },
+                    eventually { service.connections().isEmpty })
         }
-        #expect(await eventuallyAsync { handler.handled.load(ordering: .relaxed) == 1 })
-        try client.sendClose()
-        #expect(await eventuallyAsync { handler.cancelled.load(ordering: .relaxed) == 1 })
-        #expect(await eventuallyAsync { service.connections().isEmpty })
+        #expect(started && cancelled && gone)
         #expect(handler.handled.load(ordering: .relaxed) == 1, "what waited behind it is dropped")
     }
 
@@ -203,14 +210,4 @@ private func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T)
         #expect(message == "async boom")
         #expect(echoed == 2)
     }
-}
-
-/// `eventually` without blocking a cooperative thread.
-private func eventuallyAsync(timeout: Duration = .seconds(5), _ condition: () -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if condition() { return true }
-        try? await Task.sleep(for: .milliseconds(1))
-    }
-    return condition()
 }
