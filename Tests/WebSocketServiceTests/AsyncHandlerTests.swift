@@ -128,49 +128,46 @@ private func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T)
         defer { service.stop() }
         let port = service.port
         let most = 200_000
-        let client = try await offThePool { () -> TestClient in
+        // One block on a thread of its own, from the handshake to the last
+        // echo: the test's task may wait tens of seconds for a thread of the
+        // cooperative pool while the whole suite runs (past the idle timeout).
+        let bound = limits.maxQueuedMessages + 65_536 / 220 + 2 // + what one read delivers after the stop
+        let run = try await offThePool { () -> (sent: Int, blocked: Int, order: [Int], deepest: Int) in
             let client = try TestClient.connect(port: port, path: "/ws?ch=a")
             // The 101 may reach the client before the server has run on_open.
-            _ = eventually { !service.connections().isEmpty }
-            return client
-        }
-        let connection = try #require(service.connections().first)
-        let queue = try #require(connection.queue)
-        // Write without blocking until the kernel refuses more.
-        let (sent, rest) = try await offThePool { () -> (Int, [UInt8]) in
+            guard eventually({ !service.connections().isEmpty }), let queue = service.connections().first?.queue else {
+                throw ClientError("the connection did not open")
+            }
+            // Write without blocking until the kernel refuses more.
             let flags = fcntl(client.fd, F_GETFL)
             _ = fcntl(client.fd, F_SETFL, flags | O_NONBLOCK)
-            defer { _ = fcntl(client.fd, F_SETFL, flags) }
             var sent = 0
+            var rest: [UInt8] = []
             let filler = String(repeating: "f", count: 200)
             while sent < most {
                 let bytes = FrameEncoder.encode(.text, payload: Array(#"{"cmd":"echo","param":[\#(sent),"\#(filler)"]}"#.utf8),
                                                 maskKey: UInt32.random(in: 0...UInt32.max))
                 let n = bytes.withUnsafeBytes { write(client.fd, $0.baseAddress, $0.count) }
                 if n == bytes.count { sent += 1; continue }
-                if n > 0 { return (sent + 1, Array(bytes[n...])) }
+                if n > 0 { rest = Array(bytes[n...]); sent += 1 }
                 if n < 0 && errno == EINTR { continue }
                 break
             }
-            return (sent, [])
-        }
-        #expect(sent < most, "the client's writes blocked: the server stopped reading")
-        // What one read delivers after the stop: 64 KiB of ~230-byte messages.
-        let bound = limits.maxQueuedMessages + 65_536 / 220 + 2
-        #expect(queue.deepest <= bound, "backlog \(queue.deepest), sent \(sent)")
-
-        gate.open()
-        let order = try await offThePool { () -> [Int] in
+            _ = fcntl(client.fd, F_SETFL, flags)
+            let blocked = queue.deepest
+            gate.open()
             if !rest.isEmpty { try TestClient.writeAll(client.fd, rest) }
-            var got: [Int] = []
-            while got.count < sent {
+            var order: [Int] = []
+            while order.count < sent {
                 let echo = try client.receiveEnvelope(cmd: "echo", timeout: .seconds(30))
-                got.append((echo["param"] as? [Any])?.first as? Int ?? -1)
+                order.append((echo["param"] as? [Any])?.first as? Int ?? -1)
             }
-            return got
+            return (sent, blocked, order, queue.deepest)
         }
-        #expect(order == Array(0..<sent))
-        #expect(queue.deepest <= bound)
+        #expect(run.sent < most, "the client's writes blocked: the server stopped reading")
+        #expect(run.blocked <= bound, "backlog \(run.blocked) when the client was blocked, sent \(run.sent)")
+        #expect(run.order == Array(0..<run.sent))
+        #expect(run.deepest <= bound)
     }
 
     /// The connection closes while its handler waits: the task is cancelled.
