@@ -24,7 +24,8 @@
  *   right after the 101, mid-frame header and mid-payload;
  * - ping flood: 125-byte pings as fast as the socket takes them, never reading;
  * - slow consumer: a 4 KiB receive buffer in a busy room (two publishers of
- *   64 KiB `say`s, 20/s each), reading 256 bytes every 100 ms;
+ *   64 KiB `say`s, 20/s each), reading 256 bytes every 100 ms (and sending a
+ *   heartbeat a second): the server must drop it, one after the other;
  * - envelope flood: small envelopes the handler does not answer (`leave` of a
  *   room never joined) as fast as possible, replies read and dropped;
  * - compression bomb: 16 MiB of spaces deflated to ~16 KiB, one per
@@ -924,13 +925,15 @@ static void *envflood_main(void *arg) {
 
 static atomic_int slow_dropped; /* sessions the server ended */
 
-/* A slow consumer learns that the server dropped it only once it has read
- * what the server's kernel had already accepted (the close frame itself
- * waits behind the 16 MiB queue and is never written): that takes tens of
- * seconds at 2.5 KB/s. So a new one joins every 10 s, up to SLOW_MAX at
- * once, and the server gets to drop several per round. */
-#define SLOW_MAX 4
-#define SLOW_EVERY_MS 10000
+/* A slow consumer sends a heartbeat every second (it is slow, not silent):
+ * once the server has dropped it, the next one meets a closed socket and
+ * comes back as a reset, where waiting for the FIN would mean reading all
+ * that the server's kernel had already accepted first (tens of seconds at
+ * 2.5 KB/s; the close frame itself waits behind the 16 MiB queue and is never
+ * written). One at a time, a new one a second after the last was dropped. */
+#define SLOW_MAX 1
+#define SLOW_EVERY_MS 1000
+static long slow_unbounded; /* sessions still served after 2 x 16 MiB were published to them */
 
 static void *slow_main(void *arg) {
     (void)arg;
@@ -938,6 +941,8 @@ static void *slow_main(void *arg) {
     snprintf(path, sizeof path, "/ws?ch=%s&user=slow", busy_room);
     conn cs[SLOW_MAX];
     int open[SLOW_MAX] = {0};
+    long published_at[SLOW_MAX] = {0};
+    uint64_t beat[SLOW_MAX] = {0};
     for (int i = 0; i < SLOW_MAX; i++) conn_init(&cs[i], 50 + (uint64_t)i);
     uint64_t next_join = now_ns();
     frame f;
@@ -954,6 +959,8 @@ static void *slow_main(void *arg) {
                 } else {
                     open[i] = 1;
                     slow.sessions++;
+                    published_at[i] = __atomic_load_n(&pubs.messages, __ATOMIC_RELAXED);
+                    beat[i] = now_ns();
                 }
                 break;
             }
@@ -963,6 +970,11 @@ static void *slow_main(void *arg) {
             if (!open[i]) continue;
             conn *c = &cs[i];
             int k = conn_fill(c, 0, 256), g, ended = 0;
+            if (k >= 0 && now_ns() - beat[i] >= 1000000000ull) {
+                beat[i] = now_ns();
+                struct pollfd p = {c->fd, POLLOUT, 0};
+                if (poll(&p, 1, 0) == 1 && (p.revents & POLLOUT)) (void)conn_send_text(c, "{\"cmd\":\"_heartbeat\"}");
+            }
             while ((g = conn_frame(c, &f)) == 1) {
                 if (f.op == 8) { outcome(&slow.ends, "close %d", f.code); ended = 1; break; }
                 if (f.op == 1) slow.messages++;
@@ -989,6 +1001,8 @@ static void *slow_main(void *arg) {
             break;
         }
         if (!closed) outcome(&slow.ends, "%s", r >= 0 ? "still served" : end_name(r));
+        long mib = (__atomic_load_n(&pubs.messages, __ATOMIC_RELAXED) - published_at[i]) * (PUB_SIZE >> 10) >> 10;
+        if (!closed && r >= 0 && mib > 32) slow_unbounded = mib;
         conn_reset(c);
     }
     return NULL;
@@ -1137,6 +1151,7 @@ static void reset_stats(void) {
     memset(&slow, 0, sizeof slow);
     memset(&bomb, 0, sizeof bomb);
     memset(&pubs, 0, sizeof pubs);
+    slow_unbounded = 0;
     atomic_store(&wb_ready, 0);
 }
 
@@ -1199,6 +1214,9 @@ static void run_round(double seconds, int report) {
                  r, i, s->sent, s->received, sent, missing, s->dup, s->gap, s->bad, s->other_errors, s->closed_cleanly,
                  s->first_error[0] ? s->first_error : "-");
     }
+    if (slow_unbounded)
+        fail("%sslow consumer: still served after %ld MiB were published to its room (the send queue is bounded at 16 MiB)", r,
+             slow_unbounded);
     if (bomb.first_failure[0]) fail("%scompression bomb: %s", r, bomb.first_failure);
     if (bomb.messages == 0) fail("%scompression bomb: none sent", r);
     if (!report) return;
