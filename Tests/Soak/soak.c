@@ -72,20 +72,29 @@
 #define BOMB_INFLATED (16u << 20)
 
 /* Slack for "back to the baseline" once every client is closed.
- * Descriptors: exact, +2 for a close the loop has not reaped yet (io_uring
- * completes a close asynchronously).
- * RSS: the round leaves glibc's per-thread arenas (two loops, Dispatch
- * workers) with freed-but-unreturned chunks: the 16 MiB send queue of an
- * overflowing slow consumer, two 1 MiB inflate buffers of bombs, and the
- * busy room's history (50 x 64 KiB = 3.2 MiB, kept by design) end up as
- * fragmentation that malloc_trim is never asked to give back. Measured after
- * a 60 s and a 15 min round on both backends (see scripts/soak's summary):
- * the after-figure stays within a few MiB of the baseline; a leak of the
- * queue of one slow consumer per session (16 MiB each, several sessions a
- * minute) or of the pong queue (+263 MiB before the fix in 94ed032) is far
- * above. 24 MiB catches those and not the allocator's noise. */
+ * Descriptors: the wait below is for the exact count (two listeners, the
+ * loops' rings or epolls, eventfds, signalfds, stdio: 15 here); +2 is
+ * allowed at the end of it for closes a loop has not reaped yet, and the
+ * figure is printed either way.
+ * RSS: what glibc keeps after a round is its high-water mark, not what is
+ * live: the slow consumer's 16 MiB queue of shared 64 KiB messages, the
+ * bombs' 1 MiB inflate buffers and the busy room's history (50 x 64 KiB,
+ * kept by design) interleave with long-lived small allocations in a loop
+ * thread's arena (one 42 MiB arena heap held 39 MiB of the RSS after a
+ * round), which malloc only trims from its top. So the after-figure depends
+ * on how high the round reached compared with the warm-up, not on what it
+ * leaked. Measured, after minus baseline, 60 s rounds on both backends with
+ * one slow consumer at a time: +3.2, +4.6, +6.0, +9.4, +12.0, +13.9, +14.8
+ * and +36.6 MiB (that one failed a 24 MiB slack: baseline 62.5, after 99.1
+ * MiB, unchanged over the 30 s wait; with four slow consumers at once the
+ * first tries reached +25.0 MiB); four rounds in a row on one server
+ * ended at 71.8, 73.3, 69.0 and 79.3 MiB: a plateau, not growth. 48 MiB
+ * clears that noise and still catches what a leak here would cost in one
+ * 60 s round: a slow consumer's queue per session (5 sessions: 80 MiB), a
+ * bomb's inflate buffer per bomb (~180 bombs: 180 MiB), or queued pongs
+ * (+263 MiB per million pings before 94ed032; ~100 million pings a round). */
 #define FD_SLACK 2
-#define RSS_SLACK_KIB (24 * 1024)
+#define RSS_SLACK_KIB (48 * 1024)
 #define SETTLE_S 30.0     /* bound on waiting for the server to settle */
 
 static int port;
@@ -1253,7 +1262,9 @@ static void run_round(double seconds, int report) {
             pingflood.first_failure, envflood.first_failure, slow.first_failure, pubs.first_failure);
 }
 
-/* Polls (bounded) until the descriptor count has been the same for a second. */
+/* Polls (bounded): with fd_target < 0 until the descriptor count has been
+ * the same for a second; else until the count is fd_target exactly and the
+ * RSS at most rss_target, or SETTLE_S is over. */
 static void settle(long *fds, long *rss, long fd_target, long rss_target) {
     double start = now_s();
     long last = -2;
@@ -1322,7 +1333,7 @@ int main(int argc, char **argv) {
     say("load stopped and every client closed after %.0f s", now_s() - t0);
     long end_fds = -1, end_rss = -1;
     double s0 = now_s();
-    settle(&end_fds, &end_rss, base_fds + FD_SLACK, base_rss + RSS_SLACK_KIB);
+    settle(&end_fds, &end_rss, base_fds, base_rss + RSS_SLACK_KIB);
     double waited = now_s() - s0;
     atomic_store(&monitor_on, 0);
     pthread_join(tm, NULL);
@@ -1336,6 +1347,8 @@ int main(int argc, char **argv) {
     } else if (!server_alive()) {
         fail("the server is gone");
     } else {
+        if (end_fds != base_fds && end_fds <= base_fds + FD_SLACK)
+            say("descriptors: %+ld over the baseline at the end of the wait (within the slack)", end_fds - base_fds);
         if (end_fds > base_fds + FD_SLACK) fail("descriptors did not come back: %ld, baseline %ld (+%d allowed)", end_fds, base_fds, FD_SLACK);
         if (end_rss > base_rss + RSS_SLACK_KIB)
             fail("RSS did not come back: %ld KiB, baseline %ld KiB (+%d KiB allowed)", end_rss, base_rss, RSS_SLACK_KIB);
