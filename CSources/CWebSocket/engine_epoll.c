@@ -153,7 +153,7 @@ static void cws_ep_stop_accept(cws_loop *l) {
 
 static void cws_ep_read(cws_loop *l, cws_conn *c) {
     for (;;) {
-        ssize_t n = recv(c->fd, l->rbuf, CWS_RECV_BUF_SIZE, 0);
+        ssize_t n = recv(c->fd, l->rbuf, CWS_READ_BUDGET, 0);
         if (n > 0) {
             cws_conn_input(l, c, l->rbuf, (size_t)n);
             return;

@@ -276,6 +276,14 @@ int cws_uring_probe(const char *disable, char *why, size_t cap);
 extern __thread cws_loop *cws_current_loop;
 
 #define CWS_RECV_BUF_SIZE (64 * 1024)
+/* Bytes of one connection's input a loop turn takes (epoll: one recv of this
+ * much; io_uring: CWS_UR_READ_BUDGET). Every other connection's replies wait
+ * for the turn to end, and with tiny messages each byte is handler work: 64 KiB
+ * of 45-byte envelopes is ~1,500 handler calls and held a canary on the same
+ * loop ~110 ms p99 under a one-client flood (issue 12). */
+#ifndef CWS_READ_BUDGET
+#define CWS_READ_BUDGET (16 * 1024)
+#endif
 #define CWS_IOV_MAX 64
 
 /* ---- engine entry points for the backends --------------------------------- */

@@ -51,9 +51,10 @@ enum {
 };
 
 /* Bytes one connection's input may take of a turn (epoll reads at most one
- * 64 KiB buffer per connection per turn): a flooding client cannot hold the
- * loop, and the other connections' replies go out between its batches. */
-#define CWS_UR_READ_BUDGET (64 * 1024)
+ * CWS_READ_BUDGET per connection per turn): a flooding client cannot hold the
+ * loop, and the other connections' replies go out between its batches. A
+ * buffer is delivered whole, so a turn takes at least one (16 KiB). */
+#define CWS_UR_READ_BUDGET CWS_READ_BUDGET
 #define CWS_UR_NO_BUF 0xFFFF
 
 /* A recv completion kept for a later turn: a buffer (bid) with res bytes, or
