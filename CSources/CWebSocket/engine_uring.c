@@ -50,11 +50,10 @@ enum {
     CWS_UR_KEPT = 64,      /* scratch: some of its deferred completions wait another turn */
 };
 
-/* Bytes one connection's input may take of a turn (epoll reads at most one
- * CWS_READ_BUDGET per connection per turn): a flooding client cannot hold the
+/* Bytes one connection's input may take of a turn: cws_read_budget (epoll
+ * reads as much per connection per turn): a flooding client cannot hold the
  * loop, and the other connections' replies go out between its batches. A
  * buffer is delivered whole, so a turn takes at least one (16 KiB). */
-#define CWS_UR_READ_BUDGET CWS_READ_BUDGET
 #define CWS_UR_NO_BUF 0xFFFF
 
 /* A recv completion kept for a later turn: a buffer (bid) with res bytes, or
@@ -461,7 +460,7 @@ static void cws_ur_run_deferred(cws_loop *l) {
         cws_udeferred *d = &u->deferred[i];
         cws_conn *c = d->conn;
         d->keep = c->state != CWS_CONN_DEAD && ((c->be_flags & CWS_UR_KEPT) || (c->flags & CWS_CF_PAUSED) ||
-                                                 c->be_turn_bytes >= CWS_UR_READ_BUDGET);
+                                                 c->be_turn_bytes >= cws_read_budget(c));
         if (d->keep) c->be_flags |= CWS_UR_KEPT;
         else if (d->bid != CWS_UR_NO_BUF) cws_ur_charge(u, c, d->res);
     }
@@ -551,7 +550,7 @@ static void cws_ur_recv_done(cws_loop *l, cws_conn *c, struct io_uring_cqe *cqe)
     int ended = bid == CWS_UR_NO_BUF && res == -ECANCELED; /* our cancel: nothing to deliver */
     if (!ended && c->state != CWS_CONN_DEAD &&
         ((c->be_flags & CWS_UR_DEFERRING) || (c->flags & CWS_CF_PAUSED) ||
-         (bid != CWS_UR_NO_BUF && c->be_turn_bytes >= CWS_UR_READ_BUDGET))) {
+         (bid != CWS_UR_NO_BUF && c->be_turn_bytes >= cws_read_budget(c)))) {
         /* Over budget, paused, or behind completions that are: a later turn. */
         if (cws_ur_defer(l, c, bid, res) < 0) {
             if (bid != CWS_UR_NO_BUF) cws_ur_recycle(u, bid);
