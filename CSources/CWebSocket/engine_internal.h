@@ -295,11 +295,12 @@ int cws_loop_accept_failed(cws_loop *l, int err);
  * during the call. */
 void cws_conn_input(cws_loop *l, cws_conn *c, uint8_t *data, size_t len);
 /* c's input budget for the rest of a turn: CWS_READ_BUDGET, or up to
- * CWS_RECV_BUF_SIZE while a message is being reassembled (those bytes are
- * copies, not handler calls: 16 KiB turns cost 64 KiB messages ~25% more CPU
- * on epoll). */
+ * CWS_RECV_BUF_SIZE while a frame bigger than that budget is being reassembled
+ * (rbuf is reserved for the whole frame; those bytes are copies, not handler
+ * calls: 16 KiB turns cost 64 KiB messages ~25% more CPU on epoll). Not for
+ * any partial message: a flood of tiny ones ends most reads mid-message. */
 static inline uint32_t cws_read_budget(const cws_conn *c) {
-    return c->state == CWS_CONN_OPEN && c->rlen ? CWS_RECV_BUF_SIZE : CWS_READ_BUDGET;
+    return c->state == CWS_CONN_OPEN && c->rlen && c->rcap > CWS_READ_BUDGET ? CWS_RECV_BUF_SIZE : CWS_READ_BUDGET;
 }
 /* EOF (err 0) or a socket error. */
 void cws_conn_eof(cws_loop *l, cws_conn *c, int err);
