@@ -152,11 +152,19 @@ static void cws_ep_stop_accept(cws_loop *l) {
 }
 
 static void cws_ep_read(cws_loop *l, cws_conn *c) {
+    size_t total = 0;
     for (;;) {
-        ssize_t n = recv(c->fd, l->rbuf, CWS_RECV_BUF_SIZE, 0);
+        size_t want = cws_read_budget(c) - total;
+        ssize_t n = recv(c->fd, l->rbuf, want, 0);
         if (n > 0) {
+            total += (size_t)n;
             cws_conn_input(l, c, l->rbuf, (size_t)n);
-            return;
+            /* More this turn only in the middle of a big message (the socket
+             * had more, and the budget allows it). */
+            if ((size_t)n < want || c->state == CWS_CONN_DEAD || (c->flags & (CWS_CF_PAUSED | CWS_CF_READ_DONE)) ||
+                total >= cws_read_budget(c))
+                return;
+            continue;
         }
         if (n == 0) {
             cws_conn_eof(l, c, 0);

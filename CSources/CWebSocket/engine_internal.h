@@ -278,6 +278,14 @@ int cws_uring_probe(const char *disable, char *why, size_t cap);
 extern __thread cws_loop *cws_current_loop;
 
 #define CWS_RECV_BUF_SIZE (64 * 1024)
+/* Bytes of one connection's input a loop turn takes (epoll: one recv of this
+ * much; io_uring: CWS_UR_READ_BUDGET). Every other connection's replies wait
+ * for the turn to end, and with tiny messages each byte is handler work: 64 KiB
+ * of 45-byte envelopes is ~1,500 handler calls and held a canary on the same
+ * loop ~110 ms p99 under a one-client flood (issue 12). */
+#ifndef CWS_READ_BUDGET
+#define CWS_READ_BUDGET (16 * 1024)
+#endif
 #define CWS_IOV_MAX 64
 
 /* ---- engine entry points for the backends --------------------------------- */
@@ -288,6 +296,14 @@ int cws_loop_accept_failed(cws_loop *l, int err);
 /* Input for c; data is writable (it is unmasked in place) and valid only
  * during the call. */
 void cws_conn_input(cws_loop *l, cws_conn *c, uint8_t *data, size_t len);
+/* c's input budget for the rest of a turn: CWS_READ_BUDGET, or up to
+ * CWS_RECV_BUF_SIZE while a frame bigger than that budget is being reassembled
+ * (rbuf is reserved for the whole frame; those bytes are copies, not handler
+ * calls: 16 KiB turns cost 64 KiB messages ~25% more CPU on epoll). Not for
+ * any partial message: a flood of tiny ones ends most reads mid-message. */
+static inline uint32_t cws_read_budget(const cws_conn *c) {
+    return c->state == CWS_CONN_OPEN && c->rlen && c->rcap > CWS_READ_BUDGET ? CWS_RECV_BUF_SIZE : CWS_READ_BUDGET;
+}
 /* EOF (err 0) or a socket error. */
 void cws_conn_eof(cws_loop *l, cws_conn *c, int err);
 /* Fills iov from the send queue; returns the count (0 if nothing is queued). */

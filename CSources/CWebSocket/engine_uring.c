@@ -22,7 +22,16 @@
 #define CWS_UR_BUFS 256          /* provided buffers per loop (power of two) */
 #define CWS_UR_BUF_SIZE (16 * 1024)
 #define CWS_UR_BGID 0
-#define CWS_UR_SEND_IOV 16
+#define CWS_UR_SEND_IOV 64
+/* One send is in flight per connection and its completion is seen once a
+ * turn, so a send must carry what a turn's input can produce: a turn of tiny
+ * replies (64 KiB of 45-byte envelopes is ~1,500 of them) used to go out 16 a
+ * turn, and a peer that read everything was closed 1008 at max_send_queue.
+ * When more messages are queued than the iovecs hold, the small ones are
+ * copied into a gather buffer (consecutive ones share an iovec). */
+#define CWS_UR_GATHER (256 * 1024)
+#define CWS_UR_GATHER_SMALL 2048 /* messages up to this many bytes are copied */
+#define CWS_UR_GATHER_KEEP 8     /* gather buffers kept on the free list */
 
 /* user_data: pointer | kind in the low 3 bits (conns and send contexts are
  * malloc'd, so 8-byte aligned). */
@@ -41,10 +50,10 @@ enum {
     CWS_UR_KEPT = 64,      /* scratch: some of its deferred completions wait another turn */
 };
 
-/* Bytes one connection's input may take of a turn (epoll reads at most one
- * 64 KiB buffer per connection per turn): a flooding client cannot hold the
- * loop, and the other connections' replies go out between its batches. */
-#define CWS_UR_READ_BUDGET (64 * 1024)
+/* Bytes one connection's input may take of a turn: cws_read_budget (epoll
+ * reads as much per connection per turn): a flooding client cannot hold the
+ * loop, and the other connections' replies go out between its batches. A
+ * buffer is delivered whole, so a turn takes at least one (16 KiB). */
 #define CWS_UR_NO_BUF 0xFFFF
 
 /* A recv completion kept for a later turn: a buffer (bid) with res bytes, or
@@ -61,6 +70,7 @@ typedef struct cws_usend {
     struct cws_usend *next;
     cws_conn *conn;
     struct msghdr mh;
+    uint8_t *gather; /* CWS_UR_GATHER bytes, or NULL until a backed-up queue needs it */
     struct iovec iov[CWS_UR_SEND_IOV];
 } cws_usend;
 
@@ -71,6 +81,7 @@ typedef struct cws_uring {
     int accepting;
     uint64_t wake_val;
     cws_usend *free_sends;
+    uint32_t free_gathers;     /* gather buffers held by free_sends */
     int dead;                  /* the ring was torn down after a fatal error */
     cws_conn **rearm;          /* recv to re-arm after ENOBUFS */
     uint32_t nrearm, rearm_cap;
@@ -169,6 +180,7 @@ static void cws_ur_fini(cws_loop *l) {
     while (u->free_sends) {
         cws_usend *s = u->free_sends;
         u->free_sends = s->next;
+        free(s->gather);
         free(s);
     }
     free(u->rearm);
@@ -237,6 +249,40 @@ static void cws_ur_maybe_release(cws_loop *l, cws_conn *c) {
     }
 }
 
+/* Fills s->iov from c's queue (see CWS_UR_GATHER); returns how many queue
+ * entries it covers, each whole (the kernel, or our copy, reads them). */
+static uint32_t cws_ur_send_iov(cws_conn *c, cws_usend *s) {
+    int gather = c->qcount > CWS_UR_SEND_IOV;
+    if (gather && !s->gather && !(s->gather = malloc(CWS_UR_GATHER))) gather = 0;
+    int n = 0, gi = -1; /* gi: the iovec that ends where the gather buffer's used part does */
+    size_t used = 0;
+    uint32_t i;
+    for (i = 0; i < c->qcount; i++) {
+        const cws_sendq_entry *e = &c->q[(c->qhead + i) & (c->qcap - 1)];
+        uint8_t *p = e->msg->data + e->off;
+        size_t len = e->msg->len - e->off;
+        if (gather && len <= CWS_UR_GATHER_SMALL) {
+            if (used + len > CWS_UR_GATHER) break;
+            if (gi != n - 1 || gi < 0) {
+                if (n == CWS_UR_SEND_IOV) break;
+                gi = n++;
+                s->iov[gi].iov_base = s->gather + used;
+                s->iov[gi].iov_len = 0;
+            }
+            memcpy(s->gather + used, p, len);
+            used += len;
+            s->iov[gi].iov_len += len;
+        } else {
+            if (n == CWS_UR_SEND_IOV) break;
+            s->iov[n].iov_base = p;
+            s->iov[n].iov_len = len;
+            n++;
+        }
+    }
+    s->mh.msg_iovlen = (size_t)n;
+    return i;
+}
+
 static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
     cws_uring *u = l->be;
     if ((c->flags & CWS_CF_WANT_WRITE) || !c->qcount || c->state == CWS_CONN_DEAD) return;
@@ -251,8 +297,12 @@ static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
         c->qsending = 1; /* the kernel reads these entries until the CQE */
     } else {
         cws_usend *s = u->free_sends;
-        if (s) u->free_sends = s->next;
-        else if (!(s = malloc(sizeof *s))) {
+        if (s) {
+            u->free_sends = s->next;
+            if (s->gather) u->free_gathers--;
+        } else if ((s = malloc(sizeof *s))) {
+            s->gather = NULL;
+        } else {
             io_uring_prep_nop(sqe);
             io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
             cws_conn_eof(l, c, ENOMEM);
@@ -261,9 +311,8 @@ static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
         s->conn = c;
         memset(&s->mh, 0, sizeof s->mh);
         s->mh.msg_iov = s->iov;
-        s->mh.msg_iovlen = (size_t)cws_conn_iov(c, s->iov, CWS_UR_SEND_IOV);
+        c->qsending = cws_ur_send_iov(c, s);
         io_uring_prep_sendmsg(sqe, c->fd, &s->mh, MSG_NOSIGNAL);
-        c->qsending = (uint32_t)s->mh.msg_iovlen;
         io_uring_sqe_set_data64(sqe, CWS_UD(s, CWS_UD_SENDMSG));
     }
     c->flags |= CWS_CF_WANT_WRITE; /* here: a send is in flight */
@@ -411,7 +460,7 @@ static void cws_ur_run_deferred(cws_loop *l) {
         cws_udeferred *d = &u->deferred[i];
         cws_conn *c = d->conn;
         d->keep = c->state != CWS_CONN_DEAD && ((c->be_flags & CWS_UR_KEPT) || (c->flags & CWS_CF_PAUSED) ||
-                                                 c->be_turn_bytes >= CWS_UR_READ_BUDGET);
+                                                 c->be_turn_bytes >= cws_read_budget(c));
         if (d->keep) c->be_flags |= CWS_UR_KEPT;
         else if (d->bid != CWS_UR_NO_BUF) cws_ur_charge(u, c, d->res);
     }
@@ -504,7 +553,7 @@ static void cws_ur_recv_done(cws_loop *l, cws_conn *c, struct io_uring_cqe *cqe)
     int ended = bid == CWS_UR_NO_BUF && res == -ECANCELED; /* our cancel: nothing to deliver */
     if (!ended && c->state != CWS_CONN_DEAD &&
         ((c->be_flags & CWS_UR_DEFERRING) || (c->flags & CWS_CF_PAUSED) ||
-         (bid != CWS_UR_NO_BUF && c->be_turn_bytes >= CWS_UR_READ_BUDGET))) {
+         (bid != CWS_UR_NO_BUF && c->be_turn_bytes >= cws_read_budget(c)))) {
         /* Over budget, paused, or behind completions that are: a later turn. */
         if (cws_ur_defer(l, c, bid, res) < 0) {
             if (bid != CWS_UR_NO_BUF) cws_ur_recycle(u, bid);
@@ -573,6 +622,11 @@ static void cws_ur_cqe(cws_loop *l, struct io_uring_cqe *cqe) {
     case CWS_UD_SENDMSG: {
         cws_usend *s = CWS_UD_PTR(ud);
         cws_conn *c = s->conn;
+        if (s->gather && u->free_gathers >= CWS_UR_GATHER_KEEP) {
+            free(s->gather);
+            s->gather = NULL;
+        }
+        if (s->gather) u->free_gathers++;
         s->next = u->free_sends;
         u->free_sends = s;
         cws_ur_write_done(l, c, cqe->res);

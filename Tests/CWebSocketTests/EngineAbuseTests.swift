@@ -144,6 +144,50 @@ struct EngineAbuseTests {
         #expect(try calm.readFrame().payload == Array("after".utf8))
     }
 
+    /// Many small messages in one write, each echoed four times, to a client
+    /// that reads everything: io_uring sent at most 16 queued messages a
+    /// turn (one send in flight, its completion seen once a turn) while a
+    /// turn's input queued thousands, so the queue reached max_send_queue and
+    /// a client that kept up was closed 1008. Counts every echo, in order.
+    @Test(arguments: EngineBackend.allCases)
+    func manySmallRepliesKeepUpWithAReadingClient(_ backend: EngineBackend) throws {
+        guard let srv = try EngineServer(backend, configure: { $0.max_send_queue = 2 << 20 }) else { return }
+        let repeats = 4
+        srv.events.echoRepeat = repeats
+        let c = try openClient(srv)
+        let count = 200_000
+        var flood: [UInt8] = []
+        flood.reserveCapacity(count * 9)
+        for i in 0..<count {
+            let payload = [UInt8(truncatingIfNeeded: i), UInt8(truncatingIfNeeded: i >> 8), UInt8(truncatingIfNeeded: i >> 16)]
+            var out = [UInt8](repeating: 0, count: 3 + Int(CWS_MAX_HEADER_SIZE))
+            let n = out.withUnsafeMutableBytes { o in
+                payload.withUnsafeBytes { cws_frame_encode(o.baseAddress, 1, 0, opBinary, $0.baseAddress, 3, 1, UInt32(i)) }
+            }
+            flood += out[0..<n]
+        }
+        let fd = c.fd, bytes = flood
+        Thread.detachNewThread { try? sendAll(fd, bytes, toleratingReset: true) } // while this thread reads
+        // Each echo is 0x82 0x03 and the three bytes; read raw, in big reads.
+        var echoes = [UInt8](repeating: 0, count: count * repeats * 5)
+        var got = 0
+        while got < echoes.count {
+            let n = echoes.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, $0.count - got, 0) }
+            guard n > 0 else { break }
+            got += n
+        }
+        #expect(got == echoes.count, "\(got / 5) of \(count * repeats) echoes, then the connection ended")
+        var wrong = 0
+        for k in 0..<(got / 5) {
+            let i = k / repeats
+            let e = echoes[(k * 5)..<(k * 5 + 5)]
+            let want: [UInt8] = [0x82, 3, UInt8(truncatingIfNeeded: i), UInt8(truncatingIfNeeded: i >> 8), UInt8(truncatingIfNeeded: i >> 16)]
+            if Array(e) != want { wrong += 1 }
+        }
+        #expect(wrong == 0, "\(wrong) echoes out of order or corrupt")
+        #expect(srv.events.closedCount == 0)
+    }
+
     /// A peer that only pings is idle: it gets our keep-alive ping and is
     /// dropped when it does not answer it (its pings used to count as
     /// activity, so it was never pinged and never timed out).
