@@ -1,0 +1,218 @@
+import CWebSocket
+import Foundation
+import Logging
+
+// The engine's callbacks, on the loop threads: requests (pages, admin,
+// upgrades and their checks), opens, messages (limits, the envelope, the
+// handler) and closes (channels left, presence, counters).
+extension Service {
+
+    func handleRequest(_ req: OpaquePointer, _ http: UnsafePointer<cws_http_request>,
+                               _ upgrade: UnsafePointer<cws_upgrade_info>?) {
+        let request = Self.makeRequest(http, remote: String(cString: cws_request_remote(req)), isUpgrade: upgrade != nil)
+        guard request.isUpgrade else {
+            if let admin, AdminPages.serves(request.path) {
+                respond(req, admin.page(request, service: self))
+                return
+            }
+            if let page = routes.page(for: request.path) {
+                guard request.method == "GET" || request.method == "HEAD" else {
+                    respond(req, HTTPResponse(status: 405, headers: [HTTPHeader("Allow", "GET, HEAD")],
+                                              body: Array("Method Not Allowed".utf8)))
+                    return
+                }
+                respond(req, page(request))
+            } else if routes.socket(for: request.path) != nil {
+                respond(req, HTTPResponse(status: 426, headers: [HTTPHeader("Upgrade", "websocket")],
+                                          body: Array("Upgrade Required".utf8)))
+            }
+            return // unanswered: the engine sends 404
+        }
+        guard let route = admin?.socket(for: request.path, service: self) ?? routes.socket(for: request.path) else {
+            respond(req, .status(404))
+            return
+        }
+        guard routes.originAllowed(request.origin) else {
+            noticeAboutRequest("origin refused", ["origin": "\(LogText.clip(request.origin ?? ""))",
+                                                  "remote": "\(request.remoteAddress)"])
+            respond(req, .status(403))
+            return
+        }
+        switch route(request) {
+        case .refuse(let response):
+            respond(req, response)
+        case .accept(let profile, let channel, let handler, let limits, let authorization, let subprotocol):
+            if let subprotocol, !request.subprotocols.contains(subprotocol) {
+                // A client fails a connection whose 101 names a subprotocol it did not offer.
+                logger.error("upgrade decision chose a subprotocol the client did not offer",
+                             metadata: ["subprotocol": "\(LogText.clip(subprotocol))", "path": "\(LogText.clip(request.path))"])
+                respond(req, .status(500))
+                return
+            }
+            let client = ClientAddress.resolve(request, trustedProxies: configuration.trustedProxies)
+            let connection = Connection(
+                id: UUID(), profile: profile, remoteAddress: request.remoteAddress, clientAddress: client,
+                path: request.path, handler: handler, firstChannel: channel, subprotocol: subprotocol,
+                limits: limits, authorization: authorization, logger: logger)
+            if let channel, let reason = joinRefusal(connection, channel, askHook: true) {
+                limitCounters.joinsRefused.wrappingAdd(1, ordering: .relaxed)
+                let tooLong = channel.utf8.count > limits.maxChannelNameBytes
+                respond(req, .status(tooLong ? 400 : 403, reason))
+                return
+            }
+            if let most = configuration.maxConnectionsPerAddress {
+                guard addresses.reserve(client, limit: most) else {
+                    limitCounters.refusedPerAddress.wrappingAdd(1, ordering: .relaxed)
+                    respond(req, HTTPResponse(status: 429, headers: [HTTPHeader("Retry-After", "5")],
+                                              body: Array("Too many connections from \(client)".utf8)))
+                    return
+                }
+            }
+            // The engine holds this reference until on_close.
+            let user = Unmanaged.passRetained(connection)
+            let engineID = subprotocol.map { $0.withCString { cws_request_accept(req, $0, user.toOpaque()) } }
+                ?? cws_request_accept(req, nil, user.toOpaque())
+            guard engineID != 0 else {
+                user.release()
+                if configuration.maxConnectionsPerAddress != nil { addresses.release(client) }
+                return
+            }
+            connection.setEngineID(engineID)
+        }
+    }
+
+    private func respond(_ req: OpaquePointer, _ response: HTTPResponse) {
+        response.contentType.withCString { type in
+            response.body.withUnsafeBytes { body in
+                if let lines = response.headerLines {
+                    lines.withCString { cws_request_respond(req, Int32(response.status), type, $0, body.baseAddress, body.count) }
+                } else {
+                    cws_request_respond(req, Int32(response.status), type, nil, body.baseAddress, body.count)
+                }
+            }
+        }
+    }
+
+    private static func string(_ slice: cws_slice) -> String {
+        guard let ptr = slice.ptr else { return "" }
+        return String(decoding: UnsafeRawBufferPointer(start: ptr, count: slice.len), as: UTF8.self)
+    }
+
+    private static func makeRequest(_ http: UnsafePointer<cws_http_request>, remote: String, isUpgrade: Bool) -> HTTPRequest {
+        let count = Int(http.pointee.header_count)
+        let offset = MemoryLayout<cws_http_request>.offset(of: \cws_http_request.headers)!
+        let first = (UnsafeRawPointer(http) + offset).assumingMemoryBound(to: cws_http_header.self)
+        var headers: [HTTPHeader] = []
+        headers.reserveCapacity(count)
+        for i in 0..<min(count, Int(CWS_HTTP_MAX_HEADERS)) {
+            headers.append(HTTPHeader(string(first[i].name), string(first[i].value)))
+        }
+        let query = http.pointee.query.ptr == nil ? nil : string(http.pointee.query)
+        return HTTPRequest(method: string(http.pointee.method), path: string(http.pointee.path), query: query,
+                           headers: headers, remoteAddress: remote, isUpgrade: isUpgrade)
+    }
+
+    func opened(_ connection: Connection) {
+        state.withLock { s in
+            s.byID[connection.id] = connection
+            s.byEngineID[connection.engineID] = connection
+        }
+        if let channel = connection.firstChannel { join(connection, channel, askHook: false) }
+        if case .asyncEnvelope(let handler) = connection.handler, let queue = connection.queue {
+            connection.task = Task(executorPreference: asyncExecutor) { await self.runAsync(handler, connection, queue) }
+        }
+        tap.opened(connection)
+        // The service's logger: the connection's own is made only when a handler needs it.
+        logger.debug("open", metadata: ["connection": "\(connection.id.uuidString.lowercased())",
+                                        "remote": "\(connection.remoteAddress)", "path": "\(connection.path)"])
+        hooks.withLock { $0.onOpen }?(connection)
+    }
+
+    func received(_ connection: Connection, opcode: UInt8, _ data: UnsafeRawBufferPointer) {
+        connection.countIn(data.count)
+        guard admitInbound(connection, bytes: data.count) else { return }
+        if tap.isWatched { tap.received(data, opcode: opcode, from: connection, service: self) }
+        switch connection.handler {
+        case .raw(let handler):
+            handler.handle(service: self, connection: connection,
+                           message: RawMessage(opcode: Opcode(rawValue: opcode) ?? .binary, bytes: data),
+                           logger: connection.logger)
+        case .envelope, .asyncEnvelope:
+            guard opcode == Opcode.text.rawValue else {
+                write(.error("binary messages are not accepted here: send JSON text"), to: connection)
+                return
+            }
+            let envelope: Envelope
+            do {
+                envelope = try Envelope.parse(data)
+            } catch {
+                connection.logger.debug("bad envelope", metadata: ["error": "\(error)"])
+                write(.error("bad message: \(error)"), to: connection)
+                return
+            }
+            guard envelopeWithinCaps(envelope, connection) else { return }
+            // The browser client's heartbeat probe: answered here, never seen by handlers.
+            if envelope.cmd == ClientScript.heartbeatCommand {
+                write(Envelope(cmd: ClientScript.heartbeatCommand), to: connection)
+                return
+            }
+            let message = Message(cmd: envelope.cmd, param: envelope.param, channel: envelope.channel)
+            guard commandAuthorized(message, connection) else { return }
+            guard case .envelope(let handler) = connection.handler else {
+                let engineID = connection.engineID
+                connection.queue?.push(message) { _ = cws_pause_reading(server, engineID) }
+                return
+            }
+            do {
+                try handler.handle(service: self, connection: connection, message: message, logger: connection.logger)
+            } catch {
+                // Per message: debug; the warning is rationed (a client can make every message fail).
+                let metadata: Logger.Metadata = ["cmd": "\(LogText.clip(envelope.cmd))", "error": "\(LogText.clip("\(error)"))"]
+                connection.logger.debug("handler failed", metadata: metadata)
+                warnAbout(connection, "handler failed", metadata)
+                write(.error("\(error)"), to: connection)
+            }
+        }
+    }
+
+    func closed(_ connection: Connection, code: UInt16, reason: String) {
+        let engineID = connection.engineID
+        var updates: [(channel: String, presence: [UInt8], ids: [cws_conn_id])] = []
+        var left: [String] = []
+        state.withLock { s in
+            s.byID[connection.id] = nil
+            s.byEngineID[engineID] = nil
+            // Read under the lock: a join racing with this close either
+            // happened before (and is undone here) or finds the connection gone.
+            let channels = connection.withJoined { joined in
+                defer { joined.removeAll() }
+                return joined
+            }
+            for channel in channels {
+                guard s.channels[channel]?.removeValue(forKey: engineID) != nil else { continue }
+                left.append(channel)
+                let members = s.channels[channel] ?? [:]
+                if members.isEmpty {
+                    s.channels[channel] = nil
+                    if isDistributed { backplane.unsubscribe(channel: channel) }
+                }
+                // Remote members may remain when no local one does.
+                if !members.isEmpty || isDistributed, let presence = presenceUpdate(connection, channel: channel, connected: false) {
+                    updates.append((channel, presence, Self.recipients(members, except: nil, bytes: presence.count)))
+                }
+            }
+        }
+        for update in updates {
+            fanOut(update.presence, to: update.ids)
+            if isDistributed { publishPresence(update.presence, channel: update.channel) }
+        }
+        if isDistributed { for channel in left { backplane.membersChanged(channel: channel) } }
+        if configuration.maxConnectionsPerAddress != nil { addresses.release(connection.clientAddress) }
+        connection.queue?.finish()
+        connection.task?.cancel()
+        limitCounters.closed(code: code)
+        tap.closed(connection)
+        connection.logger.debug("closed", metadata: ["code": "\(code)"])
+        hooks.withLock { $0.onClose }?(connection, CloseCode(rawValue: code), reason)
+    }
+}
