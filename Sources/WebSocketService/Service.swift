@@ -66,7 +66,6 @@ public final class Service: Sendable {
 
     /// Written once in init, before the loops start; read-only afterwards.
     nonisolated(unsafe) private(set) var server: OpaquePointer?
-    var engine: OpaquePointer? { server }
 
     struct State {
         var byID: [UUID: Connection] = [:]

@@ -7,7 +7,7 @@ extension Service {
     /// still waits is dropped).
     func runAsync(_ handler: any AsyncHandler, _ connection: Connection, _ queue: InboundQueue) async {
         let engineID = connection.engineID
-        while let message = await queue.next(resume: { _ = cws_resume_reading(engine, engineID) }) {
+        while let message = await queue.next(resume: { _ = cws_resume_reading(server, engineID) }) {
             if Task.isCancelled { return }
             do {
                 try await handler.handle(service: self, connection: connection, message: message, logger: connection.logger)

@@ -6,9 +6,8 @@ import Logging
 // upgrades and their checks), opens, messages (limits, the envelope, the
 // handler) and closes (channels left, presence, counters).
 extension Service {
-
     func handleRequest(_ req: OpaquePointer, _ http: UnsafePointer<cws_http_request>,
-                               _ upgrade: UnsafePointer<cws_upgrade_info>?) {
+                       _ upgrade: UnsafePointer<cws_upgrade_info>?) {
         let request = Self.makeRequest(http, remote: String(cString: cws_request_remote(req)), isUpgrade: upgrade != nil)
         guard request.isUpgrade else {
             if let admin, AdminPages.serves(request.path) {
