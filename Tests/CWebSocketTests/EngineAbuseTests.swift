@@ -11,6 +11,31 @@ private let opBinary = UInt8(CWS_OP_BINARY.rawValue)
 private let opPing = UInt8(CWS_OP_PING.rawValue)
 private let opPong = UInt8(CWS_OP_PONG.rawValue)
 
+/// One masked client frame.
+private func clientFrame(_ opcode: UInt8, _ payload: [UInt8], key: UInt32) -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: payload.count + Int(CWS_MAX_HEADER_SIZE))
+    let n = out.withUnsafeMutableBytes { o in
+        payload.withUnsafeBytes { cws_frame_encode(o.baseAddress, 1, 0, opcode, $0.baseAddress, $0.count, 1, key) }
+    }
+    return Array(out[0..<n])
+}
+
+/// `count` pings, the i-th carrying `label(i)`, back to back.
+private func pingFrames(_ count: Int, _ label: (Int) -> String) -> [UInt8] {
+    (0..<count).flatMap { clientFrame(opPing, Array(label($0).utf8), key: 0x0A0B_0C0D) }
+}
+
+/// `count` binary messages of 3 bytes, the i-th carrying i (24 bits, little-endian), back to back.
+private func numberedMessages(_ count: Int) -> [UInt8] {
+    var flood: [UInt8] = []
+    flood.reserveCapacity(count * 9)
+    for i in 0..<count {
+        let payload = [UInt8(truncatingIfNeeded: i), UInt8(truncatingIfNeeded: i >> 8), UInt8(truncatingIfNeeded: i >> 16)]
+        flood += clientFrame(opBinary, payload, key: UInt32(truncatingIfNeeded: i))
+    }
+    return flood
+}
+
 @Suite("Engine abuse", .serialized)
 struct EngineAbuseTests {
     /// Pings from a peer that does not read: the answers used to bypass the
@@ -30,16 +55,7 @@ struct EngineAbuseTests {
         try c.sendText("go")
         try srv.events.wait("the burst queued") { srv.stats.messages_out >= 512 }
         let pings = 20_000
-        var flood: [UInt8] = []
-        for i in 0..<pings {
-            let payload = Array("ping \(i)".utf8)
-            var out = [UInt8](repeating: 0, count: payload.count + Int(CWS_MAX_HEADER_SIZE))
-            let n = out.withUnsafeMutableBytes { o in
-                payload.withUnsafeBytes { cws_frame_encode(o.baseAddress, 1, 0, opPing, $0.baseAddress, $0.count, 1, 0x0A0B_0C0D) }
-            }
-            flood += out[0..<n]
-        }
-        try c.send(flood)
+        try c.send(pingFrames(pings) { "ping \($0)" })
         try c.sendText("marker") // echoed after every ping was handled
         var pongs: [[UInt8]] = []
         var binary = 0
@@ -69,17 +85,7 @@ struct EngineAbuseTests {
         let flooder = try openClient(srv)
         let canary = try openClient(srv)
         let count = 200_000
-        var flood: [UInt8] = []
-        flood.reserveCapacity(count * 12)
-        for i in 0..<count {
-            let payload = [UInt8(truncatingIfNeeded: i), UInt8(truncatingIfNeeded: i >> 8), UInt8(truncatingIfNeeded: i >> 16)]
-            var out = [UInt8](repeating: 0, count: 3 + Int(CWS_MAX_HEADER_SIZE))
-            let n = out.withUnsafeMutableBytes { o in
-                payload.withUnsafeBytes { cws_frame_encode(o.baseAddress, 1, 0, opBinary, $0.baseAddress, 3, 1, UInt32(i)) }
-            }
-            flood += out[0..<n]
-        }
-        let fd = flooder.fd, bytes = flood
+        let fd = flooder.fd, bytes = numberedMessages(count)
         Thread.detachNewThread { try? sendAll(fd, bytes) } // while this thread reads the echoes
         for i in 0..<20 {
             try canary.sendText("canary \(i)")
@@ -120,16 +126,7 @@ struct EngineAbuseTests {
             #expect(try calm.readFrame() == Frame(opcode: UInt8(CWS_OP_PONG.rawValue), payload: Array("calm \(i)".utf8)))
         }
         let flood = try openClient(srv)
-        var burst: [UInt8] = []
-        for i in 0..<1000 {
-            let payload = Array("p\(i)".utf8)
-            var out = [UInt8](repeating: 0, count: payload.count + Int(CWS_MAX_HEADER_SIZE))
-            let n = out.withUnsafeMutableBytes { o in
-                payload.withUnsafeBytes { cws_frame_encode(o.baseAddress, 1, 0, opPing, $0.baseAddress, $0.count, 1, 0x0A0B_0C0D) }
-            }
-            burst += out[0..<n]
-        }
-        try sendAll(flood.fd, burst, toleratingReset: true)
+        try sendAll(flood.fd, pingFrames(1000) { "p\($0)" }, toleratingReset: true)
         var pongs = 0
         var close: Frame?
         while close == nil, let f = try? flood.readFrame() {
@@ -156,17 +153,7 @@ struct EngineAbuseTests {
         srv.events.echoRepeat = repeats
         let c = try openClient(srv)
         let count = 200_000
-        var flood: [UInt8] = []
-        flood.reserveCapacity(count * 9)
-        for i in 0..<count {
-            let payload = [UInt8(truncatingIfNeeded: i), UInt8(truncatingIfNeeded: i >> 8), UInt8(truncatingIfNeeded: i >> 16)]
-            var out = [UInt8](repeating: 0, count: 3 + Int(CWS_MAX_HEADER_SIZE))
-            let n = out.withUnsafeMutableBytes { o in
-                payload.withUnsafeBytes { cws_frame_encode(o.baseAddress, 1, 0, opBinary, $0.baseAddress, 3, 1, UInt32(i)) }
-            }
-            flood += out[0..<n]
-        }
-        let fd = c.fd, bytes = flood
+        let fd = c.fd, bytes = numberedMessages(count)
         Thread.detachNewThread { try? sendAll(fd, bytes, toleratingReset: true) } // while this thread reads
         // Each echo is 0x82 0x03 and the three bytes; read raw, in big reads.
         var echoes = [UInt8](repeating: 0, count: count * repeats * 5)
