@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 
-extension Routes {
+extension WebSocketRoutes {
     /// Serves the admin pages under `/admin/sockets`: connections, channels,
     /// one connection with a form that sends it a message, and a live tap of
     /// the traffic. `authorize` sees every admin request (headers, cookies,
@@ -14,7 +14,7 @@ extension Routes {
     /// runs. That is what keeps a page on another site from reaching them by
     /// rebinding its own name to this server's address (DNS rebinding), where
     /// `Origin` and `Host` agree and only the name gives it away.
-    public mutating func admin(hosts: Set<String>, authorize: @escaping @Sendable (HTTPRequest) -> Bool) {
+    public mutating func admin(hosts: Set<String>, authorize: @escaping @Sendable (ServerRequest) -> Bool) {
         adminAuthorization = AdminAccess(hosts: Set(hosts.map { AdminAccess.hostName($0) }), authorize: authorize)
     }
 }
@@ -22,7 +22,7 @@ extension Routes {
 /// Who may see the admin pages: the names they answer to, and the application's check.
 struct AdminAccess: Sendable {
     let hosts: Set<String>
-    let authorize: @Sendable (HTTPRequest) -> Bool
+    let authorize: @Sendable (ServerRequest) -> Bool
 
     /// "Example.COM:8080" → "example.com", "[::1]:80" → "::1", "::1" stays.
     static func hostName(_ host: String) -> String {
@@ -38,7 +38,7 @@ struct AdminAccess: Sendable {
         return lower
     }
 
-    func hostAllowed(_ request: HTTPRequest) -> Bool {
+    func hostAllowed(_ request: ServerRequest) -> Bool {
         guard let host = request.header("Host") else { return false }
         return hosts.contains(Self.hostName(host))
     }
@@ -70,7 +70,7 @@ final class AdminPages: Sendable {
     }
 
     /// 421 for a foreign Host, 403 for a refused check, nil to go on.
-    private func refusal(_ request: HTTPRequest, _ service: Service) -> HTTPResponse? {
+    private func refusal(_ request: ServerRequest, _ service: WebSocketServer) -> ServerResponse? {
         guard access.hostAllowed(request) else {
             service.limitCounters.adminHostsRefused.wrappingAdd(1, ordering: .relaxed)
             return .status(421, "Misdirected Request: not an admin host")
@@ -83,10 +83,10 @@ final class AdminPages: Sendable {
 
     // MARK: - Dispatch
 
-    func page(_ request: HTTPRequest, service: Service) -> HTTPResponse {
+    func page(_ request: ServerRequest, service: WebSocketServer) -> ServerResponse {
         if let refusal = refusal(request, service) { return refusal }
         guard request.method == "GET" || request.method == "HEAD" else {
-            return HTTPResponse(status: 405, headers: [HTTPHeader("Allow", "GET, HEAD")], body: Array("Method Not Allowed".utf8))
+            return ServerResponse(status: 405, headers: [HTTPHeader("Allow", "GET, HEAD")], body: Array("Method Not Allowed".utf8))
         }
         switch request.path {
         case Self.root, Self.root + "/": return overview(service)
@@ -99,7 +99,7 @@ final class AdminPages: Sendable {
     }
 
     /// The tap's socket endpoint (same path as the tap page).
-    func socket(for path: String, service: Service) -> Routes.SocketRoute? {
+    func socket(for path: String, service: WebSocketServer) -> WebSocketRoutes.SocketRoute? {
         guard path == Self.root + "/tap" else { return nil }
         return { [self] request in
             if let refusal = refusal(request, service) { return .refuse(refusal) }
@@ -116,7 +116,7 @@ final class AdminPages: Sendable {
 
     /// Why a state-changing request is refused, or nil: it must carry the
     /// token and must not come from another site.
-    static func crossSiteRefusal(_ request: HTTPRequest) -> String? {
+    static func crossSiteRefusal(_ request: ServerRequest) -> String? {
         if let site = request.header("Sec-Fetch-Site")?.lowercased(), site != "same-origin", site != "none" {
             return "cross-site request (Sec-Fetch-Site: \(site))"
         }
@@ -142,7 +142,7 @@ final class AdminPages: Sendable {
 
     // MARK: - Pages
 
-    private func overview(_ service: Service) -> HTTPResponse {
+    private func overview(_ service: WebSocketServer) -> ServerResponse {
         let status = service.status()
         var body = "<h2>Status</h2><table class=kv>"
         let rows: [(String, String)] = [
@@ -180,7 +180,7 @@ final class AdminPages: Sendable {
         ]
     }
 
-    private func channel(_ name: String, _ service: Service) -> HTTPResponse {
+    private func channel(_ name: String, _ service: WebSocketServer) -> ServerResponse {
         let members = service.connections(in: name)
         let title = "Channel " + name
         guard !members.isEmpty else {
@@ -189,7 +189,7 @@ final class AdminPages: Sendable {
         return Self.html(title, "<p>\(members.count) member(s).</p>" + Self.connectionTable(members))
     }
 
-    private func connection(_ request: HTTPRequest, _ service: Service) -> HTTPResponse {
+    private func connection(_ request: ServerRequest, _ service: WebSocketServer) -> ServerResponse {
         guard let id = UUID(uuidString: request.queryItem("id") ?? ""), let connection = service.connection(id) else {
             return Self.html("Connection", "<p>No such connection (it may have closed).</p>", status: 404)
         }
@@ -210,7 +210,7 @@ final class AdminPages: Sendable {
 
     /// The send form's target: validates, sends, then redirects (303) to
     /// the connection page so a reload does not send again.
-    private func send(_ request: HTTPRequest, _ service: Service) -> HTTPResponse {
+    private func send(_ request: ServerRequest, _ service: WebSocketServer) -> ServerResponse {
         if let refusal = Self.crossSiteRefusal(request) {
             service.logger.notice("admin send refused", metadata: ["reason": "\(refusal)", "remote": "\(request.remoteAddress)"])
             return Self.html("Refused", "<p class=err>\(Self.escape(refusal))</p>", status: 403)
@@ -224,7 +224,7 @@ final class AdminPages: Sendable {
         guard let connection = service.connection(id) else {
             return Self.html("Send", "<p class=err>That connection has closed.</p>", status: 404)
         }
-        func invalid(_ message: String) -> HTTPResponse {
+        func invalid(_ message: String) -> ServerResponse {
             Self.html("Connection " + Self.short(id), Self.details(connection) + Self.sendForm(form, error: message), status: 400)
         }
         guard !form.cmd.isEmpty else { return invalid("cmd must not be empty.") }
@@ -242,11 +242,11 @@ final class AdminPages: Sendable {
             "connection": "\(id.uuidString.lowercased())", "cmd": "\(form.cmd)", "remote": "\(request.remoteAddress)",
         ])
         let location = Self.root + "/connection?id=" + id.uuidString.lowercased() + "&sent=" + Self.percentEncode(form.cmd)
-        return HTTPResponse(status: 303, headers: Self.securityHeaders(nonce: nil) + [HTTPHeader("Location", location)],
+        return ServerResponse(status: 303, headers: Self.securityHeaders(nonce: nil) + [HTTPHeader("Location", location)],
                             body: Array("See Other".utf8))
     }
 
-    private func tapPage() -> HTTPResponse {
+    private func tapPage() -> ServerResponse {
         let body = """
         <p>Traffic as it happens (at most \(Int(TrafficTap.eventsPerSecond)) events per second; the rest are counted as \
         skipped). <span id=tap-state class=muted>connecting…</span> <label><input type=checkbox id=pause> pause</label></p>
@@ -386,7 +386,7 @@ final class AdminPages: Sendable {
         ]
     }
 
-    static func html(_ title: String, _ body: String, status: Int = 200, script: String? = nil) -> HTTPResponse {
+    static func html(_ title: String, _ body: String, status: Int = 200, script: String? = nil) -> ServerResponse {
         var nonce: String?
         if script != nil {
             var generator = SystemRandomNumberGenerator()
@@ -412,7 +412,7 @@ final class AdminPages: Sendable {
         """
         if let script, let nonce { page += "\n<script nonce=\"\(nonce)\">\n\(script)\n</script>" }
         page += "\n</body></html>\n"
-        return HTTPResponse(status: status, contentType: "text/html; charset=utf-8", headers: securityHeaders(nonce: nonce),
+        return ServerResponse(status: status, contentType: "text/html; charset=utf-8", headers: securityHeaders(nonce: nonce),
                             body: Array(page.utf8))
     }
 }

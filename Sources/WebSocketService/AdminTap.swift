@@ -4,7 +4,7 @@ import Synchronization
 
 /// The admin tap's socket handler: a watcher only listens.
 struct TapWatcher: RawHandler {
-    func handle(service: Service, connection: Connection, message: RawMessage, logger: Logger) {}
+    func handle(service: WebSocketServer, connection: Connection, message: RawMessage, logger: Logger) {}
 }
 
 /// Copies traffic, as it happens, to the admin tap's watchers (sockets opened
@@ -41,15 +41,15 @@ final class TrafficTap: Sendable {
         if removed { watcherCount.subtract(1, ordering: .relaxed) }
     }
 
-    func received(_ data: UnsafeRawBufferPointer, opcode: UInt8, from connection: Connection, service: Service) {
+    func received(_ data: UnsafeRawBufferPointer, opcode: UInt8, from connection: Connection, service: WebSocketServer) {
         publish(direction: "in", connection: connection, recipients: 1, data, opcode: opcode, service: service)
     }
 
-    func sent(_ data: UnsafeRawBufferPointer, opcode: Opcode, to connection: Connection, service: Service) {
+    func sent(_ data: UnsafeRawBufferPointer, opcode: Opcode, to connection: Connection, service: WebSocketServer) {
         publish(direction: "out", connection: connection, recipients: 1, data, opcode: opcode.rawValue, service: service)
     }
 
-    func fannedOut(_ bytes: [UInt8], recipients: Int, service: Service) {
+    func fannedOut(_ bytes: [UInt8], recipients: Int, service: WebSocketServer) {
         bytes.withUnsafeBytes {
             publish(direction: "out", connection: nil, recipients: recipients, $0, opcode: Opcode.text.rawValue, service: service)
         }
@@ -58,7 +58,7 @@ final class TrafficTap: Sendable {
     /// One event to every watcher, unless the connection is a watcher (its
     /// own traffic would feed itself) or the rate limit says skip.
     private func publish(direction: String, connection: Connection?, recipients: Int, _ data: UnsafeRawBufferPointer,
-                         opcode: UInt8, service: Service) {
+                         opcode: UInt8, service: WebSocketServer) {
         let decision = state.withLock { s -> (watchers: [Connection], skipped: Int)? in
             if let connection, s.watchers[connection.id] != nil { return nil }
             let now = ContinuousClock.now

@@ -8,7 +8,7 @@ public enum Verdict: Sendable, Hashable {
 /// An endpoint's permission checks, run with the connection (and its
 /// `profile`) in hand, on the connection's loop thread (they must not block).
 public struct Authorization: Sendable {
-    /// Every join: `Service.join` (from a handler or anywhere else) and the
+    /// Every join: `WebSocketServer.join` (from a handler or anywhere else) and the
     /// first channel of an upgrade. A refused join leaves the connection out
     /// of the channel and sends it an `error` envelope (`code`
     /// `"join-refused"`, the channel and the reason); a refused first channel

@@ -50,7 +50,7 @@ struct BackplaneMessage: Sendable, Equatable {
     var envelope: [UInt8]
 }
 
-/// The backplane's health, in `Service.Status` and on the admin overview.
+/// The backplane's health, in `WebSocketServer.Status` and on the admin overview.
 public struct BackplaneStatus: Sendable, Codable, Hashable {
     /// "in-process" or "redis".
     public var kind: String

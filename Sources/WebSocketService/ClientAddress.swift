@@ -15,7 +15,7 @@ enum ClientAddress {
     /// `X-Forwarded-For` address (each proxy appends the one it heard from)
     /// that is not itself a trusted proxy. Every `X-Forwarded-For` line
     /// counts, in order.
-    static func resolve(_ request: HTTPRequest, trustedProxies: Set<String>) -> String {
+    static func resolve(_ request: ServerRequest, trustedProxies: Set<String>) -> String {
         let peer = ip(ofPeer: request.remoteAddress)
         guard !trustedProxies.isEmpty, trustedProxies.contains(peer) else { return peer }
         let hops = request.headers.filter { $0.name.lowercased() == "x-forwarded-for" }

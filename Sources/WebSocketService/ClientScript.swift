@@ -428,8 +428,8 @@ var Socket = WebSocketClient.Socket;
 
     private static let body = Array(javaScript.utf8)
 
-    static func response(_ request: HTTPRequest) -> HTTPResponse {
-        HTTPResponse(status: 200, contentType: "text/javascript; charset=utf-8",
+    static func response(_ request: ServerRequest) -> ServerResponse {
+        ServerResponse(status: 200, contentType: "text/javascript; charset=utf-8",
                      headers: [HTTPHeader("Cache-Control", "no-cache"), HTTPHeader("X-Content-Type-Options", "nosniff")],
                      body: body)
     }

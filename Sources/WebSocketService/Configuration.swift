@@ -21,7 +21,7 @@ public struct Configuration: Sendable {
     /// Bind address: "127.0.0.1", "0.0.0.0", "::1"...; "::" is every
     /// address, IPv4 and IPv6 (dual-stack).
     public var host: String = "::"
-    /// 0: any free port (read `Service.port`).
+    /// 0: any free port (read `WebSocketServer.port`).
     public var port: Int = 8080
     /// false (the default): starting fails when another socket already
     /// listens on the address (a stale process, a second service); true:
@@ -29,7 +29,7 @@ public struct Configuration: Sendable {
     public var sharePort = false
     /// Event loops (threads); 0: one per online CPU.
     public var loops: Int = 0
-    /// Threads that run `AsyncHandler` tasks (started with the first such
+    /// Threads that run `AsyncEnvelopeHandler` tasks (started with the first such
     /// connection); 0: one per online CPU.
     public var handlerThreads: Int = 0
     public var backend: Backend = .auto

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The threads that run `AsyncHandler` tasks (their executor preference, so
+/// The threads that run `AsyncEnvelopeHandler` tasks (their executor preference, so
 /// what they await resumes here too). Not Swift's shared cooperative pool:
 /// that has one thread per core, and a server's other code that blocks one
 /// (a synchronous client, a lock held across I/O) would otherwise stall every

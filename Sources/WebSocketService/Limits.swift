@@ -7,7 +7,7 @@ import Glibc
 /// The defaults are far above what an honest browser client sends (a chat
 /// page sends a few messages a second) and well below what a flood does.
 /// Each refusal is counted per connection (`Connection.Counters`) and in
-/// `Service.Status.limits`.
+/// `WebSocketServer.Status.limits`.
 public struct Limits: Sendable, Hashable {
     /// A token bucket: `perSecond` tokens are added each second, up to
     /// `burst`. A message is let through while the bucket holds any token,
@@ -47,7 +47,7 @@ public struct Limits: Sendable, Hashable {
     public var maxChannelNameBytes = 256
     /// Envelope endpoints: bytes of a `cmd`.
     public var maxCommandBytes = 128
-    /// `AsyncHandler` endpoints: messages waiting for the handler before the
+    /// `AsyncEnvelopeHandler` endpoints: messages waiting for the handler before the
     /// server stops reading the socket (it reads again at half as many).
     public var maxQueuedMessages = 256
 

@@ -11,7 +11,7 @@ import WebSocketService
 /// - `say` (param: any JSON, the page sends `{id, name, text}`): broadcast to the
 ///   channel named in the envelope (default: the first joined), sender included;
 /// - `join` / `leave` (param: `{"channel": name}`).
-struct ChatHandler: Handler {
+struct ChatHandler: EnvelopeHandler {
     /// `say` envelopes kept per room.
     static let historyLength = 50
     /// Bytes of them kept per room: the `history` reply stays far below the
@@ -73,7 +73,7 @@ struct ChatHandler: Handler {
         var online: [String]
     }
 
-    func handle(service: Service, connection: Connection, message: Message, logger: Logger) throws {
+    func handle(service: WebSocketServer, connection: Connection, message: Message, logger: Logger) throws {
         switch message.cmd {
         case "hello":
             let room = message.channel ?? connection.channels.first
@@ -110,7 +110,7 @@ struct ChatHandler: Handler {
 
 /// Echo: every text and binary message back, unchanged.
 struct EchoHandler: RawHandler {
-    func handle(service: Service, connection: Connection, message: RawMessage, logger: Logger) {
+    func handle(service: WebSocketServer, connection: Connection, message: RawMessage, logger: Logger) {
         service.send(message.bytes, opcode: message.opcode, to: connection)
     }
 }

@@ -108,7 +108,7 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
     }
     let logger = Logger(label: "wsdemo")
 
-    var routes = Routes()
+    var routes = WebSocketRoutes()
     if echo {
         // Autobahn 9.1.6 and 9.2.6 echo 16 MiB messages; the default is 1 MiB.
         configuration.maxMessageSize = configuration.maxMessageSize ?? 16 << 20
@@ -133,9 +133,9 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
             routes.admin(hosts: adminHosts(configuration.host)) { request in isLoopback(request.remoteAddress) }
         }
     }
-    let service: Service
+    let service: WebSocketServer
     do {
-        service = try Service(routes: routes, configuration: configuration, logger: logger)
+        service = try WebSocketServer(routes: routes, configuration: configuration, logger: logger)
         try service.start()
     } catch {
         fail("\(error)")

@@ -5,7 +5,7 @@ import WebSocketService
 
 /// Echo: every text and binary message back, unchanged (as `wsdemo --echo`).
 struct Echo: RawHandler {
-    func handle(service: Service, connection: Connection, message: RawMessage, logger: Logger) {
+    func handle(service: WebSocketServer, connection: Connection, message: RawMessage, logger: Logger) {
         service.send(message.bytes, opcode: message.opcode, to: connection)
     }
 }
@@ -14,16 +14,16 @@ let backends: [Configuration.Backend] = [.epoll, .uring]
 
 /// The echo service on 127.0.0.1, any free port; nil (reason printed) when
 /// the backend is io_uring and the kernel refuses it.
-func startEcho(_ backend: Configuration.Backend) throws -> Service? {
-    var routes = Routes()
+func startEcho(_ backend: Configuration.Backend) throws -> WebSocketServer? {
+    var routes = WebSocketRoutes()
     routes.raw("*", handler: Echo())
     var configuration = Configuration(host: "127.0.0.1", port: 0, loops: 2, backend: backend)
     configuration.idleTimeout = .seconds(60)
     configuration.maxMessageSize = 16 << 20  // the limits group's 16 MiB cases, as the demo's --echo
     configuration.compression = Configuration.Compression()  // so the compression group runs
-    let service: Service
+    let service: WebSocketServer
     do {
-        service = try Service(routes: routes, configuration: configuration,
+        service = try WebSocketServer(routes: routes, configuration: configuration,
                               logger: Logger(label: "conformance") { _ in SwiftLogNoOpLogHandler() })
     } catch {
         guard backend == .uring && error.description.contains("io_uring unavailable") else { throw error }

@@ -2,10 +2,10 @@ import Foundation
 import Testing
 @testable import WebSocketService
 
-/// Routes with the test handler at /ws (the user is the query's `user`) and,
+/// WebSocketRoutes with the test handler at /ws (the user is the query's `user`) and,
 /// when `authorize` is given, the admin pages.
-private func adminRoutes(authorize: (@Sendable (HTTPRequest) -> Bool)?) -> Routes {
-    var routes = Routes()
+private func adminRoutes(authorize: (@Sendable (ServerRequest) -> Bool)?) -> WebSocketRoutes {
+    var routes = WebSocketRoutes()
     routes.socket("/ws", handler: TestHandler()) { request in
         .accept(request.queryItem("user").map { Profile(userID: $0) })
     }
@@ -14,7 +14,7 @@ private func adminRoutes(authorize: (@Sendable (HTTPRequest) -> Bool)?) -> Route
 }
 
 /// Admin allowed for requests that carry `X-Admin: yes`.
-private let byHeader: @Sendable (HTTPRequest) -> Bool = { $0.header("X-Admin") == "yes" }
+private let byHeader: @Sendable (ServerRequest) -> Bool = { $0.header("X-Admin") == "yes" }
 
 private func get(_ port: Int, _ target: String, _ headers: [String] = ["X-Admin: yes"]) throws
     -> (status: Int, head: String, body: String) {

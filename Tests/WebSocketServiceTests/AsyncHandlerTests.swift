@@ -36,7 +36,7 @@ private final class Gate: Sendable {
 /// `echo` after awaiting (a random short sleep, or the gate), `sleep` awaits
 /// a minute, `fail` throws after awaiting; counts what it handled and the
 /// cancellations it saw.
-private final class AwaitingHandler: AsyncHandler {
+private final class AwaitingHandler: AsyncEnvelopeHandler {
     let gate: Gate?
     let handled = Atomic<Int>(0)
     let cancelled = Atomic<Int>(0)
@@ -45,7 +45,7 @@ private final class AwaitingHandler: AsyncHandler {
 
     init(gate: Gate? = nil) { self.gate = gate }
 
-    func handle(service: Service, connection: Connection, message: Message, logger: Logger) async throws {
+    func handle(service: WebSocketServer, connection: Connection, message: Message, logger: Logger) async throws {
         let now = concurrent.wrappingAdd(1, ordering: .relaxed).newValue
         if now > mostConcurrent.load(ordering: .relaxed) { mostConcurrent.store(now, ordering: .relaxed) }
         defer { concurrent.wrappingSubtract(1, ordering: .relaxed) }
@@ -70,8 +70,8 @@ private final class AwaitingHandler: AsyncHandler {
     }
 }
 
-private func asyncRoutes(_ handler: AwaitingHandler, limits: Limits = Limits()) -> Routes {
-    var routes = Routes()
+private func asyncRoutes(_ handler: AwaitingHandler, limits: Limits = Limits()) -> WebSocketRoutes {
+    var routes = WebSocketRoutes()
     routes.socket("/ws", handler: handler, limits: limits)
     return routes
 }

@@ -123,7 +123,7 @@ import Testing
     }
 
     @Test func requestHelpers() {
-        let request = HTTPRequest(method: "GET", path: "/ws", query: "a=1&ch=my%20room+x&empty",
+        let request = ServerRequest(method: "GET", path: "/ws", query: "a=1&ch=my%20room+x&empty",
                                   headers: [HTTPHeader("Cookie", "session=abc; theme = dark"),
                                             HTTPHeader("ORIGIN", "https://x.example")])
         #expect(request.queryItem("ch") == "my room x")
@@ -132,7 +132,7 @@ import Testing
         #expect(request.cookie("session") == "abc")
         #expect(request.cookie("theme") == "dark")
         #expect(request.origin == "https://x.example")
-        #expect(Routes.channel(of: request) == "my room x")
-        #expect(Routes.channel(of: HTTPRequest(method: "GET", path: "/ws")).hasPrefix("channel-"))
+        #expect(WebSocketRoutes.channel(of: request) == "my room x")
+        #expect(WebSocketRoutes.channel(of: ServerRequest(method: "GET", path: "/ws")).hasPrefix("channel-"))
     }
 }

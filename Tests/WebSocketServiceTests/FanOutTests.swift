@@ -13,7 +13,7 @@ import Testing
             print("SKIPPED: cannot open \(2 * members) descriptors")
             return
         }
-        var routes = Routes()
+        var routes = WebSocketRoutes()
         routes.socket("/ws", handler: TestHandler())
         // Presence is tested elsewhere; here it would add 500,000 updates
         // (each joiner to every earlier member) for the clients to wade through.

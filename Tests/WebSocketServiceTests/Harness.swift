@@ -22,10 +22,10 @@ final class LogCapture: Sendable {
     let entries = Locked<[Entry]>([])
 
     var logger: Logger {
-        Logger(label: "test") { _ in Handler(capture: self) }
+        Logger(label: "test") { _ in EnvelopeHandler(capture: self) }
     }
 
-    struct Handler: LogHandler {
+    struct EnvelopeHandler: LogHandler {
         let capture: LogCapture
         var metadata: Logger.Metadata = [:]
         var logLevel: Logger.Level = .debug
@@ -46,14 +46,14 @@ final class LogCapture: Sendable {
 
 /// A started service on 127.0.0.1, any free port, two loops; nil (with the
 /// reason printed) when the backend is io_uring and the kernel refuses it.
-func startService(_ backend: Configuration.Backend, routes: Routes, logger: Logger = LogCapture().logger,
-                  configure: (inout Configuration) -> Void = { _ in }) throws -> Service? {
+func startService(_ backend: Configuration.Backend, routes: WebSocketRoutes, logger: Logger = LogCapture().logger,
+                  configure: (inout Configuration) -> Void = { _ in }) throws -> WebSocketServer? {
     var configuration = Configuration(host: "127.0.0.1", port: 0, loops: 2, backend: backend)
     configuration.idleTimeout = .seconds(60)
     configure(&configuration)
-    let service: Service
+    let service: WebSocketServer
     do {
-        service = try Service(routes: routes, configuration: configuration, logger: logger)
+        service = try WebSocketServer(routes: routes, configuration: configuration, logger: logger)
     } catch {
         let refused = backend == .uring && error.description.contains("io_uring unavailable")
         guard refused else { throw error }
@@ -93,7 +93,7 @@ func raiseFileLimit(to wanted: Int) -> Int {
 /// - fail: throws `TestFailure("boom")`
 /// - join / leave (param: channel name): answers `joined` / `left` with the Bool result
 /// - close (param: code): closes this connection with that code
-struct TestHandler: Handler {
+struct TestHandler: EnvelopeHandler {
     struct TestFailure: Error, CustomStringConvertible {
         var description: String
     }
@@ -104,7 +104,7 @@ struct TestHandler: Handler {
         var channels: [String]
     }
 
-    func handle(service: Service, connection: Connection, message: Message, logger: Logger) throws {
+    func handle(service: WebSocketServer, connection: Connection, message: Message, logger: Logger) throws {
         switch message.cmd {
         case "echo":
             service.write(Envelope(cmd: "echo", param: message.param), to: connection)
@@ -129,7 +129,7 @@ struct TestHandler: Handler {
 }
 
 struct Echo: RawHandler {
-    func handle(service: Service, connection: Connection, message: RawMessage, logger: Logger) {
+    func handle(service: WebSocketServer, connection: Connection, message: RawMessage, logger: Logger) {
         service.send(message.bytes, opcode: message.opcode, to: connection)
     }
 }

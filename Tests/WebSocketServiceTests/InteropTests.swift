@@ -49,8 +49,8 @@ import Testing
 
     @Test(arguments: backends) func pythonWebsocketsClient(_ backend: Configuration.Backend) throws {
         guard let python = Self.python else { return }
-        struct Chat: Handler {
-            func handle(service: Service, connection: Connection, message: Message, logger: Logger) throws {
+        struct Chat: EnvelopeHandler {
+            func handle(service: WebSocketServer, connection: Connection, message: Message, logger: Logger) throws {
                 switch message.cmd {
                 case "say":
                     service.writeChannel(cmd: "say", param: message.param, channel: message.channel ?? "", from: connection.id)
@@ -61,7 +61,7 @@ import Testing
                 }
             }
         }
-        var routes = Routes()
+        var routes = WebSocketRoutes()
         routes.socket("/ws", handler: Chat())
         guard let service = try startService(backend, routes: routes) else { return }
         defer { service.stop() }

@@ -5,16 +5,16 @@ import Testing
 @testable import WebSocketService
 
 /// Counts the envelopes its handler ran for, then behaves as `TestHandler`.
-private final class CountingHandler: Handler {
+private final class CountingHandler: EnvelopeHandler {
     let handled = Atomic<Int>(0)
-    func handle(service: Service, connection: Connection, message: Message, logger: Logger) throws {
+    func handle(service: WebSocketServer, connection: Connection, message: Message, logger: Logger) throws {
         handled.wrappingAdd(1, ordering: .relaxed)
         try TestHandler().handle(service: service, connection: connection, message: message, logger: logger)
     }
 }
 
-private func routes(_ handler: some Handler, limits: Limits = Limits(), authorization: Authorization = .none) -> Routes {
-    var routes = Routes()
+private func routes(_ handler: some EnvelopeHandler, limits: Limits = Limits(), authorization: Authorization = .none) -> WebSocketRoutes {
+    var routes = WebSocketRoutes()
     routes.socket("/ws", handler: handler, limits: limits, authorization: authorization) { request in
         .accept(request.queryItem("user").map { Profile(userID: $0) })
     }
@@ -233,9 +233,9 @@ extension TestClient {
     /// debug, and every logged client string is clipped.
     @Test(arguments: backends) func aClientCannotFloodTheLog(_ backend: Configuration.Backend) throws {
         let capture = LogCapture()
-        struct Failing: Handler {
+        struct Failing: EnvelopeHandler {
             struct Failure: Error, CustomStringConvertible { var description: String }
-            func handle(service: Service, connection: Connection, message: Message, logger: Logger) throws {
+            func handle(service: WebSocketServer, connection: Connection, message: Message, logger: Logger) throws {
                 throw Failure(description: "cannot do " + (message.param.description))
             }
         }

@@ -4,8 +4,8 @@ import WebSocketService
 
 // The README's example, kept here word for word (but port 0) so it compiles
 // and works as documented.
-private struct Chat: Handler {
-    func handle(service: Service, connection: Connection, message: Message, logger: Logger) throws {
+private struct Chat: EnvelopeHandler {
+    func handle(service: WebSocketServer, connection: Connection, message: Message, logger: Logger) throws {
         guard message.cmd == "say", let channel = message.channel else { return }
         service.writeChannel(cmd: "said", param: message.param, channel: channel, from: connection.id)
     }
@@ -13,7 +13,7 @@ private struct Chat: Handler {
 
 @Suite struct ReadmeExampleTests {
     @Test func readmeChatExample() throws {
-        var routes = Routes()
+        var routes = WebSocketRoutes()
         routes.page("/") { _ in .html("<h1>hello</h1>") }
         // A client may name any channel: only its members may write to it.
         let membersOnly = Authorization(command: { connection, message in
@@ -23,7 +23,7 @@ private struct Chat: Handler {
         routes.socket("/ws", handler: Chat(), authorization: membersOnly) { request in
             .accept(Profile(userID: request.queryItem("user") ?? "guest"))
         }
-        let service = try Service(routes: routes, configuration: .init(host: "127.0.0.1", port: 0))
+        let service = try WebSocketServer(routes: routes, configuration: .init(host: "127.0.0.1", port: 0))
         try service.start()
         defer { service.stop() }
 

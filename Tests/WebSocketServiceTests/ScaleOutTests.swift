@@ -80,8 +80,8 @@ final class RedisServer {
 
 /// TestHandler plus `say`: the param to the message's channel (default
 /// "room"), from the sender, the sender included.
-struct ScaleOutHandler: Handler {
-    func handle(service: Service, connection: Connection, message: Message, logger: Logger) throws {
+struct ScaleOutHandler: EnvelopeHandler {
+    func handle(service: WebSocketServer, connection: Connection, message: Message, logger: Logger) throws {
         if message.cmd == "say" {
             service.writeChannel(cmd: "said", param: message.param, channel: message.channel ?? "room", from: connection.id)
         } else {
@@ -93,7 +93,7 @@ struct ScaleOutHandler: Handler {
 /// Three services on different ports sharing one Redis.
 final class Cluster {
     let redis: RedisServer
-    let services: [Service]
+    let services: [WebSocketServer]
 
     /// nil (reason printed) without redis-server.
     static func start(servers: Int = 3, pubSub: RedisConfiguration.PubSub = .classic,
@@ -103,9 +103,9 @@ final class Cluster {
             return nil
         }
         let redis = try redis ?? RedisServer()
-        var routes = Routes()
+        var routes = WebSocketRoutes()
         routes.socket("/ws", handler: ScaleOutHandler())
-        var services: [Service] = []
+        var services: [WebSocketServer] = []
         for _ in 0..<servers {
             let service = try startService(.epoll, routes: routes) { configuration in
                 var backplane = RedisConfiguration(host: "127.0.0.1", port: redis.port)
@@ -124,7 +124,7 @@ final class Cluster {
         return cluster
     }
 
-    private init(redis: RedisServer, services: [Service]) {
+    private init(redis: RedisServer, services: [WebSocketServer]) {
         self.redis = redis
         self.services = services
     }
@@ -134,7 +134,7 @@ final class Cluster {
     }
 
     /// Every listed server has Redis's word that it is subscribed to the channel.
-    func waitSubscribed(_ channel: String, on servers: [Service]? = nil) -> Bool {
+    func waitSubscribed(_ channel: String, on servers: [WebSocketServer]? = nil) -> Bool {
         eventually(timeout: .seconds(10)) {
             (servers ?? services).allSatisfy { ($0.backplane as? RedisBackplane)?.isSubscribed(channel: channel) == true }
         }
@@ -283,7 +283,7 @@ extension TestClient {
     }
 
     @Test func inProcessBackplaneIsTheDefaultAndStaysLocal() async throws {
-        var routes = Routes()
+        var routes = WebSocketRoutes()
         routes.socket("/ws", handler: ScaleOutHandler())
         let service = try #require(try startService(.epoll, routes: routes))
         defer { service.stop() }
@@ -359,7 +359,7 @@ final class DemoServer {
             return
         }
         let redis = try RedisServer()
-        var routes = Routes()
+        var routes = WebSocketRoutes()
         routes.socket("/ws", handler: ScaleOutHandler())
         let ttl = Duration.seconds(1)
         let service = try #require(try startService(.epoll, routes: routes) { configuration in

@@ -13,7 +13,7 @@ import Glibc
     /// afterwards without anyone calling stop() again.
     @Test(arguments: backends)
     func stopFromAHandlerFinishesOnItsOwn(_ backend: Configuration.Backend) throws {
-        var routes = Routes()
+        var routes = WebSocketRoutes()
         routes.raw("*", handler: RawHandlerFunction { service, _, _, _ in service.stop(timeout: .seconds(1)) })
         guard let service = try startService(backend, routes: routes) else { return }
         let port = service.port

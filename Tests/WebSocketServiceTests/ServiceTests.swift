@@ -4,8 +4,8 @@ import Synchronization
 import Testing
 @testable import WebSocketService
 
-private func testRoutes(_ configure: (inout Routes) -> Void = { _ in }) -> Routes {
-    var routes = Routes()
+private func testRoutes(_ configure: (inout WebSocketRoutes) -> Void = { _ in }) -> WebSocketRoutes {
+    var routes = WebSocketRoutes()
     routes.page("/") { _ in .html("<h1>hello</h1>") }
     routes.socket("/ws", handler: TestHandler())
     configure(&routes)
@@ -76,7 +76,7 @@ private func presence(_ envelope: [String: Any]) -> Presence? {
     }
 
     @Test(arguments: backends) func authenticationHookDecides(_ backend: Configuration.Backend) throws {
-        var routes = Routes()
+        var routes = WebSocketRoutes()
         routes.socket("/ws", handler: TestHandler()) { request in
             guard let session = request.cookie("session") else { return .refuse(status: 401) }
             guard session != "banned" else { return .refuse(status: 403, message: "banned") }
@@ -315,7 +315,7 @@ private func presence(_ envelope: [String: Any]) -> Presence? {
     }
 
     @Test(arguments: backends) func echoModeTextAndBinary(_ backend: Configuration.Backend) throws {
-        var routes = Routes()
+        var routes = WebSocketRoutes()
         routes.raw("*", handler: Echo())
         guard let service = try startService(backend, routes: routes) else { return }
         defer { service.stop() }

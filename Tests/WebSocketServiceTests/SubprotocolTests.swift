@@ -9,13 +9,13 @@ import Testing
 @Suite struct SubprotocolTests {
     /// Answers every message with the connection's subprotocol.
     struct WhichProtocol: RawHandler {
-        func handle(service: Service, connection: Connection, message: RawMessage, logger: Logger) {
+        func handle(service: WebSocketServer, connection: Connection, message: RawMessage, logger: Logger) {
             service.send(Array((connection.subprotocol ?? "none").utf8), opcode: .text, to: connection)
         }
     }
 
-    private static func routes() -> Routes {
-        var routes = Routes()
+    private static func routes() -> WebSocketRoutes {
+        var routes = WebSocketRoutes()
         routes.raw("/graphql", handler: WhichProtocol(), subprotocols: ["graphql-transport-ws", "graphql-ws"])
         routes.raw("/plain", handler: WhichProtocol())
         // An application bug: it names a protocol nobody offered.
@@ -48,7 +48,7 @@ import Testing
         try plain.send(text: "?")
         #expect(try plain.receive() == .text("none"))
         // Names compare exactly.
-        #expect(Routes.subprotocol(["graphql-ws"], offered: ["GraphQL-WS"]) == nil)
+        #expect(WebSocketRoutes.subprotocol(["graphql-ws"], offered: ["GraphQL-WS"]) == nil)
     }
 
     @Test(arguments: backends) func the101NamesTheChoiceAndNothingElse(_ backend: Configuration.Backend) throws {

@@ -1,5 +1,5 @@
-// One channel message prepared for 10,000 recipients: what Service.writeChannel
-// does (Service.swift: writeChannel -> writeChannelLocally -> fanOut) minus the
+// One channel message prepared for 10,000 recipients: what WebSocketServer.writeChannel
+// does (WebSocketServer.swift: writeChannel -> writeChannelLocally -> fanOut) minus the
 // channel lookup under the service lock, which needs live connections.
 //
 // Once per message: the envelope is encoded (Envelope.encoded) and framed into

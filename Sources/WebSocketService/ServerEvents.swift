@@ -5,7 +5,7 @@ import Logging
 // The engine's callbacks, on the loop threads: requests (pages, admin,
 // upgrades and their checks), opens, messages (limits, the envelope, the
 // handler) and closes (channels left, presence, counters).
-extension Service {
+extension WebSocketServer {
     func handleRequest(_ req: OpaquePointer, _ http: UnsafePointer<cws_http_request>,
                        _ upgrade: UnsafePointer<cws_upgrade_info>?) {
         let request = Self.makeRequest(http, remote: String(cString: cws_request_remote(req)), isUpgrade: upgrade != nil)
@@ -16,13 +16,13 @@ extension Service {
             }
             if let page = routes.page(for: request.path) {
                 guard request.method == "GET" || request.method == "HEAD" else {
-                    respond(req, HTTPResponse(status: 405, headers: [HTTPHeader("Allow", "GET, HEAD")],
+                    respond(req, ServerResponse(status: 405, headers: [HTTPHeader("Allow", "GET, HEAD")],
                                               body: Array("Method Not Allowed".utf8)))
                     return
                 }
                 respond(req, page(request))
             } else if routes.socket(for: request.path) != nil {
-                respond(req, HTTPResponse(status: 426, headers: [HTTPHeader("Upgrade", "websocket")],
+                respond(req, ServerResponse(status: 426, headers: [HTTPHeader("Upgrade", "websocket")],
                                           body: Array("Upgrade Required".utf8)))
             }
             return // unanswered: the engine sends 404
@@ -62,7 +62,7 @@ extension Service {
             if let most = configuration.maxConnectionsPerAddress {
                 guard addresses.reserve(client, limit: most) else {
                     limitCounters.refusedPerAddress.wrappingAdd(1, ordering: .relaxed)
-                    respond(req, HTTPResponse(status: 429, headers: [HTTPHeader("Retry-After", "5")],
+                    respond(req, ServerResponse(status: 429, headers: [HTTPHeader("Retry-After", "5")],
                                               body: Array("Too many connections from \(client)".utf8)))
                     return
                 }
@@ -80,7 +80,7 @@ extension Service {
         }
     }
 
-    private func respond(_ req: OpaquePointer, _ response: HTTPResponse) {
+    private func respond(_ req: OpaquePointer, _ response: ServerResponse) {
         response.contentType.withCString { type in
             response.body.withUnsafeBytes { body in
                 if let lines = response.headerLines {
@@ -97,7 +97,7 @@ extension Service {
         return String(decoding: UnsafeRawBufferPointer(start: ptr, count: slice.len), as: UTF8.self)
     }
 
-    private static func makeRequest(_ http: UnsafePointer<cws_http_request>, remote: String, isUpgrade: Bool) -> HTTPRequest {
+    private static func makeRequest(_ http: UnsafePointer<cws_http_request>, remote: String, isUpgrade: Bool) -> ServerRequest {
         let count = Int(http.pointee.header_count)
         let offset = MemoryLayout<cws_http_request>.offset(of: \cws_http_request.headers)!
         let first = (UnsafeRawPointer(http) + offset).assumingMemoryBound(to: cws_http_header.self)
@@ -107,7 +107,7 @@ extension Service {
             headers.append(HTTPHeader(string(first[i].name), string(first[i].value)))
         }
         let query = http.pointee.query.ptr == nil ? nil : string(http.pointee.query)
-        return HTTPRequest(method: string(http.pointee.method), path: string(http.pointee.path), query: query,
+        return ServerRequest(method: string(http.pointee.method), path: string(http.pointee.path), query: query,
                            headers: headers, remoteAddress: remote, isUpgrade: isUpgrade)
     }
 

@@ -9,21 +9,21 @@ import Logging
 /// holds the client back) and reads again once half of them are done.
 ///
 /// A thrown error is sent to that client as an `error` envelope, as for
-/// `Handler`; the connection stays open.
-public protocol AsyncHandler: Sendable {
-    func handle(service: Service, connection: Connection, message: Message, logger: Logger) async throws
+/// `EnvelopeHandler`; the connection stays open.
+public protocol AsyncEnvelopeHandler: Sendable {
+    func handle(service: WebSocketServer, connection: Connection, message: Message, logger: Logger) async throws
 }
 
 /// An async handler from a closure.
-public struct AsyncHandlerFunction: AsyncHandler {
-    private let body: @Sendable (Service, Connection, Message, Logger) async throws -> Void
+public struct AsyncEnvelopeHandlerFunction: AsyncEnvelopeHandler {
+    private let body: @Sendable (WebSocketServer, Connection, Message, Logger) async throws -> Void
 
-    public init(_ body: @escaping @Sendable (_ service: Service, _ connection: Connection, _ message: Message,
+    public init(_ body: @escaping @Sendable (_ service: WebSocketServer, _ connection: Connection, _ message: Message,
                                              _ logger: Logger) async throws -> Void) {
         self.body = body
     }
 
-    public func handle(service: Service, connection: Connection, message: Message, logger: Logger) async throws {
+    public func handle(service: WebSocketServer, connection: Connection, message: Message, logger: Logger) async throws {
         try await body(service, connection, message, logger)
     }
 }

@@ -10,7 +10,7 @@ public struct HTTPHeader: Sendable, Hashable {
 
 /// An HTTP request head as the routes see it: a page request, or a WebSocket
 /// upgrade the engine has already validated.
-public struct HTTPRequest: Sendable {
+public struct ServerRequest: Sendable {
     public var method: String
     /// The target before `?`.
     public var path: String
@@ -107,7 +107,7 @@ extension Substring {
 }
 
 /// A plain HTTP response for a page, or for a refused upgrade.
-public struct HTTPResponse: Sendable {
+public struct ServerResponse: Sendable {
     public var status: Int
     public var contentType: String
     /// Extra header lines (Content-Type and Content-Length are added by the engine).
@@ -122,20 +122,20 @@ public struct HTTPResponse: Sendable {
         self.body = body
     }
 
-    public static func text(_ text: String, status: Int = 200) -> HTTPResponse {
-        HTTPResponse(status: status, body: Array(text.utf8))
+    public static func text(_ text: String, status: Int = 200) -> ServerResponse {
+        ServerResponse(status: status, body: Array(text.utf8))
     }
 
-    public static func html(_ html: String, status: Int = 200) -> HTTPResponse {
-        HTTPResponse(status: status, contentType: "text/html; charset=utf-8", body: Array(html.utf8))
+    public static func html(_ html: String, status: Int = 200) -> ServerResponse {
+        ServerResponse(status: status, contentType: "text/html; charset=utf-8", body: Array(html.utf8))
     }
 
-    public static func json(_ json: RawJSON, status: Int = 200) -> HTTPResponse {
-        HTTPResponse(status: status, contentType: "application/json", body: json.bytes)
+    public static func json(_ json: RawJSON, status: Int = 200) -> ServerResponse {
+        ServerResponse(status: status, contentType: "application/json", body: json.bytes)
     }
 
     /// A short text body naming the status.
-    public static func status(_ status: Int, _ message: String? = nil) -> HTTPResponse {
+    public static func status(_ status: Int, _ message: String? = nil) -> ServerResponse {
         .text(message ?? Self.reason(status), status: status)
     }
 

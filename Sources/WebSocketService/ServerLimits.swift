@@ -2,7 +2,7 @@ import CWebSocket
 import Logging
 import Synchronization
 
-/// How often the service's limits and checks refused something (`Service.Status.limits`).
+/// How often the service's limits and checks refused something (`WebSocketServer.Status.limits`).
 public struct LimitStatus: Sendable, Codable, Hashable {
     /// Messages over a connection's message or byte rate (dropped, or the one that closed it).
     public var rateLimited: UInt64
@@ -58,7 +58,7 @@ final class LimitCounters: Sendable {
     }
 }
 
-extension Service {
+extension WebSocketServer {
     /// Whether a message may go on to its handler under the connection's
     /// rates; if not, applies the rate policy. Loop thread.
     func admitInbound(_ connection: Connection, bytes: Int) -> Bool {

@@ -7,7 +7,7 @@ import Synchronization
 /// the JSON envelope above. Thread-safe: callbacks arrive on the loop
 /// threads, and every method may be called from any thread (`stop` from a
 /// handler begins the stop and finishes it on a thread of its own).
-public final class Service: Sendable {
+public final class WebSocketServer: Sendable {
     public struct Error: Swift.Error, CustomStringConvertible, Sendable {
         public var description: String
     }
@@ -46,7 +46,7 @@ public final class Service: Sendable {
 
     public let configuration: Configuration
     public let logger: Logger
-    let routes: Routes
+    let routes: WebSocketRoutes
     /// The admin pages, when the routes have an authorization check.
     let admin: AdminPages?
     /// Copies traffic to the admin tap's watchers; idle (one atomic load per message) without them.
@@ -61,7 +61,7 @@ public final class Service: Sendable {
     let warningBudget = WarningBudget()
     /// Open connections per client address (used with `maxConnectionsPerAddress`).
     let addresses = AddressTable()
-    /// Where `AsyncHandler` tasks run; made for the first async connection.
+    /// Where `AsyncEnvelopeHandler` tasks run; made for the first async connection.
     private let handlerExecutor = Locked<HandlerExecutor?>(nil)
 
     /// Written once in init, before the loops start; read-only afterwards.
@@ -85,8 +85,8 @@ public final class Service: Sendable {
     let hooks = Locked(Hooks())
 
     /// Binds the listeners (so `port` is known); `start()` starts the loops.
-    public init(routes: Routes, configuration: Configuration = Configuration(),
-                logger: Logger = Logger(label: "WebSocketService")) throws(Service.Error) {
+    public init(routes: WebSocketRoutes, configuration: Configuration = Configuration(),
+                logger: Logger = Logger(label: "WebSocketService")) throws(WebSocketServer.Error) {
         self.routes = routes
         self.admin = routes.adminAuthorization.map { AdminPages(access: $0) }
         self.configuration = configuration
@@ -103,14 +103,14 @@ public final class Service: Sendable {
         configuration.apply(to: &cfg)
         cfg.callbacks.ctx = Unmanaged.passUnretained(self).toOpaque()
         cfg.callbacks.on_request = { ctx, req, http, upgrade in
-            Unmanaged<Service>.fromOpaque(ctx!).takeUnretainedValue().handleRequest(req!, http!, upgrade)
+            Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue().handleRequest(req!, http!, upgrade)
         }
         cfg.callbacks.on_open = { ctx, _, user in
-            Unmanaged<Service>.fromOpaque(ctx!).takeUnretainedValue()
+            Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue()
                 .opened(Unmanaged<Connection>.fromOpaque(user!).takeUnretainedValue())
         }
         cfg.callbacks.on_message = { ctx, _, user, opcode, data, len in
-            Unmanaged<Service>.fromOpaque(ctx!).takeUnretainedValue()
+            Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue()
                 .received(Unmanaged<Connection>.fromOpaque(user!).takeUnretainedValue(), opcode: opcode,
                           UnsafeRawBufferPointer(start: data, count: len))
         }
@@ -118,7 +118,7 @@ public final class Service: Sendable {
             // The engine's reference from the upgrade ends here.
             let connection = Unmanaged<Connection>.fromOpaque(user!).takeRetainedValue()
             let text = String(decoding: UnsafeRawBufferPointer(start: reason, count: len), as: UTF8.self)
-            Unmanaged<Service>.fromOpaque(ctx!).takeUnretainedValue().closed(connection, code: code, reason: text)
+            Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue().closed(connection, code: code, reason: text)
         }
 
         var message = [CChar](repeating: 0, count: 256)
@@ -138,7 +138,7 @@ public final class Service: Sendable {
             // The last reference dropped inside a handler: this thread is one
             // of the loops that destroying would have to join and free.
             if cws_server_is_loop_thread(server) != 0 {
-                preconditionFailure("Service was released inside one of its own handlers: keep a reference until stop() has returned")
+                preconditionFailure("WebSocketServer was released inside one of its own handlers: keep a reference until stop() has returned")
             }
             stop()
             cws_server_destroy(server)
@@ -164,7 +164,7 @@ public final class Service: Sendable {
     public var backend: String { String(cString: cws_server_backend_name(server)) }
 
     /// Starts the event loops.
-    public func start() throws(Service.Error) {
+    public func start() throws(WebSocketServer.Error) {
         let rc = cws_server_start(server)
         guard rc == 0 else { throw Error(description: "cannot start the event loops: \(String(cString: strerror(-rc)))") }
         state.withLock { $0.startedAt = .now }

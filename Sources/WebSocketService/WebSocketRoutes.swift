@@ -12,15 +12,15 @@ public enum Authentication: Sendable {
 public enum UpgradeDecision: Sendable {
     /// Upgrade, join `channel` first (nil: no channel), run messages through
     /// `handler` within `limits`, with `authorization`'s checks. `subprotocol`
-    /// must be one of `HTTPRequest.subprotocols` (the 101 names it); nil: none.
+    /// must be one of `ServerRequest.subprotocols` (the 101 names it); nil: none.
     case accept(profile: Profile?, channel: String?, handler: ConnectionHandler, limits: Limits = Limits(),
                 authorization: Authorization = .none, subprotocol: String? = nil)
-    case refuse(HTTPResponse)
+    case refuse(ServerResponse)
 }
 
 /// Pages and socket endpoints by exact path. A route at path `"*"` answers
 /// every path that has no route of its own.
-public struct Routes: Sendable {
+public struct WebSocketRoutes: Sendable {
     /// Origins allowed to open sockets (exact `Origin` values such as
     /// "https://example.com"). Empty: any origin. An upgrade with an Origin
     /// outside the list gets 403. A request without Origin (not a browser) is
@@ -28,26 +28,26 @@ public struct Routes: Sendable {
     /// always send Origin.
     public var allowedOrigins: Set<String> = []
 
-    typealias PageRoute = @Sendable (HTTPRequest) -> HTTPResponse
-    typealias SocketRoute = @Sendable (HTTPRequest) -> UpgradeDecision
+    typealias PageRoute = @Sendable (ServerRequest) -> ServerResponse
+    typealias SocketRoute = @Sendable (ServerRequest) -> UpgradeDecision
 
     private(set) var pages: [String: PageRoute] = [:]
     private(set) var sockets: [String: SocketRoute] = [:]
     /// Set by `admin(hosts:authorize:)`; nil: the admin pages are not served.
     var adminAuthorization: AdminAccess?
 
-    /// Routes that serve only the browser client, at `ClientScript.path`.
+    /// WebSocketRoutes that serve only the browser client, at `ClientScript.path`.
     public init() {
         pages[ClientScript.path] = { ClientScript.response($0) }
     }
 
     /// A page: GET (and HEAD) requests on `path`.
-    public mutating func page(_ path: String, _ respond: @escaping @Sendable (HTTPRequest) -> HTTPResponse) {
+    public mutating func page(_ path: String, _ respond: @escaping @Sendable (ServerRequest) -> ServerResponse) {
         pages[path] = respond
     }
 
     /// A socket endpoint with full control over each upgrade.
-    public mutating func socket(_ path: String, upgrade: @escaping @Sendable (HTTPRequest) -> UpgradeDecision) {
+    public mutating func socket(_ path: String, upgrade: @escaping @Sendable (ServerRequest) -> UpgradeDecision) {
         sockets[path] = upgrade
     }
 
@@ -58,26 +58,26 @@ public struct Routes: Sendable {
     /// channel's too) and its commands. `subprotocols`: the ones the endpoint
     /// speaks, most preferred first; the first that the client offers is chosen.
     public mutating func socket(
-        _ path: String, handler: some Handler, subprotocols: [String] = [], limits: Limits = Limits(),
+        _ path: String, handler: some EnvelopeHandler, subprotocols: [String] = [], limits: Limits = Limits(),
         authorization: Authorization = .none,
-        authenticate: @escaping @Sendable (HTTPRequest) -> Authentication = { _ in .accept(nil) }
+        authenticate: @escaping @Sendable (ServerRequest) -> Authentication = { _ in .accept(nil) }
     ) {
         envelopeSocket(path, .envelope(handler), subprotocols, limits, authorization, authenticate)
     }
 
-    /// An envelope endpoint whose handler awaits (see `AsyncHandler`); the
-    /// rest as for a `Handler`.
+    /// An envelope endpoint whose handler awaits (see `AsyncEnvelopeHandler`); the
+    /// rest as for a `EnvelopeHandler`.
     public mutating func socket(
-        _ path: String, handler: some AsyncHandler, subprotocols: [String] = [], limits: Limits = Limits(),
+        _ path: String, handler: some AsyncEnvelopeHandler, subprotocols: [String] = [], limits: Limits = Limits(),
         authorization: Authorization = .none,
-        authenticate: @escaping @Sendable (HTTPRequest) -> Authentication = { _ in .accept(nil) }
+        authenticate: @escaping @Sendable (ServerRequest) -> Authentication = { _ in .accept(nil) }
     ) {
         envelopeSocket(path, .asyncEnvelope(handler), subprotocols, limits, authorization, authenticate)
     }
 
     private mutating func envelopeSocket(
         _ path: String, _ connectionHandler: ConnectionHandler, _ subprotocols: [String], _ limits: Limits,
-        _ authorization: Authorization, _ authenticate: @escaping @Sendable (HTTPRequest) -> Authentication
+        _ authorization: Authorization, _ authenticate: @escaping @Sendable (ServerRequest) -> Authentication
     ) {
         socket(path) { request in
             switch authenticate(request) {
@@ -95,7 +95,7 @@ public struct Routes: Sendable {
     /// channel; `limits`' rates apply (its envelope caps do not).
     public mutating func raw(
         _ path: String, handler: some RawHandler, subprotocols: [String] = [], limits: Limits = Limits(),
-        authenticate: @escaping @Sendable (HTTPRequest) -> Authentication = { _ in .accept(nil) }
+        authenticate: @escaping @Sendable (ServerRequest) -> Authentication = { _ in .accept(nil) }
     ) {
         let connectionHandler = ConnectionHandler.raw(handler)
         socket(path) { request in
@@ -115,7 +115,7 @@ public struct Routes: Sendable {
     }
 
     /// The query's `ch`, or a random channel name.
-    public static func channel(of request: HTTPRequest) -> String {
+    public static func channel(of request: ServerRequest) -> String {
         if let ch = request.queryItem("ch"), !ch.isEmpty { return ch }
         return "channel-" + UUID().uuidString.lowercased()
     }

@@ -16,20 +16,20 @@ public struct Message: Sendable {
 /// A thrown error is logged and sent to that client as
 /// `{"cmd":"error","param":{"message":...}}`; the connection stays open
 /// (call `service.close` to end it).
-public protocol Handler: Sendable {
-    func handle(service: Service, connection: Connection, message: Message, logger: Logger) throws
+public protocol EnvelopeHandler: Sendable {
+    func handle(service: WebSocketServer, connection: Connection, message: Message, logger: Logger) throws
 }
 
 /// A handler from a closure.
-public struct HandlerFunction: Handler {
-    private let body: @Sendable (Service, Connection, Message, Logger) throws -> Void
+public struct EnvelopeHandlerFunction: EnvelopeHandler {
+    private let body: @Sendable (WebSocketServer, Connection, Message, Logger) throws -> Void
 
-    public init(_ body: @escaping @Sendable (_ service: Service, _ connection: Connection, _ message: Message,
+    public init(_ body: @escaping @Sendable (_ service: WebSocketServer, _ connection: Connection, _ message: Message,
                                              _ logger: Logger) throws -> Void) {
         self.body = body
     }
 
-    public func handle(service: Service, connection: Connection, message: Message, logger: Logger) throws {
+    public func handle(service: WebSocketServer, connection: Connection, message: Message, logger: Logger) throws {
         try body(service, connection, message, logger)
     }
 }
@@ -51,28 +51,28 @@ public struct RawMessage {
 /// The application's code for a raw endpoint: every message as it came,
 /// without the envelope. Runs on the loop thread; must not block.
 public protocol RawHandler: Sendable {
-    func handle(service: Service, connection: Connection, message: RawMessage, logger: Logger)
+    func handle(service: WebSocketServer, connection: Connection, message: RawMessage, logger: Logger)
 }
 
 /// A raw handler from a closure.
 public struct RawHandlerFunction: RawHandler {
-    private let body: @Sendable (Service, Connection, RawMessage, Logger) -> Void
+    private let body: @Sendable (WebSocketServer, Connection, RawMessage, Logger) -> Void
 
-    public init(_ body: @escaping @Sendable (_ service: Service, _ connection: Connection, _ message: RawMessage,
+    public init(_ body: @escaping @Sendable (_ service: WebSocketServer, _ connection: Connection, _ message: RawMessage,
                                              _ logger: Logger) -> Void) {
         self.body = body
     }
 
-    public func handle(service: Service, connection: Connection, message: RawMessage, logger: Logger) {
+    public func handle(service: WebSocketServer, connection: Connection, message: RawMessage, logger: Logger) {
         body(service, connection, message, logger)
     }
 }
 
 /// What runs a connection's messages.
 public enum ConnectionHandler: Sendable {
-    case envelope(any Handler)
+    case envelope(any EnvelopeHandler)
     /// Envelopes, one at a time in order, on the connection's own task.
-    case asyncEnvelope(any AsyncHandler)
+    case asyncEnvelope(any AsyncEnvelopeHandler)
     case raw(any RawHandler)
 
     /// It takes `{"channel","cmd","param"}` envelopes (`writeAll` reaches it).
