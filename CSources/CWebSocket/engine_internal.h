@@ -99,6 +99,7 @@ enum cws_conn_flags {
     CWS_CF_REPORTED = 1 << 8,     /* the id is stale and on_close (if owed) ran */
     CWS_CF_ZMSG = 1 << 9,         /* the data message being received is compressed */
     CWS_CF_PAUSED = 1 << 10,      /* read_holds > 0: the application stopped reading */
+    CWS_CF_WANT_DRAIN = 1 << 11,  /* cws_request_drain: on_drain once the queue is down to send_low_water */
 };
 
 struct cws_conn {
@@ -138,6 +139,7 @@ struct cws_conn {
      * loop while a compressed message arrives in pieces. */
     cws_deflater *zdef;
     cws_inflater *zinf;
+    struct cws_slot *slotp;  /* where qbytes is published for other threads (cws_buffered_amount) */
 };
 
 /* ---- loops and the server --------------------------------------------- */
@@ -147,14 +149,20 @@ typedef struct cws_cmd {
     cws_conn_id id;
     cws_msg *msg;    /* owned reference (NULL for a reading command) */
     uint16_t close_code; /* nonzero: msg is a close frame with this code */
-    uint8_t reading;     /* CWS_CMD_PAUSE / CWS_CMD_RESUME; 0: a send or a close */
+    uint8_t reading;     /* CWS_CMD_PAUSE / RESUME / DRAIN; 0: a send or a close */
 } cws_cmd;
 
-enum { CWS_CMD_PAUSE = 1, CWS_CMD_RESUME = 2 };
+enum { CWS_CMD_PAUSE = 1, CWS_CMD_RESUME = 2, CWS_CMD_DRAIN = 3 };
 
 typedef struct cws_slot {
     cws_conn *conn;          /* loop thread only */
     _Atomic uint32_t gen;    /* read by any thread to reject stale ids early */
+    /* What waits for this slot's connection, for any thread to read
+     * (cws_buffered_amount): bytes of data messages other threads posted and
+     * the loop has not taken from its inbox yet (posted - taken; both only
+     * grow, so a stale id's bytes still balance once the loop takes them),
+     * plus the send queue's unwritten bytes as the loop last published them. */
+    _Atomic uint64_t posted, taken, queued;
 } cws_slot;
 
 #define CWS_SLOT_CHUNK_BITS 12
@@ -169,6 +177,7 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t accept_errors, accept_pauses, refused_full;
     _Atomic uint64_t failed; /* 1 once the loop has died (cws_loop_fail) */
     _Atomic uint64_t inflate_refused, input_deferred, pings_refused;
+    _Atomic uint64_t inbox_refused; /* cross-thread sends refused at max_inbox_bytes */
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;
@@ -198,6 +207,9 @@ struct cws_loop {
     pthread_mutex_t inbox_lock;
     cws_cmd *inbox, *inbox_spare;
     uint32_t ninbox, inbox_cap, spare_cap;
+    /* Bytes the inbox holds (its commands, and each message once per post),
+     * bounded by max_inbox_bytes (under inbox_lock). */
+    uint64_t inbox_bytes;
     _Atomic int wake_pending;
     int dead;                  /* the loop died: refuse commands (under inbox_lock) */
 
@@ -327,6 +339,11 @@ void cws_loop_drain_inbox(cws_loop *l);
 /* Advances the clock, runs due timers, flushes dirty connections. Returns the
  * wait timeout in ms until the next tick. */
 int cws_loop_turn(cws_loop *l);
+/* The send queue's size changed: publish it to other threads and, when an
+ * application waits for it to drain, tell it once it is low enough. */
+void cws_conn_queue_changed(cws_loop *l, cws_conn *c);
+/* cws_request_drain on the loop thread. */
+void cws_conn_want_drain(cws_loop *l, cws_conn *c);
 /* Wakes the loop's thread to read its inbox (any thread). */
 void cws_loop_wake(cws_loop *l);
 /* The loop thread's body. */

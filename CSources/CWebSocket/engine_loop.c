@@ -31,6 +31,7 @@ void cws_loop_accepted(cws_loop *l, int fd) {
     c->fd = fd;
     c->slot = slot;
     c->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
+    c->slotp = s;
     c->state = CWS_CONN_HANDSHAKE;
     s->conn = c;
     l->live++;
@@ -139,14 +140,23 @@ void cws_loop_drain_inbox(cws_loop *l) {
     l->inbox = l->inbox_spare;
     l->inbox_cap = l->spare_cap;
     l->ninbox = 0;
+    l->inbox_bytes = 0;
     pthread_mutex_unlock(&l->inbox_lock);
     for (uint32_t i = 0; i < n; i++) {
         cws_cmd *cmd = &cmds[i];
         cws_conn *c = cws_loop_conn(l, cmd->id);
+        int is_send = !cmd->reading && !cmd->close_code;
         if (c) {
-            if (cmd->reading) cws_conn_hold_reading(l, c, cmd->reading == CWS_CMD_PAUSE);
+            if (cmd->reading == CWS_CMD_DRAIN) cws_conn_want_drain(l, c);
+            else if (cmd->reading) cws_conn_hold_reading(l, c, cmd->reading == CWS_CMD_PAUSE);
             else if (cmd->close_code) cws_loop_close(l, c, cmd->msg, cmd->close_code);
             else cws_loop_send(l, c, cmd->msg);
+        }
+        /* Taken whatever became of it (queued, dropped, the id stale), after
+         * the send queue counts it: cws_buffered_amount never misses it. */
+        if (is_send) {
+            cws_slot *slot = cws_slot_at(l, cws_id_slot(cmd->id));
+            if (slot) atomic_fetch_add_explicit(&slot->taken, cmd->msg->len, memory_order_release);
         }
         cws_msg_release(cmd->msg);
     }

@@ -85,14 +85,40 @@ int cws_loop_post(cws_loop *l, cws_cmd cmd) {
     if (rc == 0) {
         if (cmd.msg) cws_msg_retain(cmd.msg);
         l->inbox[l->ninbox++] = cmd;
+        l->inbox_bytes += sizeof cmd + (cmd.msg ? cmd.msg->len : 0);
     }
     pthread_mutex_unlock(&l->inbox_lock);
     if (rc == 0) cws_loop_wake(l);
     return rc;
 }
 
-static int cws_post(cws_loop *l, cws_conn_id id, cws_msg *m, uint16_t close_code) {
-    return cws_loop_post(l, (cws_cmd){.id = id, .msg = m, .close_code = close_code});
+/* Whether an inbox holding what it does takes `bytes` more (under
+ * inbox_lock). An empty one takes anything, so a message larger than the cap
+ * can still be sent. Only data messages are held to it: closes and reading
+ * commands are small, and refusing one would lose a close or leave a
+ * connection paused. */
+static int cws_inbox_has_room(const cws_loop *l, uint64_t bytes) {
+    return !l->ninbox || l->inbox_bytes + bytes <= l->srv->cfg.max_inbox_bytes;
+}
+
+/* A data message for a connection of another thread's loop: held to
+ * max_inbox_bytes, and counted as posted to its slot (cws_buffered_amount)
+ * before the loop can take it. */
+static int cws_post_send(cws_loop *l, cws_conn_id id, cws_msg *m) {
+    uint64_t bytes = sizeof(cws_cmd) + m->len;
+    cws_slot *slot = cws_slot_at(l, cws_id_slot(id));
+    pthread_mutex_lock(&l->inbox_lock);
+    int rc = l->dead ? -ENOENT : !cws_inbox_has_room(l, bytes) ? -EAGAIN : cws_inbox_reserve(l, 1);
+    if (rc == 0) {
+        cws_msg_retain(m);
+        l->inbox[l->ninbox++] = (cws_cmd){.id = id, .msg = m};
+        l->inbox_bytes += bytes;
+        atomic_fetch_add_explicit(&slot->posted, m->len, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&l->inbox_lock);
+    if (rc == 0) cws_loop_wake(l);
+    else if (rc == -EAGAIN) CWS_STAT_ADD(l, inbox_refused, 1);
+    return rc;
 }
 
 int cws_send_msg(cws_server *s, cws_conn_id id, cws_msg *m) {
@@ -102,7 +128,7 @@ int cws_send_msg(cws_server *s, cws_conn_id id, cws_msg *m) {
         cws_conn *c = cws_loop_conn(l, id);
         return c ? cws_loop_send(l, c, m) : -ENOENT;
     }
-    return cws_post(l, id, m, 0);
+    return cws_post_send(l, id, m);
 }
 
 int cws_send(cws_server *s, cws_conn_id id, uint8_t opcode, const void *data, size_t len) {
@@ -129,22 +155,71 @@ void cws_send_msg_many(cws_server *s, const cws_conn_id *ids, size_t count, cws_
             }
             continue;
         }
+        uint32_t mine = 0;
+        for (size_t i = 0; i < count; i++) mine += cws_id_loop(ids[i]) == li;
+        if (!mine) continue;
+        /* The message is shared: an inbox holds it once per post. */
+        uint64_t bytes = (uint64_t)mine * sizeof(cws_cmd) + m->len;
         uint32_t posted = 0;
-        int locked = 0;
-        for (size_t i = 0; i < count; i++) {
+        pthread_mutex_lock(&l->inbox_lock);
+        int rc = l->dead ? -ENOENT : !cws_inbox_has_room(l, bytes) ? -EAGAIN : cws_inbox_reserve(l, mine);
+        for (size_t i = 0; rc == 0 && i < count; i++) {
             if (cws_id_loop(ids[i]) != li) continue;
-            if (!locked) {
-                pthread_mutex_lock(&l->inbox_lock);
-                locked = 1;
-            }
-            if (l->dead || cws_inbox_reserve(l, 1) < 0) break;
+            cws_slot *slot = cws_slot_at(l, cws_id_slot(ids[i]));
+            if (!slot) continue; /* never a connection's id */
             cws_msg_retain(m);
             l->inbox[l->ninbox++] = (cws_cmd){.id = ids[i], .msg = m};
+            atomic_fetch_add_explicit(&slot->posted, m->len, memory_order_relaxed);
             posted++;
         }
-        if (locked) pthread_mutex_unlock(&l->inbox_lock);
+        if (posted) l->inbox_bytes += (uint64_t)posted * sizeof(cws_cmd) + m->len;
+        pthread_mutex_unlock(&l->inbox_lock);
         if (posted) cws_loop_wake(l);
+        if (rc == -EAGAIN) CWS_STAT_ADD(l, inbox_refused, mine);
     }
+}
+
+/* ---- what waits for a connection ---------------------------------------- */
+
+int64_t cws_buffered_amount(cws_server *s, cws_conn_id id) {
+    cws_loop *l;
+    if (cws_id_check(s, id, &l) < 0) return -ENOENT;
+    cws_slot *slot = cws_slot_at(l, cws_id_slot(id));
+    /* taken before posted: posted only grows and is never behind taken, so
+     * the later read of it is at least the earlier read of taken. */
+    uint64_t taken = atomic_load_explicit(&slot->taken, memory_order_acquire);
+    uint64_t posted = atomic_load_explicit(&slot->posted, memory_order_acquire);
+    uint64_t queued = atomic_load_explicit(&slot->queued, memory_order_relaxed);
+    uint64_t waiting = posted > taken ? posted - taken : 0;
+    return (int64_t)(waiting + queued);
+}
+
+/* Loop thread: on_drain now if the queue is low enough, else once it is. */
+void cws_conn_want_drain(cws_loop *l, cws_conn *c) {
+    if (c->state != CWS_CONN_OPEN) return; /* on_close is coming instead */
+    c->flags |= CWS_CF_WANT_DRAIN;
+    cws_conn_queue_changed(l, c);
+}
+
+void cws_conn_queue_changed(cws_loop *l, cws_conn *c) {
+    atomic_store_explicit(&c->slotp->queued, c->qbytes, memory_order_relaxed);
+    if (!(c->flags & CWS_CF_WANT_DRAIN) || c->qbytes > l->srv->cfg.send_low_water) return;
+    c->flags &= (uint16_t)~CWS_CF_WANT_DRAIN;
+    if (c->state != CWS_CONN_OPEN) return;
+    const cws_callbacks *cb = &l->srv->cfg.callbacks;
+    if (cb->on_drain) cb->on_drain(cb->ctx, cws_conn_id_of(l, c), c->user);
+}
+
+int cws_request_drain(cws_server *s, cws_conn_id id) {
+    cws_loop *l;
+    if (cws_id_check(s, id, &l) < 0) return -ENOENT;
+    if (cws_current_loop == l) {
+        cws_conn *c = cws_loop_conn(l, id);
+        if (!c) return -ENOENT;
+        cws_conn_want_drain(l, c);
+        return 0;
+    }
+    return cws_loop_post(l, (cws_cmd){.id = id, .reading = CWS_CMD_DRAIN});
 }
 
 int cws_close(cws_server *s, cws_conn_id id, uint16_t code, const void *reason, size_t reason_len) {
@@ -161,7 +236,7 @@ int cws_close(cws_server *s, cws_conn_id id, uint16_t code, const void *reason, 
         if (c) cws_loop_close(l, c, m, code);
         else rc = -ENOENT;
     } else {
-        rc = cws_post(l, id, m, code);
+        rc = cws_loop_post(l, (cws_cmd){.id = id, .msg = m, .close_code = code});
     }
     cws_msg_release(m);
     return rc;

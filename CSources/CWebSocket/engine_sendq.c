@@ -46,6 +46,7 @@ int cws_sendq_push(cws_loop *l, cws_conn *c, cws_msg *m) {
     c->q[(c->qhead + c->qcount) & (c->qcap - 1)] = (cws_sendq_entry){m, 0};
     c->qcount++;
     c->qbytes += m->len;
+    atomic_store_explicit(&c->slotp->queued, c->qbytes, memory_order_relaxed);
     cws_mark_dirty(l, c);
     return 0;
 }
@@ -59,6 +60,7 @@ int cws_sendq_replace_tail_pong(cws_conn *c, cws_msg *pong) {
     cws_sendq_entry *e = &c->q[(c->qhead + c->qcount - 1) & (c->qcap - 1)];
     if (e->msg->opcode != CWS_OP_PONG || e->off) return 0;
     c->qbytes = c->qbytes - e->msg->len + pong->len;
+    atomic_store_explicit(&c->slotp->queued, c->qbytes, memory_order_relaxed);
     cws_msg_release(e->msg);
     cws_msg_retain(pong);
     e->msg = pong;
@@ -81,6 +83,7 @@ void cws_sendq_clear(cws_conn *c) {
     c->qcount = 0;
     c->qhead = 0;
     c->qbytes = 0;
+    if (c->slotp) atomic_store_explicit(&c->slotp->queued, 0, memory_order_relaxed);
 }
 
 
@@ -99,6 +102,8 @@ void cws_conn_wrote(cws_loop *l, cws_conn *c, size_t n) {
         c->qhead = (c->qhead + 1) & (c->qcap - 1);
         c->qcount--;
     }
+    /* May run on_drain, which may queue more or close (both handled below). */
+    cws_conn_queue_changed(l, c);
     if (c->qcount || c->state == CWS_CONN_DEAD) return;
     /* Drained: a ring that grew in a burst, or that only carried the idle
      * ping, goes (an idle connection keeps no queue; a busy one keeps a small

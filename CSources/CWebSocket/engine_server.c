@@ -33,6 +33,8 @@ void cws_server_config_init(cws_server_config *cfg) {
     cfg->close_timeout_ms = 3000;
     cfg->max_send_queue = 16u << 20;
     cfg->max_pings_per_second = 100;
+    cfg->max_inbox_bytes = 64u << 20;
+    cfg->send_low_water = 512u << 10;
     cws_deflate_config_init(&cfg->deflate);
 }
 
@@ -179,6 +181,8 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
     if (!cfg.close_timeout_ms) cfg.close_timeout_ms = def.close_timeout_ms;
     if (!cfg.max_send_queue) cfg.max_send_queue = def.max_send_queue;
     if (!cfg.max_pings_per_second) cfg.max_pings_per_second = def.max_pings_per_second;
+    if (!cfg.max_inbox_bytes) cfg.max_inbox_bytes = def.max_inbox_bytes;
+    if (!cfg.send_low_water) cfg.send_low_water = def.send_low_water;
     if (!cfg.max_connections) cfg.max_connections = cws_default_max_connections();
     if (cfg.max_message_size > UINT32_MAX - 1) cfg.max_message_size = UINT32_MAX - 1;
     /* Compression settings: zero means the default, the rest is clamped to
@@ -390,5 +394,6 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->inflate_refused += atomic_load_explicit(&st->inflate_refused, memory_order_relaxed);
         out->pings_refused += atomic_load_explicit(&st->pings_refused, memory_order_relaxed);
         out->input_deferred += atomic_load_explicit(&st->input_deferred, memory_order_relaxed);
+        out->inbox_refused += atomic_load_explicit(&st->inbox_refused, memory_order_relaxed);
     }
 }

@@ -85,6 +85,17 @@ final class EngineEvents: @unchecked Sendable {
         }
     }
     var sequence: [UInt32] { lock.withLock { _sequence } }
+
+    /// When set, the next message's callback waits for it (blocking that
+    /// loop: its inbox fills while other threads send).
+    private var _hold: DispatchSemaphore?
+    func holdNextMessage(_ semaphore: DispatchSemaphore) { lock.withLock { _hold = semaphore } }
+    func takeHold() -> DispatchSemaphore? { lock.withLock { defer { _hold = nil }; return _hold } }
+
+    /// on_drain calls, and what cws_buffered_amount said in each.
+    private var _drains: [(id: cws_conn_id, buffered: Int64)] = []
+    func drained(_ id: cws_conn_id, buffered: Int64) { lock.withLock { _drains.append((id, buffered)) } }
+    var drains: [(id: cws_conn_id, buffered: Int64)] { lock.withLock { _drains } }
     var messageCount: Int { lock.withLock { _messages } }
 
     var opened: [cws_conn_id] { lock.withLock { _opened } }
@@ -130,6 +141,10 @@ private let onMessage: @convention(c) (UnsafeMutableRawPointer?, cws_conn_id, Un
                                        UnsafeRawPointer?, Int) -> Void = { ctx, id, _, opcode, data, len in
     let ev = events(ctx)
     ev.message()
+    if let hold = ev.takeHold() {
+        hold.wait()
+        return
+    }
     if ev.pauseOnFirst {
         var seq: UInt32 = 0
         if len >= 4, let data { memcpy(&seq, data, 4) }
@@ -176,6 +191,7 @@ final class EngineServer {
         cfg.callbacks.on_open = onOpen
         cfg.callbacks.on_message = onMessage
         cfg.callbacks.on_close = onClose
+        cfg.callbacks.on_drain = onDrain
         configure(&cfg)
         var err = [CChar](repeating: 0, count: 256)
         let s = host.withCString { host -> OpaquePointer? in
@@ -642,4 +658,9 @@ struct EngineTests {
         #expect(try clients[1].expectEOF())
         #expect(cws_send(srv.server, 0, opText, "x", 1) == -ENOENT)
     }
+}
+
+private let onDrain: @convention(c) (UnsafeMutableRawPointer?, cws_conn_id, UnsafeMutableRawPointer?) -> Void = { ctx, id, _ in
+    let ev = events(ctx)
+    ev.drained(id, buffered: cws_buffered_amount(ev.server, id))
 }

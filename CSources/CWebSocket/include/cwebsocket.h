@@ -467,6 +467,10 @@ typedef struct cws_callbacks {
      * It runs as soon as the close handshake is over (the TCP teardown may
      * still be in progress); from then on the id is stale (-ENOENT). */
     void (*on_close)(void *ctx, cws_conn_id id, void *user, uint16_t code, const void *reason, size_t reason_len);
+    /* Once after each cws_request_drain, when the connection's send queue is
+     * at or below send_low_water (at once if it already is). Not after its
+     * close: on_close is the last callback. May be NULL. */
+    void (*on_drain)(void *ctx, cws_conn_id id, void *user);
 } cws_callbacks;
 
 typedef struct cws_server_config {
@@ -505,6 +509,15 @@ typedef struct cws_server_config {
      * cws_server_start fails), "wait:N" makes loop N's wait fail for good
      * once it has an open connection. NULL: no faults. */
     const char *fault_inject;
+    /* Bytes one loop's inbox of sends from other threads may hold (each
+     * command, and each message once per post however many recipients); a
+     * send over it returns -EAGAIN, a fan-out skips that loop's recipients
+     * (both counted in inbox_refused). It bounds what a loop too busy to read
+     * its inbox accumulates. 0 = the default, 64 MiB. */
+    uint64_t max_inbox_bytes;
+    /* The send queue size at which on_drain fires after cws_request_drain.
+     * 0 = the default, 512 KiB. */
+    uint64_t send_low_water;
 } cws_server_config;
 
 void cws_server_config_init(cws_server_config *cfg);
@@ -542,6 +555,8 @@ typedef struct cws_server_stats {
     uint64_t inflate_refused; /* compressed messages that inflated past max_inflate_ratio (1009) */
     uint64_t pings_refused;   /* connections closed 1008 for going over max_pings_per_second */
     uint64_t input_deferred;  /* reads kept for a later turn: over a connection's share of one */
+    uint64_t inbox_refused;   /* sends from other threads refused (or fan-out recipients skipped)
+                                 at max_inbox_bytes */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 
@@ -563,7 +578,9 @@ void cws_msg_retain(cws_msg *m);
 void cws_msg_release(cws_msg *m);
 
 /* Queue a message to one connection (the engine takes its own reference).
- * 0, or -ENOENT when the connection is gone. */
+ * 0, -ENOENT when the connection is gone, or (from a thread other than the
+ * connection's loop) -EAGAIN when that loop's inbox is at max_inbox_bytes:
+ * nothing was queued; cws_request_drain tells when to try again. */
 int cws_send_msg(cws_server *s, cws_conn_id id, cws_msg *m);
 /* Copying convenience: frame and send data to one connection. */
 int cws_send(cws_server *s, cws_conn_id id, uint8_t opcode, const void *data, size_t len);
@@ -584,6 +601,15 @@ int cws_close(cws_server *s, cws_conn_id id, uint16_t code, const void *reason, 
  * command. 0 or -ENOENT. */
 int cws_pause_reading(cws_server *s, cws_conn_id id);
 int cws_resume_reading(cws_server *s, cws_conn_id id);
+/* Bytes waiting to be written to the connection: its send queue, plus the
+ * sends other threads have posted that its loop has not taken yet (as sent,
+ * before compression). Any thread; a snapshot. -ENOENT when it is gone. */
+int64_t cws_buffered_amount(cws_server *s, cws_conn_id id);
+/* Asks for one on_drain once the connection's send queue is at or below
+ * send_low_water. Taken in order with this thread's earlier sends to it, so
+ * they are counted. Any thread; 0 or -ENOENT. The way to wait for room
+ * without polling: call cws_buffered_amount, and when it is too high, this. */
+int cws_request_drain(cws_server *s, cws_conn_id id);
 
 #ifdef __cplusplus
 }
