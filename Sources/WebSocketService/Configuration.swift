@@ -49,6 +49,14 @@ public struct Configuration: Sendable {
     public var closeTimeout: Duration?
     /// Bytes queued per connection before the overflow policy applies.
     public var maxSendQueue: Int?
+    /// An `OutboundWriter` write waits while more than this waits for its
+    /// client, and goes on once the client has read it down to half.
+    public var sendHighWater: Int = 1 << 20
+    /// Bytes of sends from other threads (async handlers, sessions, fan-out
+    /// from outside the loops) that one loop's inbox may hold before it has
+    /// run them (nil: the engine's 64 MiB). Past it a non-waiting send
+    /// returns false and an `OutboundWriter` waits.
+    public var maxInboxBytes: Int?
     /// Open WebSocket connections; one more upgrade gets 503 with
     /// Retry-After. nil: the descriptor limit (RLIMIT_NOFILE) less headroom.
     public var maxConnections: Int?
@@ -124,6 +132,8 @@ public struct Configuration: Sendable {
         if let pongTimeout { cfg.pong_timeout_ms = Self.milliseconds(pongTimeout) }
         if let closeTimeout { cfg.close_timeout_ms = Self.milliseconds(closeTimeout) }
         if let maxSendQueue { cfg.max_send_queue = UInt64(clamping: maxSendQueue) }
+        cfg.send_low_water = UInt64(clamping: max(1, sendHighWater / 2))
+        if let maxInboxBytes { cfg.max_inbox_bytes = UInt64(clamping: max(1, maxInboxBytes)) }
         if let maxConnections { cfg.max_connections = UInt32(clamping: max(1, maxConnections)) }
         if let maxPingsPerSecond { cfg.max_pings_per_second = UInt32(clamping: max(1, maxPingsPerSecond)) }
         if let compression {

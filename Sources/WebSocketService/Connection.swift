@@ -59,10 +59,13 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     // the inbound buckets and the warning gate need no lock.
     nonisolated(unsafe) var inbound: InboundRate
     nonisolated(unsafe) var warnings = WarningGate()
-    /// An async endpoint's waiting messages, and the task that handles them
-    /// (set in on_open and cancelled in on_close, both on the loop thread).
-    let queue: InboundQueue?
+    /// An async envelope endpoint's waiting messages (a raw session's in
+    /// `rawQueue`), and the task that handles them (set in on_open and
+    /// cancelled in on_close, both on the loop thread).
+    let queue: InboundQueue<Message>?
+    let rawQueue: InboundQueue<WireMessage>?
     nonisolated(unsafe) var task: Task<Void, Never>?
+
 
     // nil for an anonymous connection (its userID is derived from the id).
     private let _profile: Profile?
@@ -80,6 +83,9 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     // is read and written, lets readers skip that one.
     nonisolated(unsafe) private var _joined: [String] = []
     private static let joinedLocks = LockStripes(count: 64)
+    // Awaited writes waiting for the send queue to drain (OutboundWriter), under a stripe of drainLocks.
+    nonisolated(unsafe) private var _drainWaiters = DrainWaiters()
+    private static let drainLocks = LockStripes(count: 64)
     // In-counters have one writer (the loop thread); out-counters have many.
     private let _messagesIn = Atomic<UInt64>(0)
     private let _bytesIn = Atomic<UInt64>(0)
@@ -98,7 +104,17 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
         self.limits = limits
         self.authorization = authorization
         self.inbound = InboundRate(limits, now: monotonicNanoseconds())
-        if case .asyncEnvelope = handler { queue = InboundQueue(highWater: limits.maxQueuedMessages) } else { queue = nil }
+        switch handler {
+        case .asyncEnvelope, .envelopeSession:
+            queue = InboundQueue(highWater: limits.maxQueuedMessages)
+            rawQueue = nil
+        case .rawSession:
+            queue = nil
+            rawQueue = InboundQueue(highWater: limits.maxQueuedMessages)
+        case .envelope, .raw:
+            queue = nil
+            rawQueue = nil
+        }
         self.started = Date()
         self.path = path
         self.handler = handler
@@ -109,6 +125,10 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     /// The engine's id for this connection (`cws_conn_id`).
     public var engineID: UInt64 { _engineID.load(ordering: .acquiring) }
     func setEngineID(_ id: UInt64) { _engineID.store(id, ordering: .releasing) }
+
+    func withDrainWaiters<Result>(_ body: (inout DrainWaiters) throws -> Result) rethrows -> Result {
+        try Self.drainLocks.withLock(for: self) { try body(&_drainWaiters) }
+    }
 
     /// The channels it is in, in join order.
     public var channels: [String] { withJoined { $0 } }

@@ -74,12 +74,16 @@ public enum ConnectionHandler: Sendable {
     /// Envelopes, one at a time in order, on the connection's own task.
     case asyncEnvelope(any AsyncEnvelopeHandler)
     case raw(any RawHandler)
+    /// One task for the whole connection, reading envelopes from a sequence.
+    case envelopeSession(EnvelopeSession)
+    /// One task for the whole connection, reading whole messages from a sequence.
+    case rawSession(RawSession)
 
     /// It takes `{"channel","cmd","param"}` envelopes (`writeAll` reaches it).
     var speaksEnvelope: Bool {
         switch self {
-        case .envelope, .asyncEnvelope: return true
-        case .raw: return false
+        case .envelope, .asyncEnvelope, .envelopeSession: return true
+        case .raw, .rawSession: return false
         }
     }
 }

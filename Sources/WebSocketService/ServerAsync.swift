@@ -5,7 +5,7 @@ extension WebSocketServer {
     /// The task of one `AsyncEnvelopeHandler` connection: its messages, one at a
     /// time, in order, until it closes (the task is then cancelled, and what
     /// still waits is dropped).
-    func runAsync(_ handler: any AsyncEnvelopeHandler, _ connection: Connection, _ queue: InboundQueue) async {
+    func runAsync(_ handler: any AsyncEnvelopeHandler, _ connection: Connection, _ queue: InboundQueue<Message>) async {
         let engineID = connection.engineID
         while let message = await queue.next(resume: { _ = cws_resume_reading(server, engineID) }) {
             if Task.isCancelled { return }

@@ -117,9 +117,7 @@ extension WebSocketServer {
             s.byEngineID[connection.engineID] = connection
         }
         if let channel = connection.firstChannel { join(connection, channel, askHook: false) }
-        if case .asyncEnvelope(let handler) = connection.handler, let queue = connection.queue {
-            connection.task = Task(executorPreference: asyncExecutor) { await self.runAsync(handler, connection, queue) }
-        }
+        startSessionTask(connection)
         tap.opened(connection)
         // The service's logger: the connection's own is made only when a handler needs it.
         logger.debug("open", metadata: ["connection": "\(connection.id.uuidString.lowercased())",
@@ -136,7 +134,12 @@ extension WebSocketServer {
             handler.handle(service: self, connection: connection,
                            message: RawMessage(opcode: Opcode(rawValue: opcode) ?? .binary, bytes: data),
                            logger: connection.logger)
-        case .envelope, .asyncEnvelope:
+        case .rawSession:
+            let message: WireMessage = opcode == Opcode.text.rawValue ? .text(String(decoding: data, as: UTF8.self))
+                                                                      : .binary(Array(data))
+            let engineID = connection.engineID
+            connection.rawQueue?.push(message) { _ = cws_pause_reading(server, engineID) }
+        case .envelope, .asyncEnvelope, .envelopeSession:
             guard opcode == Opcode.text.rawValue else {
                 write(.error("binary messages are not accepted here: send JSON text"), to: connection)
                 return
@@ -208,7 +211,9 @@ extension WebSocketServer {
         if isDistributed { for channel in left { backplane.membersChanged(channel: channel) } }
         if configuration.maxConnectionsPerAddress != nil { addresses.release(connection.clientAddress) }
         connection.queue?.finish()
+        connection.rawQueue?.finish()
         connection.task?.cancel()
+        connection.drainClosed()
         limitCounters.closed(code: code)
         tap.closed(connection)
         connection.logger.debug("closed", metadata: ["code": "\(code)"])

@@ -75,7 +75,7 @@ public struct WebSocketRoutes: Sendable {
         envelopeSocket(path, .asyncEnvelope(handler), subprotocols, limits, authorization, authenticate)
     }
 
-    private mutating func envelopeSocket(
+    mutating func envelopeSocket(
         _ path: String, _ connectionHandler: ConnectionHandler, _ subprotocols: [String], _ limits: Limits,
         _ authorization: Authorization, _ authenticate: @escaping @Sendable (ServerRequest) -> Authentication
     ) {
@@ -97,7 +97,13 @@ public struct WebSocketRoutes: Sendable {
         _ path: String, handler: some RawHandler, subprotocols: [String] = [], limits: Limits = Limits(),
         authenticate: @escaping @Sendable (ServerRequest) -> Authentication = { _ in .accept(nil) }
     ) {
-        let connectionHandler = ConnectionHandler.raw(handler)
+        rawSocket(path, .raw(handler), subprotocols, limits, authenticate)
+    }
+
+    mutating func rawSocket(
+        _ path: String, _ connectionHandler: ConnectionHandler, _ subprotocols: [String], _ limits: Limits,
+        _ authenticate: @escaping @Sendable (ServerRequest) -> Authentication
+    ) {
         socket(path) { request in
             switch authenticate(request) {
             case .refuse(let status, let message): return .refuse(.status(status, message))

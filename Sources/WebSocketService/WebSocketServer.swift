@@ -120,6 +120,9 @@ public final class WebSocketServer: Sendable {
             let text = String(decoding: UnsafeRawBufferPointer(start: reason, count: len), as: UTF8.self)
             Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue().closed(connection, code: code, reason: text)
         }
+        cfg.callbacks.on_drain = { _, _, user in
+            Unmanaged<Connection>.fromOpaque(user!).takeUnretainedValue().drained()
+        }
 
         var message = [CChar](repeating: 0, count: 256)
         let created = configuration.host.withCString { host -> OpaquePointer? in
@@ -290,18 +293,33 @@ public final class WebSocketServer: Sendable {
         return ids.count
     }
 
-    /// Raw bytes as one text or binary message (text must be UTF-8), below the envelope.
+    /// Raw bytes as one text or binary message (text must be UTF-8), below
+    /// the envelope. False when the connection is gone, or when this is not
+    /// its loop's thread and that loop's inbox is full
+    /// (`Configuration.maxInboxBytes`): an `OutboundWriter` waits instead.
     @discardableResult
     public func send(_ bytes: UnsafeRawBufferPointer, opcode: Opcode, to connection: Connection) -> Bool {
+        sendReporting(bytes, opcode: opcode, to: connection) == 0
+    }
+
+    /// `send`, with the engine's answer: 0, -ENOENT (gone) or -EAGAIN (the loop's inbox is full).
+    func sendReporting(_ bytes: UnsafeRawBufferPointer, opcode: Opcode, to connection: Connection) -> Int32 {
         let rc = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 1) { empty in
             cws_send(server, connection.engineID, opcode.rawValue, bytes.baseAddress ?? UnsafeRawPointer(empty.baseAddress!),
                      bytes.count)
         }
-        guard rc == 0 else { return false }
+        guard rc == 0 else { return rc }
         connection.countOut(bytes.count)
         if tap.isWatched { tap.sent(bytes, opcode: opcode, to: connection, service: self) }
-        return true
+        return 0
     }
+
+    func sendReporting(_ bytes: [UInt8], opcode: Opcode, to connection: Connection) -> Int32 {
+        bytes.withUnsafeBytes { sendReporting($0, opcode: opcode, to: connection) }
+    }
+
+    /// Asks the engine for one `drained()` on the connection (see `OutboundWriter`).
+    func requestDrain(_ connection: Connection) -> Int32 { cws_request_drain(server, connection.engineID) }
 
     @discardableResult
     public func send(_ bytes: [UInt8], opcode: Opcode, to connection: Connection) -> Bool {

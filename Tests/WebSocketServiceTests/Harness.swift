@@ -145,3 +145,14 @@ extension TestClient {
         return (id, param["userID"] as? String ?? "", param["channels"] as? [String] ?? [])
     }
 }
+
+/// Runs blocking client code on a thread of its own, so the test does not
+/// hold one of the few threads of Swift's cooperative pool (two on a
+/// two-core machine) while the handlers it waits for need them.
+func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            do { continuation.resume(returning: try body()) } catch { continuation.resume(throwing: error) }
+        }
+    }
+}
