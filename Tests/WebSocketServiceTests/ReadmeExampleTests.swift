@@ -11,7 +11,63 @@ private struct Chat: EnvelopeHandler {
     }
 }
 
+/// The README's async example's store.
+private actor History {
+    private var lines: [String: [String]] = [:]
+    func append(_ line: String, to channel: String) { lines[channel, default: []].append(line) }
+    func recent(_ channel: String) -> [String] { Array(lines[channel, default: []].suffix(50)) }
+}
+
 @Suite struct ReadmeExampleTests {
+    @Test func readmeAsyncChatExample() async throws {
+        let history = History()
+        var routes = WebSocketRoutes()
+        // The first channel is the query's `ch`: ws://host:8080/chat?ch=lobby
+        routes.socket("/chat") { inbound, outbound, context in
+            for await message in inbound {
+                guard let channel = message.channel, context.connection.channels.contains(channel) else {
+                    try await outbound.write(cmd: "error", param: RawJSON(string: "join the channel first"))
+                    continue
+                }
+                switch message.cmd {
+                case "say":
+                    await history.append(try message.param.decode(String.self), to: channel)
+                    context.server.writeChannel(cmd: "said", param: message.param, channel: channel, from: context.connection.id)
+                case "history":
+                    try await outbound.write(cmd: "history", param: RawJSON(encoding: await history.recent(channel)))
+                default:
+                    try await outbound.write(cmd: "error", param: RawJSON(string: "unknown command \(message.cmd)"))
+                }
+            }
+        }
+        let server = try WebSocketServer(routes: routes, configuration: .init(host: "127.0.0.1", port: 0))
+        try server.start()
+        defer { server.stop() }
+
+        let port = server.port
+        let (said, history2, refused, unknown) = try await offThePool { () -> ([String], [String]?, String?, String?) in
+            let alice = try TestClient.connect(port: port, path: "/chat?ch=lobby")
+            let bob = try TestClient.connect(port: port, path: "/chat?ch=lobby")
+            _ = try alice.receiveEnvelope(cmd: "online-update")
+            try alice.send(text: #"{"channel":"lobby","cmd":"say","param":"hi"}"#)
+            try alice.send(text: #"{"channel":"lobby","cmd":"say","param":"again"}"#)
+            var said: [String] = []
+            for _ in 0..<2 { said.append(try bob.receiveEnvelope(cmd: "said")["param"] as? String ?? "?") }
+            // Both says were stored before Bob asks: his session's history comes after them.
+            try bob.send(text: #"{"channel":"lobby","cmd":"history"}"#)
+            let history = try bob.receiveEnvelope(cmd: "history")["param"] as? [String]
+            try bob.send(text: #"{"channel":"elsewhere","cmd":"say","param":"spoof"}"#)
+            let refused = try bob.receiveEnvelope(cmd: "error")["param"] as? String
+            try bob.send(text: #"{"channel":"lobby","cmd":"dance"}"#)
+            let unknown = try bob.receiveEnvelope(cmd: "error")["param"] as? String
+            return (said, history, refused, unknown)
+        }
+        #expect(said == ["hi", "again"])
+        #expect(history2 == ["hi", "again"])
+        #expect(refused == "join the channel first")
+        #expect(unknown == "unknown command dance")
+    }
+
     @Test func readmeChatExample() throws {
         var routes = WebSocketRoutes()
         routes.page("/") { _ in .html("<h1>hello</h1>") }
