@@ -156,7 +156,9 @@ void cws_loop_drain_inbox(cws_loop *l) {
          * the send queue counts it: cws_buffered_amount never misses it. */
         if (is_send) {
             cws_slot *slot = cws_slot_at(l, cws_id_slot(cmd->id));
-            if (slot) atomic_fetch_add_explicit(&slot->taken, cmd->msg->len, memory_order_release);
+            /* Only this thread writes taken: a load and a store, no locked add. */
+            if (slot) atomic_store_explicit(&slot->taken, atomic_load_explicit(&slot->taken, memory_order_relaxed) +
+                                                              cmd->msg->len, memory_order_release);
         }
         cws_msg_release(cmd->msg);
     }

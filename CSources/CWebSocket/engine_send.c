@@ -101,6 +101,13 @@ static int cws_inbox_has_room(const cws_loop *l, uint64_t bytes) {
     return !l->ninbox || l->inbox_bytes + bytes <= l->srv->cfg.max_inbox_bytes;
 }
 
+/* posted is written only under its loop's inbox_lock: a load and a store,
+ * not a locked add (a fan-out does this once per recipient). */
+static void cws_slot_count_posted(cws_slot *slot, uint64_t len) {
+    atomic_store_explicit(&slot->posted, atomic_load_explicit(&slot->posted, memory_order_relaxed) + len,
+                          memory_order_relaxed);
+}
+
 /* A data message for a connection of another thread's loop: held to
  * max_inbox_bytes, and counted as posted to its slot (cws_buffered_amount)
  * before the loop can take it. */
@@ -113,7 +120,7 @@ static int cws_post_send(cws_loop *l, cws_conn_id id, cws_msg *m) {
         cws_msg_retain(m);
         l->inbox[l->ninbox++] = (cws_cmd){.id = id, .msg = m};
         l->inbox_bytes += bytes;
-        atomic_fetch_add_explicit(&slot->posted, m->len, memory_order_relaxed);
+        cws_slot_count_posted(slot, m->len);
     }
     pthread_mutex_unlock(&l->inbox_lock);
     if (rc == 0) cws_loop_wake(l);
@@ -169,7 +176,7 @@ void cws_send_msg_many(cws_server *s, const cws_conn_id *ids, size_t count, cws_
             if (!slot) continue; /* never a connection's id */
             cws_msg_retain(m);
             l->inbox[l->ninbox++] = (cws_cmd){.id = ids[i], .msg = m};
-            atomic_fetch_add_explicit(&slot->posted, m->len, memory_order_relaxed);
+            cws_slot_count_posted(slot, m->len);
             posted++;
         }
         if (posted) l->inbox_bytes += (uint64_t)posted * sizeof(cws_cmd) + m->len;
@@ -185,8 +192,9 @@ int64_t cws_buffered_amount(cws_server *s, cws_conn_id id) {
     cws_loop *l;
     if (cws_id_check(s, id, &l) < 0) return -ENOENT;
     cws_slot *slot = cws_slot_at(l, cws_id_slot(id));
-    /* taken before posted: posted only grows and is never behind taken, so
-     * the later read of it is at least the earlier read of taken. */
+    /* taken before posted: posted only grows and is never behind taken (a
+     * command is posted before its loop can take it, and taken is stored with
+     * release), so the later read of posted is at least this read of taken. */
     uint64_t taken = atomic_load_explicit(&slot->taken, memory_order_acquire);
     uint64_t posted = atomic_load_explicit(&slot->posted, memory_order_acquire);
     uint64_t queued = atomic_load_explicit(&slot->queued, memory_order_relaxed);
