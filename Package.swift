@@ -10,9 +10,11 @@ let package = Package(
         .executable(name: "wsconform", targets: ["wsconform"]),
     ],
     dependencies: [
-        // The only dependency: the logging API that handlers receive
-        // (1.16 for LogHandler.log(event:), which the tests' capture uses).
+        // The logging API that handlers receive (1.16 for LogHandler.log(event:),
+        // which the tests' capture uses).
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        // WebSocketServer is a ServiceLifecycle.Service: graceful shutdown in a ServiceGroup.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // The C core: sans-IO protocol code and the io_uring/epoll engine.
@@ -46,6 +48,7 @@ let package = Package(
                 "CWebSocket",
                 "CHiredis",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Sources/WebSocketService"
         ),
@@ -96,6 +99,7 @@ let package = Package(
                 "WebSocketService",
                 "ChildProcess",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Tests/WebSocketServiceTests"
         ),

@@ -67,6 +67,9 @@ public struct Configuration: Sendable {
     public var trustedProxies: Set<String> = []
     /// permessage-deflate (RFC 7692); nil: off.
     public var compression: Compression?
+    /// How long `run()` (in a ServiceGroup) waits for the close handshakes
+    /// once shutdown begins, before it closes what is left.
+    public var shutdownTimeout: Duration = .seconds(3)
 
     /// The server's permessage-deflate policy. The defaults keep idle
     /// connections free of zlib state and let a channel message be

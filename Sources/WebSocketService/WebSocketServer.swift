@@ -74,7 +74,14 @@ public final class WebSocketServer: Sendable {
         /// member's out-counters), nothing per recipient beyond that.
         var channels: [String: [cws_conn_id: Connection]] = [:]
         var startedAt: ContinuousClock.Instant?
+        /// Taken by the first `start()` (or `run()`), so a second one cannot start the loops twice.
+        var startClaimed = false
+        /// The stop has begun.
         var stopped = false
+        /// The stop is over: loops joined, backplane stopped.
+        var stopFinished = false
+        /// `shutdown(timeout:)` callers waiting for `stopFinished`.
+        var stopWaiters: [CheckedContinuation<Void, Never>] = []
     }
     let state = Locked(State())
 
@@ -163,8 +170,13 @@ public final class WebSocketServer: Sendable {
     /// "io_uring" or "epoll".
     public var backend: String { String(cString: cws_server_backend_name(server)) }
 
-    /// Starts the event loops.
+    /// Starts the event loops (once; a second call throws, as does a start after `stop`).
     public func start() throws(WebSocketServer.Error) {
+        let claimed = state.withLock { s in
+            defer { s.startClaimed = true }
+            return !s.startClaimed && !s.stopped
+        }
+        guard claimed else { throw Error(description: "cannot start the event loops: started or stopped already") }
         let rc = cws_server_start(server)
         guard rc == 0 else { throw Error(description: "cannot start the event loops: \(String(cString: strerror(-rc)))") }
         state.withLock { $0.startedAt = .now }
@@ -197,6 +209,12 @@ public final class WebSocketServer: Sendable {
         cws_server_stop(server, 0) // waits for the loops (already stopping)
         // After the loops: the leaves of the closing connections still reach the other servers.
         backplane.stop()
+        let waiters = state.withLock { s in
+            s.stopFinished = true
+            defer { s.stopWaiters.removeAll() }
+            return s.stopWaiters
+        }
+        for waiter in waiters { waiter.resume() }
     }
 
     // MARK: - Callbacks

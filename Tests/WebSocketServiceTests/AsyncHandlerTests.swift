@@ -76,17 +76,6 @@ private func asyncRoutes(_ handler: AwaitingHandler, limits: Limits = Limits()) 
     return routes
 }
 
-/// Runs blocking client code on a thread of its own, so the test does not
-/// hold one of the few threads of Swift's cooperative pool (two on a
-/// two-core machine) while the handlers it waits for need them.
-private func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread {
-            do { continuation.resume(returning: try body()) } catch { continuation.resume(throwing: error) }
-        }
-    }
-}
-
 @Suite struct AsyncHandlerTests {
     /// Three clients, each with 300 messages in flight at once: every
     /// connection's echoes come back in the order sent, though each message
