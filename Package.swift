@@ -60,6 +60,7 @@ let package = Package(
             dependencies: [
                 "WebSocketService",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Sources/wsdemo"
         ),
