@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         // The server's counters and gauges, reported to whatever backend the application bootstraps.
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        // Only the demo: /metrics in Prometheus' text format.
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // The C core: sans-IO protocol code and the io_uring/epoll engine.
@@ -61,6 +63,8 @@ let package = Package(
                 "WebSocketService",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             path: "Sources/wsdemo"
         ),

@@ -2,6 +2,8 @@
 // an echo server for conformance and load tests (--echo), and two small tools
 // over the C core (info, validate, accept).
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import WebSocketService
 
@@ -107,8 +109,14 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
         return handler
     }
     let logger = Logger(label: "wsdemo")
+    // The server's metrics (see Configuration.metrics) for Prometheus to scrape at /metrics.
+    let registry = PrometheusCollectorRegistry()
+    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
 
     var routes = WebSocketRoutes()
+    routes.page("/metrics") { _ in
+        ServerResponse(contentType: "text/plain; version=0.0.4; charset=utf-8", body: registry.emitToBuffer())
+    }
     if echo {
         // Autobahn 9.1.6 and 9.2.6 echo 16 MiB messages; the default is 1 MiB.
         configuration.maxMessageSize = configuration.maxMessageSize ?? 16 << 20
