@@ -47,6 +47,31 @@ private func closeSeen(by client: TestClient) throws -> TestClient.Received {
     return received
 }
 
+/// Blocking client code that starts on a thread of its own at once (not
+/// when the test next gets a thread): a client that must answer the
+/// server's close within its timeout is reading before the stop begins.
+private final class Running<T: Sendable>: @unchecked Sendable {
+    // Written by the thread before `done` is signalled, read after waiting for it.
+    private var result: Result<T, any Error>?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ body: @escaping @Sendable () throws -> T) {
+        Thread.detachNewThread { [self] in
+            result = Result { try body() }
+            done.signal()
+        }
+    }
+
+    var value: T {
+        get async throws {
+            try await offThePool { [self] in
+                done.wait()
+                return try result!.get()
+            }
+        }
+    }
+}
+
 /// Whether the port refuses connections, within a bound that only guards against a hang.
 private func portRefuses(_ port: Int) -> Bool {
     eventually(timeout: .seconds(30)) {
@@ -54,9 +79,10 @@ private func portRefuses(_ port: Int) -> Bool {
     }
 }
 
-/// The tasks run on threads of their own (the executor the async handlers
-/// use): the other suites' blocking tests hold the cooperative pool's few
-/// threads, and the group must not wait for one to close its clients.
+/// The tests and the servers' tasks run on threads of their own (the
+/// executor the async handlers use): the other suites' blocking tests hold
+/// the cooperative pool's few threads, sometimes for longer than a close
+/// timeout, and neither the group nor a test's client may wait for one.
 @Suite(.serialized) struct ServiceLifecycleTests {
     /// In a ServiceGroup: the group's graceful shutdown closes the client
     /// with 1001, waits for its answer, and the group's run returns.
@@ -64,16 +90,19 @@ private func portRefuses(_ port: Int) -> Bool {
         guard let server = try makeServer(backend, routes: echoRoutes()) else { return }
         let executor = HandlerExecutor(threads: 2)
         defer { executor.shutdown() }
-        let group = ServiceGroup(services: [server], logger: LogCapture().logger)
-        let running = Task(executorPreference: executor) { try await group.run() }
-        let port = server.port
-        let client = try await offThePool { try connectedClient(port: port) }
+        try await withTaskExecutorPreference(executor) {
+            let group = ServiceGroup(services: [server], logger: LogCapture().logger)
+            let running = Task(executorPreference: executor) { try await group.run() }
+            let port = server.port
+            let client = try await offThePool { try connectedClient(port: port) }
+            let seen = Running { try closeSeen(by: client) }
 
-        await group.triggerGracefulShutdown()
-        #expect(try await offThePool { try closeSeen(by: client) } == .close(code: 1001, reason: ""))
-        try await running.value
-        #expect(try await offThePool { portRefuses(port) }, "the port still accepts connections after the group's run returned")
-        #expect(server.status().loopsFailed == 0)
+            await group.triggerGracefulShutdown()
+            #expect(try await seen.value == .close(code: 1001, reason: ""))
+            try await running.value
+            #expect(try await offThePool { portRefuses(port) }, "the port still accepts connections after the group's run returned")
+            #expect(server.status().loopsFailed == 0)
+        }
     }
 
     /// Cancelling the task that runs the server is a graceful stop too: the
@@ -82,14 +111,17 @@ private func portRefuses(_ port: Int) -> Bool {
         guard let server = try makeServer(backend, routes: echoRoutes()) else { return }
         let executor = HandlerExecutor(threads: 2)
         defer { executor.shutdown() }
-        let running = Task(executorPreference: executor) { try await server.run() }
-        let port = server.port
-        let client = try await offThePool { try connectedClient(port: port) }
+        try await withTaskExecutorPreference(executor) {
+            let running = Task(executorPreference: executor) { try await server.run() }
+            let port = server.port
+            let client = try await offThePool { try connectedClient(port: port) }
+            let seen = Running { try closeSeen(by: client) }
 
-        running.cancel()
-        #expect(try await offThePool { try closeSeen(by: client) } == .close(code: 1001, reason: ""))
-        try await running.value
-        #expect(try await offThePool { portRefuses(port) })
+            running.cancel()
+            #expect(try await seen.value == .close(code: 1001, reason: ""))
+            try await running.value
+            #expect(try await offThePool { portRefuses(port) })
+        }
     }
 
     /// A stop begun by a handler (on a loop thread) ends run() as well, so a
@@ -100,17 +132,19 @@ private func portRefuses(_ port: Int) -> Bool {
         guard let server = try makeServer(backend, routes: routes) else { return }
         let executor = HandlerExecutor(threads: 2)
         defer { executor.shutdown() }
-        let running = Task(executorPreference: executor) { try await server.run() }
-        let port = server.port
-        let seen = try await offThePool {
-            let client = try TestClient.connect(port: port, path: "/raw", timeout: .seconds(30))
-            try client.send(text: "stop")
-            return try closeSeen(by: client)
+        try await withTaskExecutorPreference(executor) {
+            let running = Task(executorPreference: executor) { try await server.run() }
+            let port = server.port
+            let seen = try await offThePool {
+                let client = try TestClient.connect(port: port, path: "/raw", timeout: .seconds(30))
+                try client.send(text: "stop")
+                return try closeSeen(by: client)
+            }
+            #expect(seen == .close(code: 1001, reason: ""))
+            try await running.value
+            await server.shutdown()
+            #expect(try await offThePool { portRefuses(port) })
         }
-        #expect(seen == .close(code: 1001, reason: ""))
-        try await running.value
-        await server.shutdown()
-        #expect(try await offThePool { portRefuses(port) })
     }
 
     /// shutdown() from async code with a client that never answers the
