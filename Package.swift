@@ -10,9 +10,15 @@ let package = Package(
         .executable(name: "wsconform", targets: ["wsconform"]),
     ],
     dependencies: [
-        // The only dependency: the logging API that handlers receive
-        // (1.16 for LogHandler.log(event:), which the tests' capture uses).
+        // The logging API that handlers receive (1.16 for LogHandler.log(event:),
+        // which the tests' capture uses).
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        // WebSocketServer is a ServiceLifecycle.Service: graceful shutdown in a ServiceGroup.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        // The server's counters and gauges, reported to whatever backend the application bootstraps.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        // Only the demo: /metrics in Prometheus' text format.
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // The C core: sans-IO protocol code and the io_uring/epoll engine.
@@ -46,6 +52,8 @@ let package = Package(
                 "CWebSocket",
                 "CHiredis",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Sources/WebSocketService"
         ),
@@ -54,6 +62,9 @@ let package = Package(
             dependencies: [
                 "WebSocketService",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             path: "Sources/wsdemo"
         ),
@@ -96,6 +107,9 @@ let package = Package(
                 "WebSocketService",
                 "ChildProcess",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             path: "Tests/WebSocketServiceTests"
         ),

@@ -178,6 +178,7 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t failed; /* 1 once the loop has died (cws_loop_fail) */
     _Atomic uint64_t inflate_refused, input_deferred, pings_refused;
     _Atomic uint64_t inbox_refused; /* cross-thread sends refused at max_inbox_bytes */
+    _Atomic uint64_t handshakes_failed;
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;

@@ -78,12 +78,14 @@ static int cws_conn_request(cws_loop *l, cws_conn *c) {
     cws_upgrade_info info;
     const cws_upgrade_info *up = NULL;
     if (r->http_major != 1 || r->http_minor > 1) {
+        CWS_STAT_ADD(l, handshakes_failed, 1);
         cws_conn_http_error(l, c, 505); /* HTTP/1.9 is no HTTP we speak */
         return 0;
     }
     if (cws_http_is_upgrade(r)) {
         int status = cws_upgrade_validate(r, &info);
         if (status) {
+            CWS_STAT_ADD(l, handshakes_failed, 1);
             cws_conn_http_error(l, c, status);
             return 0;
         }
@@ -152,6 +154,7 @@ static void cws_conn_handshake_input(cws_loop *l, cws_conn *c, uint8_t *data, si
         return;
     }
     if (rc < 0) {
+        CWS_STAT_ADD(l, handshakes_failed, 1);
         cws_conn_http_error(l, c, (int)-rc);
         return;
     }

@@ -1,4 +1,5 @@
 import CWebSocket
+import CoreMetrics
 
 /// How the service listens and what limits the engine applies. A nil limit
 /// keeps the engine's default (see cwebsocket.h, `cws_server_config`).
@@ -75,6 +76,31 @@ public struct Configuration: Sendable {
     public var trustedProxies: Set<String> = []
     /// permessage-deflate (RFC 7692); nil: off.
     public var compression: Compression?
+    /// How long `run()` (in a ServiceGroup) waits for the close handshakes
+    /// once shutdown begins, before it closes what is left.
+    public var shutdownTimeout: Duration = .seconds(3)
+    /// What the server reports to swift-metrics; nil: nothing (and no sampling thread).
+    public var metrics: MetricsReporting? = MetricsReporting()
+
+    /// The server's swift-metrics reporting. Traffic totals are the engine's
+    /// own counters, sampled every `interval`, so no message costs a metrics
+    /// call; rare events (an upgrade refused, a close) are counted as they happen.
+    public struct MetricsReporting: Sendable {
+        /// Put before every label: "websocket_" gives "websocket_connections".
+        public var prefix = "websocket_"
+        /// How often the engine's totals and the gauges are read.
+        public var interval: Duration = .seconds(1)
+        /// nil: `MetricsSystem.factory`, what the application bootstrapped.
+        /// A factory of its own lets a test (or a second registry) see one
+        /// server's numbers without the process-wide bootstrap.
+        public var factory: (any MetricsFactory)?
+
+        public init(prefix: String = "websocket_", interval: Duration = .seconds(1), factory: (any MetricsFactory)? = nil) {
+            self.prefix = prefix
+            self.interval = interval
+            self.factory = factory
+        }
+    }
 
     /// The server's permessage-deflate policy. The defaults keep idle
     /// connections free of zlib state and let a channel message be

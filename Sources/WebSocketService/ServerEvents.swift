@@ -28,24 +28,24 @@ extension WebSocketServer {
             return // unanswered: the engine sends 404
         }
         guard let route = admin?.socket(for: request.path, service: self) ?? routes.socket(for: request.path) else {
-            respond(req, .status(404))
+            refuseUpgrade(req, .status(404))
             return
         }
         guard routes.originAllowed(request.origin) else {
             noticeAboutRequest("origin refused", ["origin": "\(LogText.clip(request.origin ?? ""))",
                                                   "remote": "\(request.remoteAddress)"])
-            respond(req, .status(403))
+            refuseUpgrade(req, .status(403))
             return
         }
         switch route(request) {
         case .refuse(let response):
-            respond(req, response)
+            refuseUpgrade(req, response)
         case .accept(let profile, let channel, let handler, let limits, let authorization, let subprotocol):
             if let subprotocol, !request.subprotocols.contains(subprotocol) {
                 // A client fails a connection whose 101 names a subprotocol it did not offer.
                 logger.error("upgrade decision chose a subprotocol the client did not offer",
                              metadata: ["subprotocol": "\(LogText.clip(subprotocol))", "path": "\(LogText.clip(request.path))"])
-                respond(req, .status(500))
+                refuseUpgrade(req, .status(500))
                 return
             }
             let client = ClientAddress.resolve(request, trustedProxies: configuration.trustedProxies)
@@ -56,14 +56,14 @@ extension WebSocketServer {
             if let channel, let reason = joinRefusal(connection, channel, askHook: true) {
                 limitCounters.joinsRefused.wrappingAdd(1, ordering: .relaxed)
                 let tooLong = channel.utf8.count > limits.maxChannelNameBytes
-                respond(req, .status(tooLong ? 400 : 403, reason))
+                refuseUpgrade(req, .status(tooLong ? 400 : 403, reason))
                 return
             }
             if let most = configuration.maxConnectionsPerAddress {
                 guard addresses.reserve(client, limit: most) else {
                     limitCounters.refusedPerAddress.wrappingAdd(1, ordering: .relaxed)
-                    respond(req, ServerResponse(status: 429, headers: [HTTPHeader("Retry-After", "5")],
-                                              body: Array("Too many connections from \(client)".utf8)))
+                    refuseUpgrade(req, ServerResponse(status: 429, headers: [HTTPHeader("Retry-After", "5")],
+                                                   body: Array("Too many connections from \(client)".utf8)))
                     return
                 }
             }
@@ -77,7 +77,14 @@ extension WebSocketServer {
                 return
             }
             connection.setEngineID(engineID)
+            metrics?.upgradesAccepted.increment()
         }
+    }
+
+    /// An upgrade answered with a status instead of 101, counted by that status.
+    private func refuseUpgrade(_ req: OpaquePointer, _ response: ServerResponse) {
+        metrics?.upgradeRefused(status: response.status)
+        respond(req, response)
     }
 
     private func respond(_ req: OpaquePointer, _ response: ServerResponse) {
@@ -215,6 +222,7 @@ extension WebSocketServer {
         connection.task?.cancel()
         connection.drainClosed()
         limitCounters.closed(code: code)
+        metrics?.closed(code: code)
         tap.closed(connection)
         connection.logger.debug("closed", metadata: ["code": "\(code)"])
         hooks.withLock { $0.onClose }?(connection, CloseCode(rawValue: code), reason)

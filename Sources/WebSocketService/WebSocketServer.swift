@@ -58,6 +58,8 @@ public final class WebSocketServer: Sendable {
     /// This server's origin id on the backplane.
     let serverID = UUID()
     let limitCounters = LimitCounters()
+    /// nil when `Configuration.metrics` is nil.
+    let metrics: ServerMetrics?
     let warningBudget = WarningBudget()
     /// Open connections per client address (used with `maxConnectionsPerAddress`).
     let addresses = AddressTable()
@@ -74,7 +76,14 @@ public final class WebSocketServer: Sendable {
         /// member's out-counters), nothing per recipient beyond that.
         var channels: [String: [cws_conn_id: Connection]] = [:]
         var startedAt: ContinuousClock.Instant?
+        /// Taken by the first `start()` (or `run()`), so a second one cannot start the loops twice.
+        var startClaimed = false
+        /// The stop has begun.
         var stopped = false
+        /// The stop is over: loops joined, backplane stopped.
+        var stopFinished = false
+        /// `shutdown(timeout:)` callers waiting for `stopFinished`.
+        var stopWaiters: [CheckedContinuation<Void, Never>] = []
     }
     let state = Locked(State())
 
@@ -92,6 +101,7 @@ public final class WebSocketServer: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.server = nil
+        metrics = configuration.metrics.map(ServerMetrics.init)
         switch configuration.backplane {
         case .inProcess: backplane = InProcessBackplane()
         case .redis(let redis): backplane = RedisBackplane(redis, logger: logger)
@@ -166,11 +176,21 @@ public final class WebSocketServer: Sendable {
     /// "io_uring" or "epoll".
     public var backend: String { String(cString: cws_server_backend_name(server)) }
 
-    /// Starts the event loops.
+    /// Starts the event loops (once; a second call throws, as does a start after `stop`).
     public func start() throws(WebSocketServer.Error) {
+        let claimed = state.withLock { s in
+            defer { s.startClaimed = true }
+            return !s.startClaimed && !s.stopped
+        }
+        guard claimed else { throw Error(description: "cannot start the event loops: started or stopped already") }
         let rc = cws_server_start(server)
         guard rc == 0 else { throw Error(description: "cannot start the event loops: \(String(cString: strerror(-rc)))") }
         state.withLock { $0.startedAt = .now }
+        metrics?.startSampling { [weak self] in
+            guard let self else { return false }
+            reportMetrics()
+            return true
+        }
         if isDistributed {
             backplane.start(serverID: serverID, deliver: { [weak self] message in self?.deliverFromBackplane(message) },
                             localMembers: { [weak self] channel in self?.localMembers(channel) ?? [:] })
@@ -200,6 +220,26 @@ public final class WebSocketServer: Sendable {
         cws_server_stop(server, 0) // waits for the loops (already stopping)
         // After the loops: the leaves of the closing connections still reach the other servers.
         backplane.stop()
+        // The last report has every message and close: a scrape after the stop sees the whole run.
+        reportMetrics()
+        metrics?.stop()
+        let waiters = state.withLock { s in
+            s.stopFinished = true
+            defer { s.stopWaiters.removeAll() }
+            return s.stopWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Reports the engine's totals and the gauges to swift-metrics now (the
+    /// sampling thread does it every `MetricsReporting.interval`); tests call
+    /// it to see exact numbers without waiting for a turn.
+    func reportMetrics() {
+        metrics?.report {
+            var stats = cws_server_stats()
+            cws_server_get_stats(server, &stats)
+            return ServerMetrics.Sample(engine: stats, connections: state.withLock { $0.byID.count })
+        }
     }
 
     // MARK: - Callbacks

@@ -1,8 +1,10 @@
 // wsdemo: the chat example (a page at / and its socket endpoint /ws?ch=room),
 // an echo server for conformance and load tests (--echo), and two small tools
 // over the C core (info, validate, accept).
-import Dispatch
 import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
 import WebSocketService
 
 #if canImport(Glibc)
@@ -42,8 +44,8 @@ func fail(_ message: String) -> Never {
     exit(1)
 }
 
-/// Parses the server's flags and runs it until SIGINT or SIGTERM.
-func serve(_ arguments: ArraySlice<String>) -> Never {
+/// Parses the server's flags and runs it in a ServiceGroup until SIGINT or SIGTERM.
+func serve(_ arguments: ArraySlice<String>) async -> Never {
     var configuration = Configuration(host: "127.0.0.1", port: 8080)
     var echo = false
     var admin = true
@@ -107,8 +109,14 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
         return handler
     }
     let logger = Logger(label: "wsdemo")
+    // The server's metrics (see Configuration.metrics) for Prometheus to scrape at /metrics.
+    let registry = PrometheusCollectorRegistry()
+    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
 
     var routes = WebSocketRoutes()
+    routes.page("/metrics") { _ in
+        ServerResponse(contentType: "text/plain; version=0.0.4; charset=utf-8", body: registry.emitToBuffer())
+    }
     if echo {
         // Autobahn 9.1.6 and 9.2.6 echo 16 MiB messages; the default is 1 MiB.
         configuration.maxMessageSize = configuration.maxMessageSize ?? 16 << 20
@@ -140,26 +148,35 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
     } catch {
         fail("\(error)")
     }
-    // Printed unbuffered so a script waiting for it sees it at once.
     let banner = "wsdemo \(echo ? "echo" : "chat") on \(configuration.host):\(service.port) (\(service.backend))"
         + (echo ? "" : ": open http://\(configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host):\(service.port)/")
         + (echo || !admin ? "" : ", admin at /admin/sockets (loopback only)")
         + (service.status().backplane.endpoint.map { ", backplane \($0)" } ?? "") + "\n"
-    _ = banner.withCString { write(1, $0, strlen($0)) }
 
-    // Graceful stop on SIGINT / SIGTERM: close 1001 to everyone, then exit.
-    let signals = [SIGINT, SIGTERM].map { signo in
-        signal(signo, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: signo, queue: .main)
-        source.setEventHandler {
-            logger.info("stopping", metadata: ["connections": "\(service.status().connections)"])
-            service.stop(timeout: .seconds(3))
-            exit(0)
-        }
-        source.resume()
-        return source
+    // SIGINT / SIGTERM shut the group down gracefully: the server closes
+    // 1001 to everyone and waits for the close handshakes, then run() returns.
+    let group = ServiceGroup(services: [service, Banner(text: banner)], gracefulShutdownSignals: [.sigterm, .sigint],
+                             logger: logger)
+    do {
+        try await group.run()
+    } catch {
+        fail("\(error)")
     }
-    withExtendedLifetime(signals) { dispatchMain() }
+    exit(0)
+}
+
+/// Prints the banner from inside the group: a group traps its signals before
+/// it runs any service, so a script that waits for the banner and then sends
+/// SIGTERM gets the graceful stop, never the default action (death).
+struct Banner: Service {
+    let text: String
+
+    func run() async throws {
+        // Unbuffered, so a script waiting for it sees it at once.
+        _ = text.withCString { write(1, $0, strlen($0)) }
+        // Returning early would end the group: wait for its shutdown like the server does.
+        try? await gracefulShutdown()
+    }
 }
 
 /// The admin pages' host names: the listen address and localhost, and the
@@ -191,9 +208,9 @@ func readFile(_ path: String) -> [UInt8]? {
 let args = CommandLine.arguments.dropFirst()
 switch args.first {
 case nil, "serve":
-    serve(args.first == nil ? [] : args.dropFirst())
+    await serve(args.first == nil ? [] : args.dropFirst())
 case let flag? where flag.hasPrefix("-") && flag != "-h":
-    serve(args)
+    await serve(args)
 case "info":
     for level in SIMDLevel.allCases {
         print("\(level.name): \(level.isSupported ? "supported" : "not supported")")

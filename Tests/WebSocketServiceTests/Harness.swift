@@ -64,6 +64,17 @@ func startService(_ backend: Configuration.Backend, routes: WebSocketRoutes, log
     return service
 }
 
+/// Runs blocking client code on a thread of its own, so the test does not
+/// hold one of the few threads of Swift's cooperative pool (two on a
+/// two-core machine) while the handlers it waits for need them.
+func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            do { continuation.resume(returning: try body()) } catch { continuation.resume(throwing: error) }
+        }
+    }
+}
+
 /// Polls `condition` every millisecond until it holds or `timeout` passes.
 func eventually(timeout: Duration = .seconds(5), _ condition: () -> Bool) -> Bool {
     let deadline = ContinuousClock.now + timeout
@@ -143,16 +154,5 @@ extension TestClient {
         let param = reply["param"] as? [String: Any] ?? [:]
         guard let id = UUID(uuidString: param["id"] as? String ?? "") else { throw ClientError("no id in \(reply)") }
         return (id, param["userID"] as? String ?? "", param["channels"] as? [String] ?? [])
-    }
-}
-
-/// Runs blocking client code on a thread of its own, so the test does not
-/// hold one of the few threads of Swift's cooperative pool (two on a
-/// two-core machine) while the handlers it waits for need them.
-func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread {
-            do { continuation.resume(returning: try body()) } catch { continuation.resume(throwing: error) }
-        }
     }
 }

@@ -557,6 +557,9 @@ typedef struct cws_server_stats {
     uint64_t input_deferred;  /* reads kept for a later turn: over a connection's share of one */
     uint64_t inbox_refused;   /* sends from other threads refused (or fan-out recipients skipped)
                                  at max_inbox_bytes */
+    uint64_t handshakes_failed; /* requests the engine refused before the application saw them:
+                                   a malformed or oversized head, an HTTP version other than 1.x,
+                                   an upgrade that breaks RFC 6455 (400/405/426) */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 
