@@ -10,9 +10,13 @@ let package = Package(
         .executable(name: "wsconform", targets: ["wsconform"]),
     ],
     dependencies: [
-        // The only dependency: the logging API that handlers receive
-        // (1.16 for LogHandler.log(event:), which the tests' capture uses).
+        // The only dependency of the library: the logging API that handlers
+        // receive (1.16 for LogHandler.log(event:), which the tests' capture uses).
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        // Only for `swift package generate-documentation` (scripts/docs): a
+        // command plugin, which no target depends on, so nothing of it is
+        // built into the library or its users' builds.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
         // The C core: sans-IO protocol code and the io_uring/epoll engine.
