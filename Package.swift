@@ -19,6 +19,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         // Only the demo: /metrics in Prometheus' text format.
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // Only for `swift package generate-documentation` (scripts/docs): a
+        // command plugin, which no target depends on, so nothing of it is
+        // built into the library or its users' builds.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
         // The C core: sans-IO protocol code and the io_uring/epoll engine.

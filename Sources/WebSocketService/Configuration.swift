@@ -30,8 +30,8 @@ public struct Configuration: Sendable {
     public var sharePort = false
     /// Event loops (threads); 0: one per online CPU.
     public var loops: Int = 0
-    /// Threads that run `AsyncEnvelopeHandler` tasks (started with the first such
-    /// connection); 0: one per online CPU.
+    /// Threads that run the tasks of `AsyncEnvelopeHandler` and session
+    /// connections (started with the first such connection); 0: one per online CPU.
     public var handlerThreads: Int = 0
     public var backend: Backend = .auto
     public var overflowPolicy: OverflowPolicy = .close

@@ -47,7 +47,8 @@ public struct Limits: Sendable, Hashable {
     public var maxChannelNameBytes = 256
     /// Envelope endpoints: bytes of a `cmd`.
     public var maxCommandBytes = 128
-    /// `AsyncEnvelopeHandler` endpoints: messages waiting for the handler before the
+    /// `AsyncEnvelopeHandler` and session endpoints (envelope and raw):
+    /// messages waiting to be handled or taken from `inbound` before the
     /// server stops reading the socket (it reads again at half as many).
     public var maxQueuedMessages = 256
 

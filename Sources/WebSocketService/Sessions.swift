@@ -73,7 +73,7 @@ public struct RawSession: Sendable {
 
 extension WebSocketRoutes {
     /// An envelope endpoint whose code is one task per connection (see
-    /// `EnvelopeSession`); the rest as for a `EnvelopeHandler`:
+    /// `EnvelopeSession`); the rest as for an `EnvelopeHandler`:
     ///
     ///     routes.socket("/chat") { inbound, outbound, context in
     ///         for await message in inbound {

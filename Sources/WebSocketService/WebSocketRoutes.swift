@@ -66,7 +66,7 @@ public struct WebSocketRoutes: Sendable {
     }
 
     /// An envelope endpoint whose handler awaits (see `AsyncEnvelopeHandler`); the
-    /// rest as for a `EnvelopeHandler`.
+    /// rest as for an `EnvelopeHandler`.
     public mutating func socket(
         _ path: String, handler: some AsyncEnvelopeHandler, subprotocols: [String] = [], limits: Limits = Limits(),
         authorization: Authorization = .none,
