@@ -51,7 +51,9 @@ public struct Configuration: Sendable {
     /// Bytes queued per connection before the overflow policy applies.
     public var maxSendQueue: Int?
     /// An `OutboundWriter` write waits while more than this waits for its
-    /// client, and goes on once the client has read it down to half.
+    /// client, and goes on once the client has read it down to half. At
+    /// most half of `maxSendQueue` is used, so a waiting writer never meets
+    /// the overflow policy.
     public var sendHighWater: Int = 1 << 20
     /// Bytes of sends from other threads (async handlers, sessions, fan-out
     /// from outside the loops) that one loop's inbox may hold before it has
@@ -141,6 +143,9 @@ public struct Configuration: Sendable {
     }
 
     /// Fills the engine's configuration (callbacks and host are set by the caller).
+    /// `sendHighWater`, at most half of the send queue's bound (the engine's 16 MiB when nil).
+    var effectiveSendHighWater: Int { min(sendHighWater, (maxSendQueue ?? 16 << 20) / 2) }
+
     func apply(to cfg: inout cws_server_config) {
         cfg.port = UInt16(clamping: port)
         cfg.loops = UInt16(clamping: loops)
@@ -158,7 +163,7 @@ public struct Configuration: Sendable {
         if let pongTimeout { cfg.pong_timeout_ms = Self.milliseconds(pongTimeout) }
         if let closeTimeout { cfg.close_timeout_ms = Self.milliseconds(closeTimeout) }
         if let maxSendQueue { cfg.max_send_queue = UInt64(clamping: maxSendQueue) }
-        cfg.send_low_water = UInt64(clamping: max(1, sendHighWater / 2))
+        cfg.send_low_water = UInt64(clamping: max(1, effectiveSendHighWater / 2))
         if let maxInboxBytes { cfg.max_inbox_bytes = UInt64(clamping: max(1, maxInboxBytes)) }
         if let maxConnections { cfg.max_connections = UInt32(clamping: max(1, maxConnections)) }
         if let maxPingsPerSecond { cfg.max_pings_per_second = UInt32(clamping: max(1, maxPingsPerSecond)) }

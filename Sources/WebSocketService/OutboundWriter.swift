@@ -55,7 +55,7 @@ public struct OutboundWriter: Sendable {
     }
 
     private func send(_ bytes: [UInt8], opcode: Opcode) async throws {
-        let highWater = server.configuration.sendHighWater
+        let highWater = server.configuration.effectiveSendHighWater
         while true {
             guard let buffered = server.bufferedAmount(of: connection) else { throw closed }
             if buffered > highWater {

@@ -25,6 +25,9 @@ public final class WebSocketServer: Sendable {
         public var bytesOut: UInt64
         /// Messages dropped by the `.drop` overflow policy.
         public var dropped: UInt64
+        /// Sends from other threads refused, and fan-out recipients skipped,
+        /// because their loop's inbox held `Configuration.maxInboxBytes`.
+        public var inboxRefused: UInt64
         /// TCP connections held now (handshaking, open, closing).
         public var sockets: UInt64
         /// Episodes of running out of descriptors: accepting paused until a
@@ -565,7 +568,7 @@ public final class WebSocketServer: Sendable {
         let (seconds, attoseconds) = uptime.components
         return Status(connections: connections, channels: channels, accepted: stats.accepted,
                       messagesIn: stats.messages_in, bytesIn: stats.bytes_in, messagesOut: stats.messages_out,
-                      bytesOut: stats.bytes_out, dropped: stats.dropped, sockets: stats.sockets,
+                      bytesOut: stats.bytes_out, dropped: stats.dropped, inboxRefused: stats.inbox_refused, sockets: stats.sockets,
                       acceptPauses: stats.accept_pauses, refusedFull: stats.refused_full,
                       loopsFailed: stats.loops_failed,
                       limits: limitCounters.status(inflateRefused: stats.inflate_refused, pingsRefused: stats.pings_refused),

@@ -31,7 +31,11 @@ private actor History {
                 }
                 switch message.cmd {
                 case "say":
-                    await history.append(try message.param.decode(String.self), to: channel)
+                    guard let line = try? message.param.decode(String.self) else {
+                        try await outbound.write(cmd: "error", param: RawJSON(string: "say takes a string"))
+                        continue
+                    }
+                    await history.append(line, to: channel)
                     context.server.writeChannel(cmd: "said", param: message.param, channel: channel, from: context.connection.id)
                 case "history":
                     try await outbound.write(cmd: "history", param: RawJSON(encoding: await history.recent(channel)))
@@ -60,6 +64,15 @@ private actor History {
             let refused = try bob.receiveEnvelope(cmd: "error")["param"] as? String
             try bob.send(text: #"{"channel":"lobby","cmd":"dance"}"#)
             let unknown = try bob.receiveEnvelope(cmd: "error")["param"] as? String
+            // A malformed say is answered; the connection stays open.
+            try bob.send(text: #"{"channel":"lobby","cmd":"say","param":{"not":"a string"}}"#)
+            guard try bob.receiveEnvelope(cmd: "error")["param"] as? String == "say takes a string" else {
+                throw ClientError("a malformed say was not answered")
+            }
+            try bob.send(text: #"{"channel":"lobby","cmd":"history"}"#)
+            guard try bob.receiveEnvelope(cmd: "history")["param"] as? [String] == ["hi", "again"] else {
+                throw ClientError("the session did not go on after a malformed say")
+            }
             return (said, history, refused, unknown)
         }
         #expect(said == ["hi", "again"])
