@@ -47,9 +47,25 @@ func makeRoutes() -> WebSocketRoutes {
     return routes
 }
 
-// Hummingbird's and Vapor's own names still mean theirs.
-let hummingbirdRouter = Hummingbird.Router()
+// A Hummingbird application and the WebSocket server in one ServiceGroup: one
+// SIGTERM stops both gracefully (the clients get 1001). `NameCheck --serve`
+// runs it on 127.0.0.1:8081 (HTTP) and :8080 (WebSocket).
+func serveBoth() async throws {
+    let logger = Logger(label: "integrations")
+    let router = Hummingbird.Router()
+    router.get("/hello") { _, _ in "hello from Hummingbird" }
+    let app = Hummingbird.Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 8081)), logger: logger)
+    let sockets = try WebSocketServer(routes: makeRoutes(), configuration: Configuration(host: "127.0.0.1", port: 8080),
+                                      logger: logger)
+    let group = ServiceGroup(services: [app, sockets], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    try await group.run()
+}
+
+// Vapor's own names still mean Vapor's.
 let vaporRoutes: Vapor.Routes.Type = Vapor.Routes.self
-let configuration = Configuration(host: "127.0.0.1", port: 0)
-_ = (hummingbirdRouter, vaporRoutes, configuration, makeRoutes())
-print("names ok")
+_ = vaporRoutes
+if CommandLine.arguments.contains("--serve") {
+    try await serveBoth()
+} else {
+    print("names ok")
+}
