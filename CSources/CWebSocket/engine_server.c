@@ -390,5 +390,6 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->inflate_refused += atomic_load_explicit(&st->inflate_refused, memory_order_relaxed);
         out->pings_refused += atomic_load_explicit(&st->pings_refused, memory_order_relaxed);
         out->input_deferred += atomic_load_explicit(&st->input_deferred, memory_order_relaxed);
+        out->upgrades_deferred += atomic_load_explicit(&st->deferred, memory_order_relaxed);
     }
 }
