@@ -51,6 +51,17 @@ private struct SaysProtocol: RawHandler {
     }
 }
 
+/// The README's session store.
+private actor Sessions {
+    struct Session { var userID: String }
+    struct Unknown: Error {}
+    func lookup(_ sid: String) async throws -> Session {
+        try await Task.sleep(for: .milliseconds(10))
+        guard sid == "s1" else { throw Unknown() }
+        return Session(userID: "bob")
+    }
+}
+
 /// Upgrade decisions that await: held by the engine meanwhile, run on the
 /// handler threads, bounded by the handshake timeout.
 @Suite struct AsyncUpgradeTests {
@@ -82,7 +93,28 @@ private struct SaysProtocol: RawHandler {
             log.decide()
             return .accept(profile: nil, channel: "late", handler: .raw(SaysProtocol(token: token)))
         }
+        // The README's example, in its shape.
+        let sessions = Sessions()
+        routes.socket("/readme", handler: TestHandler()) { request async in
+            guard let session = try? await sessions.lookup(request.cookie("sid") ?? "") else {
+                return .refuse(status: 401, message: "sign in first")
+            }
+            return .accept(Profile(userID: session.userID))
+        }
         return routes
+    }
+
+    @Test(arguments: backends) func theReadmeExampleAuthenticatesFromACookie(_ backend: Configuration.Backend) async throws {
+        let log = DecisionLog()
+        guard let service = try startService(backend, routes: Self.routes(log)) else { return }
+        defer { service.stop() }
+        let port = service.port
+        let (me, refused) = try await offThePool {
+            let client = try TestClient.connect(port: port, path: "/readme", headers: ["Cookie: sid=s1"])
+            return (try client.whoami(), try TestClient.http(port: port, TestClient.upgradeRequest(path: "/readme")))
+        }
+        #expect(me.userID == "bob")
+        #expect(refused.status == 401 && refused.body == "sign in first")
     }
 
     @Test(arguments: backends) func anAwaitedAuthenticateAcceptsWithAProfileAndAChannel(_ backend: Configuration.Backend) async throws {
