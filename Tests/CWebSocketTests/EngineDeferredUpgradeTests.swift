@@ -44,6 +44,8 @@ private func answerLater(_ delay: useconds_t = 100_000, _ body: @escaping @Senda
 private final class Box: @unchecked Sendable {
     private let lock = NSLock()
     private var _value: Int32?
+    /// Set by the answering thread once the call returned: the client may
+    /// see the answer on the wire before that, so readers wait for it.
     var value: Int32? {
         get { lock.withLock { _value } }
         set { lock.withLock { _value = newValue } }
@@ -89,6 +91,7 @@ struct EngineDeferredUpgradeTests {
         let events = srv.events, rc = Box()
         answerLater { rc.value = cws_deferred_accept(events.server, id, "v1", nil) }
         let head = try client.readHead()
+        try srv.events.wait("the answer's return") { rc.value != nil }
         #expect(rc.value == 0)
         #expect(head.hasPrefix("HTTP/1.1 101"), "\(head)")
         #expect(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="))
@@ -123,6 +126,7 @@ struct EngineDeferredUpgradeTests {
         for word in ["one", "two", "three"] {
             #expect(try client.readFrame().payload == Array(word.utf8))
         }
+        try srv.events.wait("the answer's return") { rc.value != nil }
         #expect(rc.value == 0)
     }
 
@@ -142,6 +146,7 @@ struct EngineDeferredUpgradeTests {
         #expect(answer.contains("WWW-Authenticate: Bearer\r\n"))
         #expect(answer.contains("Content-Length: 10\r\n"))
         #expect(answer.hasSuffix("\r\n\r\nno session"))
+        try srv.events.wait("the answer's return") { rc.value != nil }
         #expect(rc.value == 0)
         #expect(srv.events.opened.isEmpty)
         #expect(cws_deferred_accept(srv.server, id, nil, nil) == -ENOENT)
@@ -181,6 +186,31 @@ struct EngineDeferredUpgradeTests {
         #expect(srv.stats.refused_full == 1)
         #expect(cws_deferred_accept(srv.server, deferredLog.ids[0], nil, nil) == 0)
         #expect(try waiting.readHead().hasPrefix("HTTP/1.1 101"))
+    }
+
+    /// The client leaves while its request waits. Whichever way the race
+    /// goes, the contract holds: the answer is refused (-ENOENT, the caller
+    /// keeps user) or taken, and then on_open and on_close both come for it.
+    /// (epoll sees the hang-up while not reading; io_uring only once reading.)
+    @Test(arguments: EngineBackend.allCases)
+    func aClientThatLeavesWhileWaiting(_ backend: EngineBackend) throws {
+        guard let srv = try Self.server(backend) else { return }
+        var client: EngineClient? = try EngineClient(port: srv.port)
+        try client!.send(Self.upgradeRequest() + Self.masked("early"))
+        try srv.events.wait("the deferral") { deferredLog.ids.count == 1 }
+        client = nil // closed
+        usleep(100_000)
+        let id = deferredLog.ids[0]
+        let rc = cws_deferred_accept(srv.server, id, nil, nil)
+        if rc == 0 {
+            try srv.events.wait("on_open and on_close") { srv.events.opened == [id] && srv.events.closeCode(id) != nil }
+        } else {
+            #expect(rc == -ENOENT)
+            #expect(srv.events.opened.isEmpty)
+        }
+        try srv.events.wait("the socket freed") { srv.stats.sockets == 0 }
+        #expect(srv.stats.upgrades_deferred == 0)
+        withExtendedLifetime(client) {}
     }
 
     /// A stop answers every waiting request 503 and closes it; answers after
