@@ -119,7 +119,7 @@ static int cws_conn_request(cws_loop *l, cws_conn *c, uint8_t *rest0, size_t len
         cws_conn_http_error(l, c, 404);
         return 0;
     }
-    /* Deferred: the rest waits in the record, even if the answer came already. */
+    /* Deferred: the rest was copied into the record; it waits for the answer. */
     if (!req.accepted || req.deferred) return 0;
     cws_conn_open(l, c);
     return c->state == CWS_CONN_OPEN || c->state == CWS_CONN_CLOSING;
