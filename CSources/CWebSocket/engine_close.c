@@ -37,6 +37,7 @@ void cws_conn_report(cws_loop *l, cws_conn *c) {
 
 void cws_conn_finish(cws_loop *l, cws_conn *c) {
     if (c->state == CWS_CONN_DEAD) return;
+    if (c->state == CWS_CONN_DEFERRED && cws_deferred_end(l, c)) return;
     c->state = CWS_CONN_DEAD;
     cws_timer_clear(l, c);
     cws_conn_report(l, c);

@@ -78,6 +78,8 @@ enum cws_conn_state {
     CWS_CONN_CLOSING,       /* a close frame (or an HTTP answer) is queued / sent */
     CWS_CONN_DRAINING,      /* our side is shut down; discard input until EOF */
     CWS_CONN_DEAD,          /* finished; waiting for the backend to let go */
+    CWS_CONN_DEFERRED,      /* the request head is in; the application answers later
+                               (engine_deferred.c); its socket is not read meanwhile */
 };
 
 /* permessage-deflate, as negotiated (cws_conn.pmd). */
@@ -121,7 +123,12 @@ struct cws_conn {
     cws_conn *timer_next, *timer_prev;
     uint32_t timer_tick;     /* deadline in loop ticks (when linked) */
     uint32_t active_tick;    /* last tick with input */
-    void *user;
+    /* The record lives only while CWS_CONN_DEFERRED, user only from the accept
+     * on: one pointer serves both, so deferral costs idle connections nothing. */
+    union {
+        void *user;
+        struct cws_deferred *deferred;
+    };
     cws_parser parser;
     cws_utf8_state utf8;
     uint32_t rlen, rcap;     /* rbuf: request head, then message reassembly */
@@ -149,14 +156,20 @@ typedef struct cws_cmd {
     cws_conn_id id;
     cws_msg *msg;    /* owned reference (NULL for a reading command) */
     uint16_t close_code; /* nonzero: msg is a close frame with this code */
-    uint8_t reading;     /* CWS_CMD_PAUSE / RESUME / DRAIN; 0: a send or a close */
+    uint8_t reading;     /* CWS_CMD_PAUSE / RESUME / DRAIN; 0: a send or a close;
+                            CWS_CMD_DEFERRED_*: an answer to a deferred request */
 } cws_cmd;
 
-enum { CWS_CMD_PAUSE = 1, CWS_CMD_RESUME = 2, CWS_CMD_DRAIN = 3 };
+enum { CWS_CMD_PAUSE = 1, CWS_CMD_RESUME = 2, CWS_CMD_DRAIN = 3, CWS_CMD_DEFERRED_ACCEPT = 4, CWS_CMD_DEFERRED_RESPOND = 5 };
 
 typedef struct cws_slot {
     cws_conn *conn;          /* loop thread only */
     _Atomic uint32_t gen;    /* read by any thread to reject stale ids early */
+    /* The generation of this slot's connection while its request is deferred
+     * and unanswered; 0 once an answer is claimed (by any thread, or by the
+     * loop itself for a timeout or a stop): exactly one answer wins. Fills
+     * what was padding. */
+    _Atomic uint32_t deferred_gen;
     /* What waits for this slot's connection, for any thread to read
      * (cws_buffered_amount): bytes of data messages other threads posted and
      * the loop has not taken from its inbox yet (posted - taken; both only
@@ -179,6 +192,7 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t inflate_refused, input_deferred, pings_refused;
     _Atomic uint64_t inbox_refused; /* cross-thread sends refused at max_inbox_bytes */
     _Atomic uint64_t handshakes_failed;
+    _Atomic uint64_t deferred; /* upgrade requests waiting for a deferred answer */
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;
@@ -402,6 +416,11 @@ struct cws_request {
     int accepted;
     int head_only;     /* a HEAD request: answers carry no body */
     char remote[64];
+    /* Bytes the client sent after the head (it did not wait for the 101):
+     * kept by cws_request_defer, since they are in scratch buffers. */
+    uint8_t *rest[2];
+    size_t rest_len[2];
+    int deferred;      /* cws_request_defer was called */
 };
 
 /* ---- shared between the engine's files ------------------------------- */
@@ -439,6 +458,30 @@ void cws_conn_frames(cws_loop *l, cws_conn *c, uint8_t *p, size_t len);
 int cws_rbuf_reserve(cws_conn *c, uint64_t extra);
 /* engine_request.c: the request head */
 void cws_conn_http_error(cws_loop *l, cws_conn *c, int status);
+/* Queues an HTTP answer (raw bytes) and closes once it is written. */
+void cws_conn_answer(cws_loop *l, cws_conn *c, const void *bytes, size_t len);
+void cws_conn_answer_msg(cws_loop *l, cws_conn *c, cws_msg *m);
+/* A whole HTTP response (head_only: without the body, as for HEAD); NULL
+ * when out of memory. Any thread. */
+cws_msg *cws_http_response_msg(int status, const char *content_type, const char *headers, const void *body,
+                               size_t body_len, int head_only);
+/* Queues the 101 and switches c to frames. ext: the negotiated
+ * permessage-deflate response (NULL or "": none). 0, or -1 (out of memory). */
+int cws_conn_upgrade(cws_loop *l, cws_conn *c, const void *key, size_t key_len, const char *protocol,
+                     const char *ext, const cws_deflate_params *dp, void *user);
+/* The upgrade is done: count it, start the idle timer, call on_open. */
+void cws_conn_open(cws_loop *l, cws_conn *c);
+/* engine_reading.c: c's holds or its state changed: read its socket or stop. */
+void cws_conn_apply_reading(cws_loop *l, cws_conn *c);
+/* engine_deferred.c: requests answered later (cws_request_defer) */
+void cws_deferred_input(cws_loop *l, cws_conn *c, const uint8_t *data, size_t len);
+/* The handshake timeout or a stop: answer 503 unless an answer is on its way. */
+void cws_deferred_refuse(cws_loop *l, cws_conn *c);
+/* From cws_conn_finish: 1 if c must live until the answer already on its way
+ * arrives; 0 once its record is freed. */
+int cws_deferred_end(cws_loop *l, cws_conn *c);
+/* An answer from the inbox (c NULL when the connection is gone). */
+void cws_deferred_command(cws_loop *l, cws_conn *c, const cws_cmd *cmd);
 
 /* ---- timer wheel (engine_timer.c) --------------------------------------- */
 void cws_timer_set(cws_loop *l, cws_conn *c, uint32_t ms);

@@ -66,6 +66,10 @@ int cws_loop_accept_failed(cws_loop *l, int err) {
 
 static void cws_conn_timeout(cws_loop *l, cws_conn *c) {
     const cws_server_config *cfg = &l->srv->cfg;
+    if (c->state == CWS_CONN_DEFERRED) {
+        cws_deferred_refuse(l, c); /* the handshake timeout, from accept, covers the decision too */
+        return;
+    }
     if (c->state != CWS_CONN_OPEN) {
         /* Handshake, close or drain took too long. */
         cws_conn_finish(l, c);
@@ -117,6 +121,7 @@ static void cws_loop_begin_stop(cws_loop *l) {
         cws_conn *c = cws_slot_at(l, i)->conn;
         if (!c) continue;
         if (c->state == CWS_CONN_HANDSHAKE || c->state == CWS_CONN_DRAINING) cws_conn_finish(l, c);
+        else if (c->state == CWS_CONN_DEFERRED) cws_deferred_refuse(l, c);
         else if (c->state == CWS_CONN_OPEN) {
             c->close_code = CWS_CLOSE_GOING_AWAY;
             cws_conn_close_with(l, c, CWS_CLOSE_GOING_AWAY, 0);
@@ -146,7 +151,9 @@ void cws_loop_drain_inbox(cws_loop *l) {
         cws_cmd *cmd = &cmds[i];
         cws_conn *c = cws_loop_conn(l, cmd->id);
         int is_send = !cmd->reading && !cmd->close_code;
-        if (c) {
+        if (cmd->reading >= CWS_CMD_DEFERRED_ACCEPT) {
+            cws_deferred_command(l, c, cmd); /* with c NULL too: it may own the application's user */
+        } else if (c) {
             if (cmd->reading == CWS_CMD_DRAIN) cws_conn_want_drain(l, c);
             else if (cmd->reading) cws_conn_hold_reading(l, c, cmd->reading == CWS_CMD_PAUSE);
             else if (cmd->close_code) cws_loop_close(l, c, cmd->msg, cmd->close_code);

@@ -14,8 +14,11 @@
 
 #include <errno.h>
 
-static void cws_conn_apply_reading(cws_loop *l, cws_conn *c) {
-    int paused = c->read_holds > 0 && !(c->flags & CWS_CF_CLOSE_SENT);
+/* A deferred request is not read either, whatever the holds say (the
+ * application's resumes must not undo it): what the client sends next waits
+ * in the kernel until the answer. */
+void cws_conn_apply_reading(cws_loop *l, cws_conn *c) {
+    int paused = (c->read_holds > 0 || c->state == CWS_CONN_DEFERRED) && !(c->flags & CWS_CF_CLOSE_SENT);
     if (paused == !!(c->flags & CWS_CF_PAUSED)) return;
     if (paused) c->flags |= CWS_CF_PAUSED;
     else c->flags &= (uint16_t)~CWS_CF_PAUSED;

@@ -17,7 +17,7 @@
 /* ---- input: the request head -------------------------------------------- */
 
 
-static void cws_conn_open(cws_loop *l, cws_conn *c) {
+void cws_conn_open(cws_loop *l, cws_conn *c) {
     c->flags |= CWS_CF_OPENED;
     CWS_STAT_ADD(l, connections, 1);
     const cws_server_config *cfg = &l->srv->cfg;
@@ -28,21 +28,22 @@ static void cws_conn_open(cws_loop *l, cws_conn *c) {
     if (cb->on_open) cb->on_open(cb->ctx, cws_conn_id_of(l, c), c->user);
 }
 
-/* Handles the complete head just parsed into l->http; returns 1 if the
- * connection is now open. */
-/* Queues raw bytes (an HTTP answer) and closes after they are written. */
-static void cws_conn_answer(cws_loop *l, cws_conn *c, const void *bytes, size_t len) {
+void cws_conn_answer_msg(cws_loop *l, cws_conn *c, cws_msg *m) {
+    c->state = CWS_CONN_CLOSING;
+    c->flags |= CWS_CF_SHUT_AFTER | CWS_CF_READ_DONE | CWS_CF_CLOSE_SENT;
+    if (cws_sendq_push(l, c, m) < 0) cws_conn_finish(l, c);
+    else cws_timer_set(l, c, l->srv->cfg.close_timeout_ms);
+}
+
+void cws_conn_answer(cws_loop *l, cws_conn *c, const void *bytes, size_t len) {
     cws_msg *m = cws_msg_alloc(len);
     if (!m) {
         cws_conn_finish(l, c);
         return;
     }
     memcpy(m->data, bytes, len);
-    c->state = CWS_CONN_CLOSING;
-    c->flags |= CWS_CF_SHUT_AFTER | CWS_CF_READ_DONE | CWS_CF_CLOSE_SENT;
-    if (cws_sendq_push(l, c, m) < 0) cws_conn_finish(l, c);
+    cws_conn_answer_msg(l, c, m);
     cws_msg_release(m);
-    cws_timer_set(l, c, l->srv->cfg.close_timeout_ms);
 }
 
 void cws_conn_http_error(cws_loop *l, cws_conn *c, int status) {
@@ -51,12 +52,16 @@ void cws_conn_http_error(cws_loop *l, cws_conn *c, int status) {
     cws_conn_answer(l, c, buf, n);
 }
 
-/* WebSocket connections open on every loop (each loop's count is exact; the
- * sum may lag by the upgrades other loops are accepting right now). */
+/* WebSocket connections open on every loop, and upgrades waiting for a
+ * deferred answer: each may become one, and counting them only once
+ * accepted would let a burst of slow decisions all pass the cap (each
+ * loop's count is exact; the sum may lag by the upgrades other loops are
+ * accepting right now). */
 static uint64_t cws_server_open_connections(const cws_server *s) {
     uint64_t n = 0;
     for (uint32_t i = 0; i < s->nloops; i++)
-        n += atomic_load_explicit(&s->loops[i].stats.connections, memory_order_relaxed);
+        n += atomic_load_explicit(&s->loops[i].stats.connections, memory_order_relaxed) +
+             atomic_load_explicit(&s->loops[i].stats.deferred, memory_order_relaxed);
     return n;
 }
 
@@ -73,7 +78,9 @@ static int cws_plain_request_error(const cws_http_request *r) {
     return 0;
 }
 
-static int cws_conn_request(cws_loop *l, cws_conn *c) {
+/* Handles the complete head just parsed into l->http (rest: what followed
+ * it); returns 1 if the connection is now open. */
+static int cws_conn_request(cws_loop *l, cws_conn *c, uint8_t *rest0, size_t len0, uint8_t *rest1, size_t len1) {
     cws_http_request *r = &l->http;
     cws_upgrade_info info;
     const cws_upgrade_info *up = NULL;
@@ -106,14 +113,16 @@ static int cws_conn_request(cws_loop *l, cws_conn *c) {
         return 0;
     }
     cws_request req = {.loop = l, .conn = c, .upgrade = up,
-                       .head_only = r->method.len == 4 && !memcmp(r->method.ptr, "HEAD", 4)};
+                       .head_only = r->method.len == 4 && !memcmp(r->method.ptr, "HEAD", 4),
+                       .rest = {rest0, rest1}, .rest_len = {len0, len1}};
     const cws_callbacks *cb = &l->srv->cfg.callbacks;
     if (cb->on_request) cb->on_request(cb->ctx, &req, r, up);
     if (!req.answered) {
         cws_conn_http_error(l, c, 404);
         return 0;
     }
-    if (!req.accepted) return 0;
+    /* Deferred: the rest was copied into the record; it waits for the answer. */
+    if (!req.accepted || req.deferred) return 0;
     cws_conn_open(l, c);
     return c->state == CWS_CONN_OPEN || c->state == CWS_CONN_CLOSING;
 }
@@ -164,7 +173,8 @@ static void cws_conn_handshake_input(cws_loop *l, cws_conn *c, uint8_t *data, si
     uint8_t *held = c->rbuf;
     c->rbuf = NULL;
     c->rlen = c->rcap = 0;
-    int open = cws_conn_request(l, c);
+    size_t rest0 = head_len < have ? have - head_len : 0, rest1 = taken < len ? len - taken : 0;
+    int open = cws_conn_request(l, c, (uint8_t *)head + head_len, rest0, data + taken, rest1);
     if (open && head_len < have) cws_conn_frames(l, c, (uint8_t *)head + head_len, have - head_len);
     if (open && taken < len && c->state != CWS_CONN_DEAD) cws_conn_frames(l, c, data + taken, len - taken);
     free(held);
@@ -179,6 +189,9 @@ void cws_conn_input(cws_loop *l, cws_conn *c, uint8_t *data, size_t len) {
     case CWS_CONN_CLOSING:
         cws_conn_frames(l, c, data, len);
         break;
+    case CWS_CONN_DEFERRED:
+        cws_deferred_input(l, c, data, len);
+        break;
     default:
         break; /* draining: discard */
     }
@@ -191,10 +204,8 @@ void cws_conn_eof(cws_loop *l, cws_conn *c, int err) {
 
 /* ---- requests ----------------------------------------------------------- */
 
-void cws_request_respond(cws_request *req, int status, const char *content_type,
-                         const char *headers, const void *body, size_t body_len) {
-    if (!req || req->answered) return;
-    req->answered = 1;
+cws_msg *cws_http_response_msg(int status, const char *content_type, const char *headers, const void *body,
+                               size_t body_len, int head_only) {
     if (status < 100 || status > 999) status = 500;
     char head[512];
     int n = snprintf(head, sizeof head,
@@ -205,56 +216,67 @@ void cws_request_respond(cws_request *req, int status, const char *content_type,
     size_t hl = headers ? strlen(headers) : 0;
     size_t total = (size_t)n + hl + 2 + body_len;
     cws_msg *m = cws_msg_alloc(total);
-    if (!m) {
-        cws_conn_finish(req->loop, req->conn);
-        return;
-    }
+    if (!m) return NULL;
     uint8_t *o = m->data;
     memcpy(o, head, (size_t)n);
     o += n;
     if (hl) memcpy(o, headers, hl), o += hl;
     memcpy(o, "\r\n", 2), o += 2;
-    if (body_len && !req->head_only) memcpy(o, body, body_len);
+    if (body_len && !head_only) memcpy(o, body, body_len);
     else m->len -= body_len; /* HEAD: the headers of the GET, Content-Length included */
-    cws_conn *c = req->conn;
-    c->state = CWS_CONN_CLOSING;
-    c->flags |= CWS_CF_SHUT_AFTER | CWS_CF_READ_DONE | CWS_CF_CLOSE_SENT;
-    if (cws_sendq_push(req->loop, c, m) < 0) cws_conn_finish(req->loop, c);
-    else cws_timer_set(req->loop, c, req->loop->srv->cfg.close_timeout_ms);
+    return m;
+}
+
+void cws_request_respond(cws_request *req, int status, const char *content_type,
+                         const char *headers, const void *body, size_t body_len) {
+    if (!req || req->answered) return;
+    req->answered = 1;
+    cws_msg *m = cws_http_response_msg(status, content_type, headers, body, body_len, req->head_only);
+    if (!m) {
+        cws_conn_finish(req->loop, req->conn);
+        return;
+    }
+    cws_conn_answer_msg(req->loop, req->conn, m);
     cws_msg_release(m);
+}
+
+int cws_conn_upgrade(cws_loop *l, cws_conn *c, const void *key, size_t key_len, const char *protocol,
+                     const char *ext, const cws_deflate_params *dp, void *user) {
+    int deflate = ext && *ext;
+    size_t cap = 256 + (protocol ? strlen(protocol) : 0) + (deflate ? strlen(ext) : 0);
+    cws_msg *m = cws_msg_alloc(cap);
+    if (!m) return -1;
+    m->len = cws_upgrade_response(m->data, cap, key, key_len, protocol, deflate ? ext : NULL);
+    if (!m->len || cws_sendq_push(l, c, m) < 0) {
+        cws_msg_release(m);
+        return -1;
+    }
+    cws_msg_release(m);
+    c->user = user;
+    c->state = CWS_CONN_OPEN;
+    cws_parser_init(&c->parser, CWS_ROLE_SERVER, l->srv->cfg.max_message_size);
+    if (deflate) {
+        c->pmd = (uint8_t)(CWS_PMD_ON | (dp->server_no_context_takeover ? CWS_PMD_SERVER_NCT : 0) |
+                           (dp->client_no_context_takeover ? CWS_PMD_CLIENT_NCT : 0));
+        c->z_sbits = dp->server_max_window_bits;
+        c->z_cbits = dp->client_max_window_bits;
+        c->parser.rsv_allowed = CWS_RSV1;
+    }
+    return 0;
 }
 
 cws_conn_id cws_request_accept(cws_request *req, const char *protocol, void *user) {
     if (!req || req->answered || !req->upgrade) return 0;
     cws_loop *l = req->loop;
-    cws_conn *c = req->conn;
     char ext[CWS_DEFLATE_RESPONSE_MAX];
     cws_deflate_params dp;
     int el = cws_deflate_negotiate_request(&l->srv->cfg.deflate, &l->http, &dp, ext, sizeof ext);
-    if (el < 0) el = 0;
-    size_t cap = 256 + (protocol ? strlen(protocol) : 0) + (size_t)el;
-    cws_msg *m = cws_msg_alloc(cap);
-    if (!m) return 0;
-    m->len = cws_upgrade_response(m->data, cap, req->upgrade->key.ptr, req->upgrade->key.len, protocol,
-                                  el > 0 ? ext : NULL);
-    if (!m->len || cws_sendq_push(l, c, m) < 0) {
-        cws_msg_release(m);
+    if (cws_conn_upgrade(l, req->conn, req->upgrade->key.ptr, req->upgrade->key.len, protocol, el > 0 ? ext : NULL,
+                         &dp, user) < 0)
         return 0;
-    }
-    cws_msg_release(m);
     req->answered = 1;
     req->accepted = 1;
-    c->user = user;
-    c->state = CWS_CONN_OPEN;
-    cws_parser_init(&c->parser, CWS_ROLE_SERVER, l->srv->cfg.max_message_size);
-    if (el > 0) {
-        c->pmd = (uint8_t)(CWS_PMD_ON | (dp.server_no_context_takeover ? CWS_PMD_SERVER_NCT : 0) |
-                           (dp.client_no_context_takeover ? CWS_PMD_CLIENT_NCT : 0));
-        c->z_sbits = dp.server_max_window_bits;
-        c->z_cbits = dp.client_max_window_bits;
-        c->parser.rsv_allowed = CWS_RSV1;
-    }
-    return cws_conn_id_of(l, c);
+    return cws_conn_id_of(l, req->conn);
 }
 
 const char *cws_request_remote(const cws_request *creq) {

@@ -396,5 +396,6 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->input_deferred += atomic_load_explicit(&st->input_deferred, memory_order_relaxed);
         out->inbox_refused += atomic_load_explicit(&st->inbox_refused, memory_order_relaxed);
         out->handshakes_failed += atomic_load_explicit(&st->handshakes_failed, memory_order_relaxed);
+        out->upgrades_deferred += atomic_load_explicit(&st->deferred, memory_order_relaxed);
     }
 }

@@ -27,25 +27,52 @@ extension WebSocketServer {
             }
             return // unanswered: the engine sends 404
         }
-        guard let route = admin?.socket(for: request.path, service: self) ?? routes.socket(for: request.path) else {
-            refuseUpgrade(req, .status(404))
+        guard let route = admin?.socket(for: request.path, service: self).map(WebSocketRoutes.SocketDecider.now)
+            ?? routes.socket(for: request.path) else {
+            refuseUpgrade(.now(req), .status(404))
             return
         }
         guard routes.originAllowed(request.origin) else {
             noticeAboutRequest("origin refused", ["origin": "\(LogText.clip(request.origin ?? ""))",
                                                   "remote": "\(request.remoteAddress)"])
-            refuseUpgrade(req, .status(403))
+            refuseUpgrade(.now(req), .status(403))
             return
         }
-        switch route(request) {
+        switch route {
+        case .now(let decide):
+            complete(.now(req), request, decide(request))
+        case .later(let decide):
+            // The request is a copy already (makeRequest); the engine keeps
+            // what the 101 needs and stops reading until the answer.
+            let engineID = cws_request_defer(req)
+            guard engineID != 0 else {
+                refuseUpgrade(.now(req), .status(503))
+                return
+            }
+            Task(executorPreference: asyncExecutor) {
+                self.complete(.later(engineID), request, await decide(request))
+            }
+        }
+    }
+
+    /// Where an upgrade decision's answer goes: the request still inside
+    /// on_request (on the loop thread), or one the engine holds for it.
+    enum UpgradeAnswer {
+        case now(OpaquePointer)
+        case later(cws_conn_id)
+    }
+
+    /// Carries out an upgrade decision.
+    func complete(_ answer: UpgradeAnswer, _ request: ServerRequest, _ decision: UpgradeDecision) {
+        switch decision {
         case .refuse(let response):
-            refuseUpgrade(req, response)
+            refuseUpgrade(answer, response)
         case .accept(let profile, let channel, let handler, let limits, let authorization, let subprotocol):
             if let subprotocol, !request.subprotocols.contains(subprotocol) {
                 // A client fails a connection whose 101 names a subprotocol it did not offer.
                 logger.error("upgrade decision chose a subprotocol the client did not offer",
                              metadata: ["subprotocol": "\(LogText.clip(subprotocol))", "path": "\(LogText.clip(request.path))"])
-                refuseUpgrade(req, .status(500))
+                refuseUpgrade(answer, .status(500))
                 return
             }
             let client = ClientAddress.resolve(request, trustedProxies: configuration.trustedProxies)
@@ -56,35 +83,74 @@ extension WebSocketServer {
             if let channel, let reason = joinRefusal(connection, channel, askHook: true) {
                 limitCounters.joinsRefused.wrappingAdd(1, ordering: .relaxed)
                 let tooLong = channel.utf8.count > limits.maxChannelNameBytes
-                refuseUpgrade(req, .status(tooLong ? 400 : 403, reason))
+                refuseUpgrade(answer, .status(tooLong ? 400 : 403, reason))
                 return
             }
             if let most = configuration.maxConnectionsPerAddress {
                 guard addresses.reserve(client, limit: most) else {
                     limitCounters.refusedPerAddress.wrappingAdd(1, ordering: .relaxed)
-                    refuseUpgrade(req, ServerResponse(status: 429, headers: [HTTPHeader("Retry-After", "5")],
-                                                   body: Array("Too many connections from \(client)".utf8)))
+                    refuseUpgrade(answer, ServerResponse(status: 429, headers: [HTTPHeader("Retry-After", "5")],
+                                                 body: Array("Too many connections from \(client)".utf8)))
                     return
                 }
             }
             // The engine holds this reference until on_close.
             let user = Unmanaged.passRetained(connection)
-            let engineID = subprotocol.map { $0.withCString { cws_request_accept(req, $0, user.toOpaque()) } }
-                ?? cws_request_accept(req, nil, user.toOpaque())
-            guard engineID != 0 else {
+            let accepted: Bool
+            switch answer {
+            case .now(let req):
+                let engineID = subprotocol.map { $0.withCString { cws_request_accept(req, $0, user.toOpaque()) } }
+                    ?? cws_request_accept(req, nil, user.toOpaque())
+                if engineID != 0 { connection.setEngineID(engineID) }
+                accepted = engineID != 0
+            case .later(let engineID):
+                // Before the answer: the loop may run on_open before this thread sees the result.
+                connection.setEngineID(engineID)
+                let rc = subprotocol.map { $0.withCString { cws_deferred_accept(server, engineID, $0, user.toOpaque()) } }
+                    ?? cws_deferred_accept(server, engineID, nil, user.toOpaque())
+                if rc != 0 { lateDecision(request, rc) }
+                accepted = rc == 0
+            }
+            guard accepted else {
+                // Refused by the engine (timed out, stopped, the client left): the reference is ours again.
                 user.release()
                 if configuration.maxConnectionsPerAddress != nil { addresses.release(client) }
                 return
             }
-            connection.setEngineID(engineID)
             metrics?.upgradesAccepted.increment()
         }
     }
 
     /// An upgrade answered with a status instead of 101, counted by that status.
-    private func refuseUpgrade(_ req: OpaquePointer, _ response: ServerResponse) {
+    private func refuseUpgrade(_ answer: UpgradeAnswer, _ response: ServerResponse) {
         metrics?.upgradeRefused(status: response.status)
-        respond(req, response)
+        respond(answer, response)
+    }
+
+    private func respond(_ answer: UpgradeAnswer, _ response: ServerResponse) {
+        switch answer {
+        case .now(let req):
+            respond(req, response)
+        case .later(let engineID):
+            let rc = response.contentType.withCString { type in
+                response.body.withUnsafeBytes { body in
+                    if let lines = response.headerLines {
+                        lines.withCString {
+                            cws_deferred_respond(server, engineID, Int32(response.status), type, $0, body.baseAddress, body.count)
+                        }
+                    } else {
+                        cws_deferred_respond(server, engineID, Int32(response.status), type, nil, body.baseAddress, body.count)
+                    }
+                }
+            }
+            if rc != 0 { lateDecision(nil, rc) }
+        }
+    }
+
+    /// An awaited decision the engine no longer waits for (past the
+    /// handshake timeout, a stop, or the client left): it was answered 503.
+    private func lateDecision(_ request: ServerRequest?, _ rc: Int32) {
+        logger.debug("upgrade decision came too late", metadata: ["path": "\(LogText.clip(request?.path ?? ""))", "rc": "\(rc)"])
     }
 
     private func respond(_ req: OpaquePointer, _ response: ServerResponse) {

@@ -30,9 +30,19 @@ public struct WebSocketRoutes: Sendable {
 
     typealias PageRoute = @Sendable (ServerRequest) -> ServerResponse
     typealias SocketRoute = @Sendable (ServerRequest) -> UpgradeDecision
+    typealias AsyncSocketRoute = @Sendable (ServerRequest) async -> UpgradeDecision
+
+    /// How an endpoint decides an upgrade: at once, on the loop thread (the
+    /// fastest path: no task, nothing held), or by awaiting, on the handler
+    /// executor, while the engine holds the request (bounded by the
+    /// handshake timeout).
+    enum SocketDecider: Sendable {
+        case now(SocketRoute)
+        case later(AsyncSocketRoute)
+    }
 
     private(set) var pages: [String: PageRoute] = [:]
-    private(set) var sockets: [String: SocketRoute] = [:]
+    private(set) var sockets: [String: SocketDecider] = [:]
     /// Set by `admin(hosts:authorize:)`; nil: the admin pages are not served.
     var adminAuthorization: AdminAccess?
 
@@ -48,7 +58,18 @@ public struct WebSocketRoutes: Sendable {
 
     /// A socket endpoint with full control over each upgrade.
     public mutating func socket(_ path: String, upgrade: @escaping @Sendable (ServerRequest) -> UpgradeDecision) {
-        sockets[path] = upgrade
+        sockets[path] = .now(upgrade)
+    }
+
+    /// A socket endpoint whose decision awaits (a session store, a key set).
+    /// The engine holds the request, without reading the socket, until the
+    /// decision is made; it runs on the server's handler threads (see
+    /// `Configuration.handlerThreads`), never on a loop. A decision not made
+    /// within `Configuration.handshakeTimeout` (counted from the TCP accept)
+    /// is answered 503 for it, and what it returns then is dropped.
+    @_disfavoredOverload
+    public mutating func socket(_ path: String, upgrade: @escaping @Sendable (ServerRequest) async -> UpgradeDecision) {
+        sockets[path] = .later(upgrade)
     }
 
     /// An envelope endpoint: `authenticate` sees the request (headers,
@@ -65,6 +86,20 @@ public struct WebSocketRoutes: Sendable {
         envelopeSocket(path, .envelope(handler), subprotocols, limits, authorization, authenticate)
     }
 
+    /// An envelope endpoint whose `authenticate` awaits (see
+    /// `socket(_:upgrade:)` for how the request is held meanwhile).
+    @_disfavoredOverload
+    public mutating func socket(
+        _ path: String, handler: some EnvelopeHandler, subprotocols: [String] = [], limits: Limits = Limits(),
+        authorization: Authorization = .none,
+        authenticate: @escaping @Sendable (ServerRequest) async -> Authentication
+    ) {
+        let connectionHandler = ConnectionHandler.envelope(handler)
+        socket(path) { (request: ServerRequest) async -> UpgradeDecision in
+            Self.envelopeDecision(await authenticate(request), request, connectionHandler, subprotocols, limits, authorization)
+        }
+    }
+
     /// An envelope endpoint whose handler awaits (see `AsyncEnvelopeHandler`); the
     /// rest as for an `EnvelopeHandler`.
     public mutating func socket(
@@ -75,19 +110,51 @@ public struct WebSocketRoutes: Sendable {
         envelopeSocket(path, .asyncEnvelope(handler), subprotocols, limits, authorization, authenticate)
     }
 
+    /// An envelope endpoint whose handler and `authenticate` both await.
+    @_disfavoredOverload
+    public mutating func socket(
+        _ path: String, handler: some AsyncEnvelopeHandler, subprotocols: [String] = [], limits: Limits = Limits(),
+        authorization: Authorization = .none,
+        authenticate: @escaping @Sendable (ServerRequest) async -> Authentication
+    ) {
+        let connectionHandler = ConnectionHandler.asyncEnvelope(handler)
+        socket(path) { (request: ServerRequest) async -> UpgradeDecision in
+            Self.envelopeDecision(await authenticate(request), request, connectionHandler, subprotocols, limits, authorization)
+        }
+    }
+
     mutating func envelopeSocket(
         _ path: String, _ connectionHandler: ConnectionHandler, _ subprotocols: [String], _ limits: Limits,
         _ authorization: Authorization, _ authenticate: @escaping @Sendable (ServerRequest) -> Authentication
     ) {
         socket(path) { request in
-            switch authenticate(request) {
-            case .refuse(let status, let message):
-                return .refuse(.status(status, message))
-            case .accept(let profile):
-                return .accept(profile: profile, channel: Self.channel(of: request), handler: connectionHandler,
-                               limits: limits, authorization: authorization,
-                               subprotocol: Self.subprotocol(subprotocols, offered: request.subprotocols))
-            }
+            Self.envelopeDecision(authenticate(request), request, connectionHandler, subprotocols, limits, authorization)
+        }
+    }
+
+    private static func envelopeDecision(
+        _ authentication: Authentication, _ request: ServerRequest, _ connectionHandler: ConnectionHandler,
+        _ subprotocols: [String], _ limits: Limits, _ authorization: Authorization
+    ) -> UpgradeDecision {
+        switch authentication {
+        case .refuse(let status, let message):
+            return .refuse(.status(status, message))
+        case .accept(let profile):
+            return .accept(profile: profile, channel: channel(of: request), handler: connectionHandler,
+                           limits: limits, authorization: authorization,
+                           subprotocol: subprotocol(subprotocols, offered: request.subprotocols))
+        }
+    }
+
+    private static func rawDecision(
+        _ authentication: Authentication, _ request: ServerRequest, _ connectionHandler: ConnectionHandler,
+        _ subprotocols: [String], _ limits: Limits
+    ) -> UpgradeDecision {
+        switch authentication {
+        case .refuse(let status, let message): return .refuse(.status(status, message))
+        case .accept(let profile):
+            return .accept(profile: profile, channel: nil, handler: connectionHandler, limits: limits,
+                           subprotocol: subprotocol(subprotocols, offered: request.subprotocols))
         }
     }
 
@@ -104,13 +171,19 @@ public struct WebSocketRoutes: Sendable {
         _ path: String, _ connectionHandler: ConnectionHandler, _ subprotocols: [String], _ limits: Limits,
         _ authenticate: @escaping @Sendable (ServerRequest) -> Authentication
     ) {
-        socket(path) { request in
-            switch authenticate(request) {
-            case .refuse(let status, let message): return .refuse(.status(status, message))
-            case .accept(let profile):
-                return .accept(profile: profile, channel: nil, handler: connectionHandler, limits: limits,
-                               subprotocol: Self.subprotocol(subprotocols, offered: request.subprotocols))
-            }
+        socket(path) { request in Self.rawDecision(authenticate(request), request, connectionHandler, subprotocols, limits) }
+    }
+
+    /// A raw endpoint whose `authenticate` awaits (see `socket(_:upgrade:)`
+    /// for how the request is held meanwhile).
+    @_disfavoredOverload
+    public mutating func raw(
+        _ path: String, handler: some RawHandler, subprotocols: [String] = [], limits: Limits = Limits(),
+        authenticate: @escaping @Sendable (ServerRequest) async -> Authentication
+    ) {
+        let connectionHandler = ConnectionHandler.raw(handler)
+        socket(path) { (request: ServerRequest) async -> UpgradeDecision in
+            Self.rawDecision(await authenticate(request), request, connectionHandler, subprotocols, limits)
         }
     }
 
@@ -127,7 +200,7 @@ public struct WebSocketRoutes: Sendable {
     }
 
     func page(for path: String) -> PageRoute? { pages[path] ?? pages["*"] }
-    func socket(for path: String) -> SocketRoute? { sockets[path] ?? sockets["*"] }
+    func socket(for path: String) -> SocketDecider? { sockets[path] ?? sockets["*"] }
 
     func originAllowed(_ origin: String?) -> Bool {
         guard !allowedOrigins.isEmpty, let origin else { return true }

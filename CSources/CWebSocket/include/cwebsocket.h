@@ -560,6 +560,7 @@ typedef struct cws_server_stats {
     uint64_t handshakes_failed; /* requests the engine refused before the application saw them:
                                    a malformed or oversized head, an HTTP version other than 1.x,
                                    an upgrade that breaks RFC 6455 (400/405/426) */
+    uint64_t upgrades_deferred; /* upgrade requests waiting now for a deferred answer */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 
@@ -574,6 +575,42 @@ void cws_request_respond(cws_request *req, int status, const char *content_type,
 cws_conn_id cws_request_accept(cws_request *req, const char *protocol, void *user);
 /* "ip:port" / "[ipv6]:port" of the peer. */
 const char *cws_request_remote(const cws_request *req);
+
+/*
+ * Deferred upgrades (engine_deferred.c): the decision awaits something (a
+ * session store, a key set) and is answered later, from any thread.
+ *
+ * Inside on_request for an upgrade: cws_request_defer answers "later" and
+ * returns the id the connection will have (0 if out of memory, or not an
+ * upgrade, or already answered). Copy what the decision needs from `http`
+ * and `upgrade` first: they are valid only during on_request. Until the
+ * answer the socket is not read, so frames a client sends without waiting
+ * for the 101 are kept (or stay in the kernel) and are delivered in order
+ * after on_open. A deferred upgrade counts against max_connections from
+ * here on, as an open connection does.
+ *
+ * The handshake timeout still runs from the TCP accept: a request not
+ * answered in time gets "503 Service Unavailable" (Retry-After: 5) and is
+ * closed, as is every one still waiting when the server stops. 503, not
+ * 408: the client sent its whole request; the server failed to decide.
+ *
+ * Then exactly one of the two answers, once, from any thread (the loop
+ * applies it when it next reads its inbox):
+ * - cws_deferred_accept: the 101, naming protocol (may be NULL); user is
+ *   handed back in every callback. 0: the engine took user: on_open and
+ *   on_close will come for it, even if the peer left meanwhile (then on_close
+ *   follows on_open at once with 1006).
+ * - cws_deferred_respond: a plain HTTP answer, then close (as
+ *   cws_request_respond; everything is copied before it returns).
+ * Both return -ENOENT when the request is no longer waiting (timed out,
+ * stopped, the peer left, answered already): the caller keeps user and must
+ * release it itself; no callback will ever see it. Any other negative
+ * value (the loop's inbox refused the command): likewise.
+ */
+cws_conn_id cws_request_defer(cws_request *req);
+int cws_deferred_accept(cws_server *s, cws_conn_id id, const char *protocol, void *user);
+int cws_deferred_respond(cws_server *s, cws_conn_id id, int status, const char *content_type, const char *headers,
+                         const void *body, size_t body_len);
 
 /* A message framed once for any number of recipients (server role: unmasked). */
 cws_msg *cws_msg_new(uint8_t opcode, const void *data, size_t len);
