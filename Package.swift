@@ -5,6 +5,9 @@ let package = Package(
     name: "swift-websocket-server",
     products: [
         .library(name: "WebSocketService", targets: ["WebSocketService"]),
+        // The Swift wrappers over the C core's sans-IO protocol code, for a
+        // client, a proxy or a test tool that needs frames but no server.
+        .library(name: "WebSocketProtocol", targets: ["WebSocketProtocol"]),
         .executable(name: "wsdemo", targets: ["wsdemo"]),
         .library(name: "ConformanceSuite", targets: ["ConformanceSuite"]),
         .executable(name: "wsconform", targets: ["wsconform"]),
@@ -40,10 +43,18 @@ let package = Package(
                 .linkedLibrary("hiredis"),
             ]
         ),
+        // Frames, masking, UTF-8 validation, the accept key, SIMD levels:
+        // sans-IO, over CWebSocket only (no engine state, no logging).
+        .target(
+            name: "WebSocketProtocol",
+            dependencies: ["CWebSocket"],
+            path: "Sources/WebSocketProtocol"
+        ),
         .target(
             name: "WebSocketService",
             dependencies: [
                 "CWebSocket",
+                "WebSocketProtocol",
                 "CHiredis",
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -61,7 +72,7 @@ let package = Package(
         // sockets, usable against any echo server (wsconform) and in `swift test`.
         .target(
             name: "ConformanceSuite",
-            dependencies: ["CWebSocket", "WebSocketService"],
+            dependencies: ["CWebSocket", "WebSocketProtocol"],
             path: "Sources/ConformanceSuite"
         ),
         .executableTarget(
