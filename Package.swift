@@ -8,6 +8,8 @@ let package = Package(
         // The Swift wrappers over the C core's sans-IO protocol code, for a
         // client, a proxy or a test tool that needs frames but no server.
         .library(name: "WebSocketProtocol", targets: ["WebSocketProtocol"]),
+        // The Redis backplane (scale-out across servers): only what imports it links hiredis.
+        .library(name: "WebSocketRedis", targets: ["WebSocketRedis"]),
         .executable(name: "wsdemo", targets: ["wsdemo"]),
         .library(name: "ConformanceSuite", targets: ["ConformanceSuite"]),
         .executable(name: "wsconform", targets: ["wsconform"]),
@@ -55,15 +57,26 @@ let package = Package(
             dependencies: [
                 "CWebSocket",
                 "WebSocketProtocol",
-                "CHiredis",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/WebSocketService"
+        ),
+        // The Redis pub/sub backplane and cluster presence, over the hiredis shim;
+        // `Configuration.backplane = .redis(...)` comes from here.
+        .target(
+            name: "WebSocketRedis",
+            dependencies: [
+                "WebSocketService",
+                "CHiredis",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/WebSocketRedis"
         ),
         .executableTarget(
             name: "wsdemo",
             dependencies: [
                 "WebSocketService",
+                "WebSocketRedis", // --redis
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/wsdemo"
@@ -105,6 +118,7 @@ let package = Package(
             dependencies: [
                 "CWebSocket",
                 "WebSocketService",
+                "WebSocketRedis", // ScaleOutTests
                 "ChildProcess",
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -92,10 +92,7 @@ public final class WebSocketServer: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.server = nil
-        switch configuration.backplane {
-        case .inProcess: backplane = InProcessBackplane()
-        case .redis(let redis): backplane = RedisBackplane(redis, logger: logger)
-        }
+        backplane = configuration.backplane.makeBackplane(logger)
         isDistributed = backplane.isDistributed
 
         var cfg = cws_server_config()

@@ -3,6 +3,7 @@
 // over the C core (info, validate, accept).
 import Dispatch
 import Logging
+import WebSocketRedis
 import WebSocketService
 
 #if canImport(Glibc)
@@ -49,6 +50,7 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
     var admin = true
     var level = Logger.Level.info
     var presenceTTL: Duration?
+    var redis: RedisConfiguration?
     var sharded = false
     var rateLimited = true
     var args = arguments.makeIterator()
@@ -63,7 +65,7 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
         case "--deflate": configuration.compression = Configuration.Compression()
         case "--redis":
             do {
-                configuration.backplane = .redis(try RedisConfiguration(url: value(arg)))
+                redis = try RedisConfiguration(url: value(arg))
             } catch {
                 fail("--redis: \(error)")
             }
@@ -93,7 +95,7 @@ func serve(_ arguments: ArraySlice<String>) -> Never {
         default: fail("unknown argument \(arg) (try --help)")
         }
     }
-    if case .redis(var redis) = configuration.backplane {
+    if var redis {
         if let presenceTTL { redis.presenceTTL = presenceTTL }
         if sharded { redis.pubSub = .sharded }
         configuration.backplane = .redis(redis)
