@@ -1,8 +1,8 @@
 import CHiredis
 import Foundation
-import WebSocketService
 import Logging
 import Synchronization
+import WebSocketService
 
 #if canImport(Glibc)
 import Glibc
@@ -18,6 +18,10 @@ import Glibc
 /// Ordering: one publisher connection per server and FIFO queue, and Redis
 /// delivers a connection's publishes in order to every subscriber, so each
 /// server's messages arrive everywhere in the order it wrote them.
+///
+/// The two loops are in RedisPublisher.swift and RedisSubscriber.swift, the
+/// hiredis calls in RedisConnection.swift, the bytes on a subject in
+/// BackplaneWire.swift; the members they share are internal, not private.
 final class RedisBackplane: Backplane, @unchecked Sendable {
     let configuration: RedisConfiguration
     let logger: Logger

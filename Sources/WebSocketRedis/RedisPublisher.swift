@@ -2,10 +2,6 @@ import CHiredis
 import Foundation
 import WebSocketService
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// The publisher thread: drains the bounded queue, pipelining each batch to
 /// the node that owns each subject, and reconnects with backoff when a
 /// connection breaks (what was in flight is counted as not propagated).
