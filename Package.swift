@@ -5,6 +5,11 @@ let package = Package(
     name: "swift-websocket-server",
     products: [
         .library(name: "WebSocketService", targets: ["WebSocketService"]),
+        // The Swift wrappers over the C core's sans-IO protocol code, for a
+        // client, a proxy or a test tool that needs frames but no server.
+        .library(name: "WebSocketProtocol", targets: ["WebSocketProtocol"]),
+        // The Redis backplane (scale-out across servers): only what imports it links hiredis.
+        .library(name: "WebSocketRedis", targets: ["WebSocketRedis"]),
         .executable(name: "wsdemo", targets: ["wsdemo"]),
         .library(name: "ConformanceSuite", targets: ["ConformanceSuite"]),
         .executable(name: "wsconform", targets: ["wsconform"]),
@@ -50,21 +55,40 @@ let package = Package(
                 .linkedLibrary("hiredis"),
             ]
         ),
+        // Frames, masking, UTF-8 validation, the accept key, SIMD levels:
+        // sans-IO, over CWebSocket only (no engine state, no logging).
+        .target(
+            name: "WebSocketProtocol",
+            dependencies: ["CWebSocket"],
+            path: "Sources/WebSocketProtocol"
+        ),
         .target(
             name: "WebSocketService",
             dependencies: [
                 "CWebSocket",
-                "CHiredis",
+                "WebSocketProtocol",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "Sources/WebSocketService"
         ),
+        // The Redis pub/sub backplane and cluster presence, over the hiredis shim;
+        // `Configuration.backplane = .redis(...)` comes from here.
+        .target(
+            name: "WebSocketRedis",
+            dependencies: [
+                "WebSocketService",
+                "CHiredis",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/WebSocketRedis"
+        ),
         .executableTarget(
             name: "wsdemo",
             dependencies: [
                 "WebSocketService",
+                "WebSocketRedis", // --redis
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -76,7 +100,7 @@ let package = Package(
         // sockets, usable against any echo server (wsconform) and in `swift test`.
         .target(
             name: "ConformanceSuite",
-            dependencies: ["CWebSocket", "WebSocketService"],
+            dependencies: ["CWebSocket", "WebSocketProtocol"],
             path: "Sources/ConformanceSuite"
         ),
         .executableTarget(
@@ -109,6 +133,7 @@ let package = Package(
             dependencies: [
                 "CWebSocket",
                 "WebSocketService",
+                "WebSocketRedis", // ScaleOutTests
                 "ChildProcess",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

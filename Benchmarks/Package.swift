@@ -17,7 +17,7 @@ let package = Package(
     targets: [
         .executableTarget(
             name: "CoreThroughput",
-            dependencies: [.product(name: "WebSocketService", package: "swift-websocket-server")],
+            dependencies: [.product(name: "WebSocketProtocol", package: "swift-websocket-server")],
             path: "Sources/CoreThroughput"
         ),
         // A self-contained C load generator (epoll): echo, idle-connection and
@@ -69,6 +69,8 @@ let package = Package(
             name: "CoreMicro",
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
+                // Masking and UTF-8 kernels (KernelBenchmarks); envelopes and fan-out.
+                .product(name: "WebSocketProtocol", package: "swift-websocket-server"),
                 .product(name: "WebSocketService", package: "swift-websocket-server"),
             ],
             path: "Benchmarks/CoreMicro",

@@ -1,4 +1,4 @@
-import WebSocketService
+import WebSocketProtocol
 
 #if canImport(Glibc)
 import Glibc

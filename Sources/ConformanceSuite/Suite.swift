@@ -1,4 +1,4 @@
-import WebSocketService
+import WebSocketProtocol
 
 /// The case table. One `add` per case: id, group, description, how the
 /// connection opens (default: a plain upgrade), the bytes to send, and the

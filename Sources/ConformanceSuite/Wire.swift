@@ -1,5 +1,5 @@
 import CWebSocket
-import WebSocketService
+import WebSocketProtocol
 
 // The small helpers the case table is written with: each returns the bytes
 // a client puts on the wire. Frames are masked (a client's) unless asked not

@@ -7,8 +7,10 @@ import Foundation
 ///
 /// Two implementations: `InProcessBackplane` (one server, the default: it
 /// does nothing, and the service skips it on the hot path) and
-/// `RedisBackplane` (Redis pub/sub, chosen by `Configuration.backplane`).
-protocol Backplane: AnyObject, Sendable {
+/// `RedisBackplane` (Redis pub/sub, in the WebSocketRedis module, chosen by
+/// `Configuration.backplane`). `package`, not public: the modules of this
+/// package implement it; a user picks one through `BackplaneConfiguration`.
+package protocol Backplane: AnyObject, Sendable {
     /// False for the in-process one: the service then never builds a
     /// backplane message, takes no backplane lock and allocates nothing for it.
     var isDistributed: Bool { get }
@@ -34,8 +36,8 @@ protocol Backplane: AnyObject, Sendable {
 }
 
 /// What travels between servers: an encoded envelope and where it goes.
-struct BackplaneMessage: Sendable, Equatable {
-    enum Target: Sendable, Equatable {
+package struct BackplaneMessage: Sendable, Equatable {
+    package enum Target: Sendable, Equatable {
         /// The channel's members on every server, but `except`.
         case channel(String, except: UUID?)
         /// Every envelope connection on every server.
@@ -44,10 +46,16 @@ struct BackplaneMessage: Sendable, Equatable {
         case connection(UUID)
     }
 
-    var origin: UUID
-    var target: Target
+    package var origin: UUID
+    package var target: Target
     /// The encoded envelope, delivered as one text message.
-    var envelope: [UInt8]
+    package var envelope: [UInt8]
+
+    package init(origin: UUID, target: Target, envelope: [UInt8]) {
+        self.origin = origin
+        self.target = target
+        self.envelope = envelope
+    }
 }
 
 /// The backplane's health, in `WebSocketServer.Status` and on the admin overview.
@@ -74,70 +82,29 @@ public struct BackplaneStatus: Sendable, Codable, Hashable {
     public var lastError: String?
     /// Redis pub/sub mode: "classic" or "sharded"; nil in-process.
     public var pubSub: String? = nil
-}
 
-/// One server: nothing to carry.
-final class InProcessBackplane: Backplane {
-    var isDistributed: Bool { false }
-    func start(serverID: UUID, deliver: @escaping @Sendable (BackplaneMessage) -> Void,
-               localMembers: @escaping @Sendable (String?) -> [String: [ClusterMember]]) {}
-    func stop() {}
-    func subscribe(channel: String) {}
-    func unsubscribe(channel: String) {}
-    func publish(_ message: BackplaneMessage) {}
-    func membersChanged(channel: String) {}
-    func clusterMembers(in channel: String) async throws -> [ClusterMember] { [] }
-    var status: BackplaneStatus {
-        BackplaneStatus(kind: "in-process", serverID: "", endpoint: nil, connected: true, subscriptions: 0,
-                        published: 0, received: 0, notPropagated: 0, disconnects: 0, lastError: nil)
+    package init(kind: String, serverID: String, endpoint: String?, connected: Bool, subscriptions: Int,
+                 published: UInt64, received: UInt64, notPropagated: UInt64, disconnects: UInt64,
+                 lastError: String?, pubSub: String? = nil) {
+        self.kind = kind
+        self.serverID = serverID
+        self.endpoint = endpoint
+        self.connected = connected
+        self.subscriptions = subscriptions
+        self.published = published
+        self.received = received
+        self.notPropagated = notPropagated
+        self.disconnects = disconnects
+        self.lastError = lastError
+        self.pubSub = pubSub
     }
 }
 
-/// The bytes of a `BackplaneMessage` on a Redis subject: one ASCII header
-/// line, then the envelope as is (so the receiver frames it without
-/// re-encoding). The channel name travels in the subject, not here.
-///
-///     <origin uuid> c[ <except uuid>]\n<envelope>
-///     <origin uuid> a\n<envelope>
-///     <origin uuid> u <connection uuid>\n<envelope>
-enum BackplaneWire {
-    static func encode(_ message: BackplaneMessage) -> [UInt8] {
-        var header = message.origin.uuidString
-        switch message.target {
-        case .channel(_, let except):
-            header += except.map { " c \($0.uuidString)" } ?? " c"
-        case .all:
-            header += " a"
-        case .connection(let id):
-            header += " u \(id.uuidString)"
-        }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(header.utf8.count + 1 + message.envelope.count)
-        bytes.append(contentsOf: header.utf8)
-        bytes.append(UInt8(ascii: "\n"))
-        bytes.append(contentsOf: message.envelope)
-        return bytes
-    }
+/// Why the cluster-wide view could not be had (`clusterConnections(in:)`).
+public struct BackplaneError: Error, CustomStringConvertible, Sendable {
+    public var description: String
 
-    /// nil for anything malformed (a foreign publisher on our subjects).
-    static func decode(_ bytes: UnsafeRawBufferPointer, channel: String?) -> BackplaneMessage? {
-        guard let newline = bytes.firstIndex(of: UInt8(ascii: "\n")), newline <= 80 else { return nil }
-        let fields = String(decoding: bytes[..<newline], as: UTF8.self).split(separator: " ")
-        guard fields.count >= 2, let origin = UUID(uuidString: String(fields[0])) else { return nil }
-        let third = fields.count > 2 ? UUID(uuidString: String(fields[2])) : nil
-        let target: BackplaneMessage.Target
-        switch fields[1] {
-        case "c":
-            guard let channel, fields.count == 2 || third != nil else { return nil }
-            target = .channel(channel, except: third)
-        case "a":
-            target = .all
-        case "u":
-            guard let third else { return nil }
-            target = .connection(third)
-        default:
-            return nil
-        }
-        return BackplaneMessage(origin: origin, target: target, envelope: Array(bytes[(newline + 1)...]))
+    package init(description: String) {
+        self.description = description
     }
 }

@@ -105,10 +105,7 @@ public final class WebSocketServer: Sendable {
         self.logger = logger
         self.server = nil
         metrics = configuration.metrics.map(ServerMetrics.init)
-        switch configuration.backplane {
-        case .inProcess: backplane = InProcessBackplane()
-        case .redis(let redis): backplane = RedisBackplane(redis, logger: logger)
-        }
+        backplane = configuration.backplane.makeBackplane(logger)
         isDistributed = backplane.isDistributed
 
         var cfg = cws_server_config()

@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import Prometheus
 import ServiceLifecycle
+import WebSocketRedis
 import WebSocketService
 
 #if canImport(Glibc)
@@ -51,6 +52,7 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
     var admin = true
     var level = Logger.Level.info
     var presenceTTL: Duration?
+    var redis: RedisConfiguration?
     var sharded = false
     var rateLimited = true
     var args = arguments.makeIterator()
@@ -65,7 +67,7 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
         case "--deflate": configuration.compression = Configuration.Compression()
         case "--redis":
             do {
-                configuration.backplane = .redis(try RedisConfiguration(url: value(arg)))
+                redis = try RedisConfiguration(url: value(arg))
             } catch {
                 fail("--redis: \(error)")
             }
@@ -95,7 +97,7 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
         default: fail("unknown argument \(arg) (try --help)")
         }
     }
-    if case .redis(var redis) = configuration.backplane {
+    if var redis {
         if let presenceTTL { redis.presenceTTL = presenceTTL }
         if sharded { redis.pubSub = .sharded }
         configuration.backplane = .redis(redis)

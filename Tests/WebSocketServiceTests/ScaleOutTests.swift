@@ -2,6 +2,7 @@ import ChildProcess
 import Foundation
 import Logging
 import Testing
+@testable import WebSocketRedis
 @testable import WebSocketService
 
 #if canImport(Glibc)

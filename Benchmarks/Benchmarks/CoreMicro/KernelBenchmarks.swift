@@ -5,7 +5,7 @@
 // size / p50 time.
 import Benchmark
 import CWebSocket
-import WebSocketService
+import WebSocketProtocol
 
 #if canImport(Glibc)
 import Glibc

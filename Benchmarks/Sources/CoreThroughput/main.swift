@@ -3,7 +3,7 @@
 //
 //   swift run -c release --package-path Benchmarks CoreThroughput [seconds-per-cell]
 import CWebSocket
-import WebSocketService
+import WebSocketProtocol
 
 #if canImport(Glibc)
 import Glibc

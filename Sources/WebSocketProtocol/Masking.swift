@@ -19,12 +19,3 @@ public enum Masking {
         UInt32(b0) | UInt32(b1) << 8 | UInt32(b2) << 16 | UInt32(b3) << 24
     }
 }
-
-/// The SIMD level the C core's kernels use on this machine.
-public enum SIMDLevel: Int32, Sendable, CaseIterable {
-    case scalar = 0, sse, avx2, avx512
-
-    public static var active: SIMDLevel { SIMDLevel(rawValue: cws_simd_active()) ?? .scalar }
-    public var isSupported: Bool { cws_simd_supported(rawValue) == 1 }
-    public var name: String { String(cString: cws_simd_name(rawValue)) }
-}

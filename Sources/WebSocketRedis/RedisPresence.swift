@@ -1,28 +1,11 @@
 import CHiredis
 import Foundation
+import WebSocketService
 import Logging
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A channel member somewhere in the cluster.
-public struct ClusterMember: Sendable, Hashable, Codable {
-    public var id: UUID
-    public var userID: String
-    /// The backplane id of the server it is connected to.
-    public var serverID: String
-
-    public init(id: UUID, userID: String, serverID: String) {
-        self.id = id
-        self.userID = userID
-        self.serverID = serverID
-    }
-}
-
-public struct BackplaneError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-}
 
 /// Cluster-wide channel membership in Redis, kept by each server for its own
 /// members and expiring with it:
@@ -202,7 +185,7 @@ final class RedisPresence: @unchecked Sendable {
             let (c, error) = router.connection(to: node)
             guard let c else { return error }
             for command in list {
-                guard RedisBackplane.append(c, command.map { Array($0.utf8) }) == 0 else { return String(cString: chr_error(c)) }
+                guard RedisConnection.append(c, command.map { Array($0.utf8) }) == 0 else { return String(cString: chr_error(c)) }
             }
             pending.append((c, list.count))
         }
@@ -239,7 +222,7 @@ final class RedisPresence: @unchecked Sendable {
         func send(_ command: [String]) throws -> OpaquePointer {
             let (c, error) = router.connection(to: router.node(for: command[1]))
             guard let c else { throw BackplaneError(description: error) }
-            guard RedisBackplane.append(c, command.map { Array($0.utf8) }) == 0 else {
+            guard RedisConnection.append(c, command.map { Array($0.utf8) }) == 0 else {
                 throw BackplaneError(description: String(cString: chr_error(c)))
             }
             return c

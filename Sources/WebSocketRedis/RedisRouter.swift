@@ -63,7 +63,7 @@ final class RedisRouter {
         target.port = node.port
         // Redis Cluster has database 0 only.
         if isCluster { target.database = 0 }
-        let opened = RedisBackplane.open(target)
+        let opened = RedisConnection.open(target)
         return (opened.connection, opened.error.isEmpty ? "" : "\(node): \(opened.error)")
     }
 
@@ -94,7 +94,7 @@ final class RedisRouter {
                 continue
             }
             defer { if separateRefresh { chr_free(c) } }
-            guard RedisBackplane.append(c, [Array("CLUSTER".utf8), Array("SLOTS".utf8)]) == 0 else {
+            guard RedisConnection.append(c, [Array("CLUSTER".utf8), Array("SLOTS".utf8)]) == 0 else {
                 lastError = "\(node): " + String(cString: chr_error(c))
                 if !separateRefresh { drop(node) }
                 continue

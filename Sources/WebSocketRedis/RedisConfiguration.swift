@@ -1,11 +1,3 @@
-/// Which backplane carries messages between servers.
-public enum BackplaneConfiguration: Sendable {
-    /// One server, no dependency (the default).
-    case inProcess
-    /// Redis pub/sub: every server of the cluster points at the same Redis.
-    case redis(RedisConfiguration)
-}
-
 /// Where the Redis backplane connects and how it behaves when Redis is away.
 public struct RedisConfiguration: Sendable, Hashable {
     public var host: String

@@ -1,0 +1,51 @@
+import Foundation
+import WebSocketService
+
+/// The bytes of a `BackplaneMessage` on a Redis subject: one ASCII header
+/// line, then the envelope as is (so the receiver frames it without
+/// re-encoding). The channel name travels in the subject, not here.
+///
+///     <origin uuid> c[ <except uuid>]\n<envelope>
+///     <origin uuid> a\n<envelope>
+///     <origin uuid> u <connection uuid>\n<envelope>
+enum BackplaneWire {
+    static func encode(_ message: BackplaneMessage) -> [UInt8] {
+        var header = message.origin.uuidString
+        switch message.target {
+        case .channel(_, let except):
+            header += except.map { " c \($0.uuidString)" } ?? " c"
+        case .all:
+            header += " a"
+        case .connection(let id):
+            header += " u \(id.uuidString)"
+        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(header.utf8.count + 1 + message.envelope.count)
+        bytes.append(contentsOf: header.utf8)
+        bytes.append(UInt8(ascii: "\n"))
+        bytes.append(contentsOf: message.envelope)
+        return bytes
+    }
+
+    /// nil for anything malformed (a foreign publisher on our subjects).
+    static func decode(_ bytes: UnsafeRawBufferPointer, channel: String?) -> BackplaneMessage? {
+        guard let newline = bytes.firstIndex(of: UInt8(ascii: "\n")), newline <= 80 else { return nil }
+        let fields = String(decoding: bytes[..<newline], as: UTF8.self).split(separator: " ")
+        guard fields.count >= 2, let origin = UUID(uuidString: String(fields[0])) else { return nil }
+        let third = fields.count > 2 ? UUID(uuidString: String(fields[2])) : nil
+        let target: BackplaneMessage.Target
+        switch fields[1] {
+        case "c":
+            guard let channel, fields.count == 2 || third != nil else { return nil }
+            target = .channel(channel, except: third)
+        case "a":
+            target = .all
+        case "u":
+            guard let third else { return nil }
+            target = .connection(third)
+        default:
+            return nil
+        }
+        return BackplaneMessage(origin: origin, target: target, envelope: Array(bytes[(newline + 1)...]))
+    }
+}
