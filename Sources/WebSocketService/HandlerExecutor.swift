@@ -26,8 +26,11 @@ final class HandlerExecutor: TaskExecutor, @unchecked Sendable {
         let job = UnownedJob(job)
         condition.lock()
         jobs.append(job)
-        condition.signal()
         condition.unlock()
+        // After the unlock: a woken thread then finds the lock free instead
+        // of waking only to wait for it (a futex wait and wake, two context
+        // switches, when it shares the enqueuer's core).
+        condition.signal()
     }
 
     private static let marker = "WebSocketService.HandlerExecutor"

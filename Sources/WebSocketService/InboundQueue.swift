@@ -26,12 +26,11 @@ final class InboundQueue<Element: Sendable>: Sendable {
     /// Loop thread. `pause` stops the engine reading the socket; it runs
     /// under the queue's lock, so it cannot cross the task's resume.
     func push(_ message: Element, pause: () -> Void) {
-        state.withLock { s in
-            guard !s.finished else { return }
+        let waiter = state.withLock { s -> CheckedContinuation<Element?, Never>? in
+            guard !s.finished else { return nil }
             if let waiter = s.waiter {
                 s.waiter = nil
-                waiter.resume(returning: message)
-                return
+                return waiter
             }
             s.items.append(message)
             s.deepest = max(s.deepest, s.count)
@@ -39,7 +38,14 @@ final class InboundQueue<Element: Sendable>: Sendable {
                 s.paused = true
                 pause()
             }
+            return nil
         }
+        // Resumed after the unlock: the resume wakes a handler thread, which
+        // (on the loop's core) can run at once and take this lock in its next
+        // `next()`; inside the lock that was a futex wait and two more
+        // context switches per message. Order holds: only this thread pushes,
+        // and a later message finds no waiter and queues behind this one.
+        waiter?.resume(returning: message)
     }
 
     /// The next message, waiting for one; nil once the connection closed.

@@ -114,3 +114,37 @@ struct EchoHandler: RawHandler {
         service.send(message.bytes, opcode: message.opcode, to: connection)
     }
 }
+
+/// Envelope echo: `{"cmd","param"}` back with the same cmd and param (the
+/// benchmark's envelope echo, beside its async forms).
+struct EnvelopeEchoHandler: EnvelopeHandler {
+    func handle(service: WebSocketServer, connection: Connection, message: Message, logger: Logger) {
+        service.write(Envelope(cmd: message.cmd, param: message.param), to: connection)
+    }
+}
+
+/// `--async`: an envelope handler run as an `AsyncEnvelopeHandler` (a task
+/// per connection, off the loop), so a benchmark compares the two paths on
+/// the same work.
+struct AsyncAdapter<Sync: EnvelopeHandler>: AsyncEnvelopeHandler {
+    let sync: Sync
+    func handle(service: WebSocketServer, connection: Connection, message: Message, logger: Logger) async throws {
+        try sync.handle(service: service, connection: connection, message: message, logger: logger)
+    }
+}
+
+/// `--session`: the same handler as the body of an envelope session; its
+/// errors go back to the client as `{"cmd":"error","param":{"message"}}` and
+/// the session goes on, as an `EnvelopeHandler`'s would.
+func sessionRunning(_ sync: some EnvelopeHandler) -> @Sendable (InboundEnvelopes, OutboundWriter, SessionContext) async throws -> Void {
+    { inbound, outbound, context in
+        for await message in inbound {
+            do {
+                try sync.handle(service: context.server, connection: context.connection, message: message,
+                                logger: context.logger)
+            } catch {
+                try await outbound.write(cmd: "error", param: RawJSON(encoding: ["message": "\(error)"]))
+            }
+        }
+    }
+}

@@ -17,6 +17,7 @@ func usage() -> Never {
     usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
                   [--no-admin] [--deflate] [--redis redis://[:password@]host:port/db] [--presence-ttl SECONDS]
                   [--redis-sharded] [--no-presence] [--no-rate-limit] [--max-per-address N]
+                  [--envelope] [--async | --session]
                                        the chat example (a page at /, the socket at /ws?ch=room&user=name,
                                        admin pages at /admin/sockets for loopback peers only; --no-admin: none);
                                        --echo echoes every message unchanged at every path
@@ -31,6 +32,10 @@ func usage() -> Never {
                                        --no-rate-limit: the chat's connections have no message or byte rate
                                        (benchmarks that flood on purpose); the echo server never has one
                                        --max-per-address N: at most N connections per client address (429 beyond)
+                                       --echo --envelope echoes envelopes ({"cmd","param"} back) instead of bytes
+                                       --async: the chat (or the envelope echo) as an AsyncEnvelopeHandler;
+                                       --session: as an envelope session (routes.socket { inbound, outbound, .. }),
+                                       the byte echo as a raw session (benchmarks of the async paths)
                                        defaults: --host 127.0.0.1 --port 8080 --loops 0 (one per CPU) --backend auto
            wsdemo info                 SIMD levels of this CPU and the one in use
            wsdemo validate FILE...     UTF-8 validation, fail-fast, in 64 KiB chunks
@@ -55,6 +60,9 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
     var redis: RedisConfiguration?
     var sharded = false
     var rateLimited = true
+    var envelopeEcho = false
+    enum Mode { case sync, async, session }
+    var mode = Mode.sync
     var args = arguments.makeIterator()
     func value(_ flag: String) -> String {
         guard let v = args.next() else { fail("\(flag) needs a value") }
@@ -77,6 +85,9 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
         case "--redis-sharded": sharded = true
         case "--no-presence": configuration.announcesPresence = false
         case "--no-rate-limit": rateLimited = false
+        case "--envelope": envelopeEcho = true
+        case "--async": mode = .async
+        case "--session": mode = .session
         case "--max-per-address":
             guard let most = Int(value(arg)), most > 0 else { fail("--max-per-address takes a count > 0") }
             configuration.maxConnectionsPerAddress = most
@@ -123,7 +134,17 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
         // Autobahn 9.1.6 and 9.2.6 echo 16 MiB messages; the default is 1 MiB.
         configuration.maxMessageSize = configuration.maxMessageSize ?? 16 << 20
         // A conformance and load target: it echoes whatever it is sent, as fast as it comes.
-        routes.raw("*", handler: EchoHandler(), limits: .unlimited)
+        switch (envelopeEcho, mode) {
+        case (false, .sync): routes.raw("*", handler: EchoHandler(), limits: .unlimited)
+        case (false, .async): fail("--echo --async needs --envelope (an AsyncEnvelopeHandler takes envelopes)")
+        case (false, .session):
+            routes.raw("*", limits: .unlimited) { inbound, outbound, _ in
+                for await message in inbound { try await outbound.write(message) }
+            }
+        case (true, .sync): routes.socket("*", handler: EnvelopeEchoHandler(), limits: .unlimited)
+        case (true, .async): routes.socket("*", handler: AsyncAdapter(sync: EnvelopeEchoHandler()), limits: .unlimited)
+        case (true, .session): routes.socket("*", limits: .unlimited, session: sessionRunning(EnvelopeEchoHandler()))
+        }
     } else {
         routes.page("/") { _ in .html(chatPage) }
         // The user name comes from the page (?user=): a demo has no accounts.
@@ -132,9 +153,16 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
             limits.messages = nil
             limits.bytes = nil
         }
-        routes.socket("/ws", handler: ChatHandler(), limits: limits) { request in
+        let authenticate: @Sendable (ServerRequest) -> Authentication = { request in
             guard let user = request.queryItem("user"), !user.isEmpty else { return .accept(nil) }
             return .accept(Profile(userID: String(user.prefix(40))))
+        }
+        switch mode {
+        case .sync: routes.socket("/ws", handler: ChatHandler(), limits: limits, authenticate: authenticate)
+        case .async:
+            routes.socket("/ws", handler: AsyncAdapter(sync: ChatHandler()), limits: limits, authenticate: authenticate)
+        case .session:
+            routes.socket("/ws", limits: limits, authenticate: authenticate, session: sessionRunning(ChatHandler()))
         }
         if admin {
             // Good enough for a demo on one machine: only peers on loopback.

@@ -3,7 +3,7 @@
  *
  *   wsload echo --url ws://127.0.0.1:PORT/PATH [--conns N] [--size BYTES]
  *               [--text|--binary] [--inflight K] [--duration S] [--warmup S]
- *               [--server-pid PID] [--server-cpu CPU] [--verify] [--deflate] [--result]
+ *               [--server-pid PID] [--server-cpu CPU] [--verify] [--deflate] [--envelope] [--result]
  *   wsload idle --url ws://127.0.0.1:PORT/PATH [--conns N] [--hold S]
  *               [--concurrency C] [--server-pid PID] [--result]
  *   wsload fanout --url ws://127.0.0.1:PORT/ws?ch=bench [--url ...] [--conns N]
@@ -25,6 +25,10 @@
  * counted whether the server compressed them or not (RESULT reports how many
  * came back compressed); with --verify compressed echoes are inflated with
  * zlib and compared.
+ *
+ * --envelope sends text shaped as the library's envelope,
+ * {"cmd":"e","param":"aaa..."} padded to --size (at least 22 bytes), for a
+ * server that answers envelopes (`wsdemo --echo --envelope`, sync or async).
  *
  * idle: opens N connections (at most C handshakes outstanding), reports
  * handshakes/s, then the server's RSS per connection.
@@ -283,6 +287,7 @@ static struct {
     char channel[128];       /* fanout: the channel named in `say` (default: ?ch= of the first URL) */
     int verify;
     int deflate;
+    int envelope;            /* echo: {"cmd":"e","param":"..."} payloads */
     int result;
     int quiet;
 } opt = {.conns = 100, .size = 16, .binary = 1, .inflight = 1, .duration = 5, .warmup = 1, .hold = 2,
@@ -291,7 +296,7 @@ static struct {
 static void usage(void) {
     fputs("usage: wsload echo --url ws://127.0.0.1:PORT/PATH [--conns N] [--size BYTES] [--text|--binary]\n"
           "                   [--inflight K] [--duration S] [--warmup S] [--server-pid PID]\n"
-          "                   [--server-cpu CPU] [--verify] [--deflate] [--result] [--quiet]\n"
+          "                   [--server-cpu CPU] [--verify] [--deflate] [--envelope] [--result] [--quiet]\n"
           "       wsload idle --url ws://127.0.0.1:PORT/PATH [--conns N] [--hold S] [--concurrency C]\n"
           "                   [--server-pid PID] [--result] [--quiet]\n"
           "       wsload fanout --url ws://127.0.0.1:PORT/ws?ch=bench [--url ...] [--conns N] [--inflight K | --rate R]\n"
@@ -304,6 +309,7 @@ static void usage(void) {
           "--server-pid: server CPU per message (/proc/PID/stat) and RSS (/proc/PID/status)\n"
           "--server-cpu: the core the server is pinned to: its busy time per message, softirq included\n"
           "--deflate:    offer permessage-deflate (no context takeover either way); JSON-like text payload\n"
+          "--envelope:   text payloads {\"cmd\":\"e\",\"param\":\"aaa...\"} of --size bytes (an envelope echo)\n"
           "--result:     also print one machine-readable line: RESULT key=value...\n",
           stderr);
     exit(2);
@@ -405,6 +411,7 @@ static void parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--server-cpu")) { NEED(); opt.server_cpu = (int)argd(v, 0, CPU_SETSIZE - 1, a); }
         else if (!strcmp(a, "--verify")) opt.verify = 1;
         else if (!strcmp(a, "--deflate")) { opt.deflate = 1; opt.binary = 0; }
+        else if (!strcmp(a, "--envelope")) { opt.envelope = 1; opt.binary = 0; }
         else if (!strcmp(a, "--result")) opt.result = 1;
         else if (!strcmp(a, "--quiet")) opt.quiet = 1;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage();
@@ -424,6 +431,8 @@ static void parse_args(int argc, char **argv) {
         if (!opt.inflight_set) opt.inflight = 16;
         if (opt.size > 65536) die("fanout: --size at most 65536");
     }
+    if (opt.envelope && (opt.mode != 0 || opt.deflate || opt.size < 22))
+        die("--envelope: echo only, without --deflate, --size at least 22");
     if (opt.mode == 0 && (uint64_t)opt.size * (uint64_t)opt.inflight > (256u << 20))
         die("--size x --inflight over 256 MiB");
 }
@@ -568,6 +577,11 @@ static void build_frames(void) {
         deflateEnd(&z);
         body = zbody;
         if (opt.verify && !(zout = malloc(ZOUT_CAP))) die("out of memory");
+    } else if (opt.envelope) {
+        static const char head[] = "{\"cmd\":\"e\",\"param\":\"";
+        memcpy(expect, head, sizeof head - 1);
+        memset(expect + sizeof head - 1, 'a', n - (sizeof head - 1) - 2);
+        memcpy(expect + n - 2, "\"}", 2);
     } else {
         for (size_t i = 0; i < n; i++) /* printable ASCII: valid as text too */
             expect[i] = (uint8_t)('a' + (i * 7 + i / 26) % 26);
