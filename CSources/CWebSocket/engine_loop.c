@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 __thread cws_loop *cws_current_loop;
 
@@ -232,6 +233,12 @@ void cws_loop_fail(cws_loop *l, const char *what, int err) {
     pthread_mutex_unlock(&l->inbox_lock);
     l->stopping = 1;
     if (l->listen_fd >= 0) {
+        /* Stop listening now, not when the last reference goes: a torn-down
+         * ring drops its multishot accept's reference to the socket later, in
+         * the kernel's own time, and until then the socket stays in the
+         * SO_REUSEPORT group, takes its share of new connections and resets
+         * them when it finally goes (a client saw EOF before any response). */
+        shutdown(l->listen_fd, SHUT_RDWR);
         close(l->listen_fd);
         l->listen_fd = -1;
     }
