@@ -177,8 +177,6 @@ void cws_loop_drain_inbox(cws_loop *l) {
 
 int cws_loop_turn(cws_loop *l) {
     cws_server *s = l->srv;
-    const cws_callbacks *cb = &s->cfg.callbacks;
-    if (cb->on_turn) cb->on_turn(cb->ctx, l->index);
     l->now_ms = cws_monotonic_ms() - l->start_ms;
     cws_timer_advance(l, cws_conn_timeout);
     if (l->stopping && cws_monotonic_ms() >= atomic_load_explicit(&s->stop_deadline_ms, memory_order_acquire))

@@ -211,9 +211,7 @@ extension WebSocketServer {
             let message: WireMessage = opcode == Opcode.text.rawValue ? .text(String(decoding: data, as: UTF8.self))
                                                                       : .binary(Array(data))
             let engineID = connection.engineID
-            if let queue = connection.rawQueue, queue.push(message, pause: { _ = cws_pause_reading(server, engineID) }) {
-                loopWakeups[Self.loopIndex(engineID)].schedule(queue)
-            }
+            connection.rawQueue?.push(message) { _ = cws_pause_reading(server, engineID) }
         case .envelope, .asyncEnvelope, .envelopeSession:
             guard opcode == Opcode.text.rawValue else {
                 write(.error("binary messages are not accepted here: send JSON text"), to: connection)
@@ -237,9 +235,7 @@ extension WebSocketServer {
             guard commandAuthorized(message, connection) else { return }
             guard case .envelope(let handler) = connection.handler else {
                 let engineID = connection.engineID
-                if let queue = connection.queue, queue.push(message, pause: { _ = cws_pause_reading(server, engineID) }) {
-                    loopWakeups[Self.loopIndex(engineID)].schedule(queue)
-                }
+                connection.queue?.push(message) { _ = cws_pause_reading(server, engineID) }
                 return
             }
             do {
@@ -253,9 +249,6 @@ extension WebSocketServer {
             }
         }
     }
-
-    /// The loop that owns a connection, from its engine id (bits 24-31).
-    static func loopIndex(_ engineID: UInt64) -> Int { Int((engineID >> 24) & 0xFF) }
 
     func closed(_ connection: Connection, code: UInt16, reason: String) {
         let engineID = connection.engineID

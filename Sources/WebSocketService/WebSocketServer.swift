@@ -66,9 +66,6 @@ public final class WebSocketServer: Sendable {
     let warningBudget = WarningBudget()
     /// Open connections per client address (used with `maxConnectionsPerAddress`).
     let addresses = AddressTable()
-    /// Per loop (by index; the engine has at most 256): the async queues whose
-    /// tasks this turn's messages wake at its end (see `InboundQueue`).
-    let loopWakeups: [LoopWakeups] = (0..<256).map { _ in LoopWakeups() }
     /// Where `AsyncEnvelopeHandler` tasks run; made for the first async connection.
     private let handlerExecutor = Locked<HandlerExecutor?>(nil)
 
@@ -132,9 +129,6 @@ public final class WebSocketServer: Sendable {
             let connection = Unmanaged<Connection>.fromOpaque(user!).takeRetainedValue()
             let text = String(decoding: UnsafeRawBufferPointer(start: reason, count: len), as: UTF8.self)
             Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue().closed(connection, code: code, reason: text)
-        }
-        cfg.callbacks.on_turn = { ctx, loop in
-            Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue().loopWakeups[Int(loop)].wakeAll()
         }
         cfg.callbacks.on_drain = { _, _, user in
             Unmanaged<Connection>.fromOpaque(user!).takeUnretainedValue().drained()

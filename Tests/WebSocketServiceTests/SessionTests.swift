@@ -171,42 +171,6 @@ private final class SessionLog: Sendable {
         #expect(service.connections().isEmpty)
     }
 
-    /// Fifty messages that arrive in one read wake the waiting task once,
-    /// at the end of the loop's turn, not once per message; it takes the
-    /// rest without waiting, in order.
-    @Test(arguments: backends) func oneReadsMessagesWakeTheTaskOnce(_ backend: Configuration.Backend) async throws {
-        var routes = WebSocketRoutes()
-        routes.raw("/burst") { inbound, outbound, _ in
-            for await message in inbound { try await outbound.write(message) }
-        }
-        guard let service = try startService(backend, routes: routes) else { return }
-        defer { service.stop() }
-        let port = service.port
-        let (echoes, wakes) = try await offThePool { () -> ([TestClient.Received], [Int]) in
-            let client = try TestClient.connect(port: port, path: "/burst")
-            guard eventually({ service.connections().first?.rawQueue?.isParked == true }),
-                  let queue = service.connections().first?.rawQueue else {
-                throw ClientError("the session never waited")
-            }
-            var echoes: [TestClient.Received] = []
-            var wakes: [Int] = []
-            for burst in 0..<2 {
-                // One write, so one read on the server: 50 frames of ~10 bytes.
-                var bytes: [UInt8] = []
-                for n in 0..<50 {
-                    bytes += FrameEncoder.encode(.text, payload: Array("m\(burst)-\(n)".utf8), maskKey: UInt32.random(in: 0...UInt32.max))
-                }
-                try TestClient.writeAll(client.fd, bytes)
-                for _ in 0..<50 { echoes.append(try client.receive()) }
-                guard eventually({ queue.isParked }) else { throw ClientError("the session did not wait again") }
-                wakes.append(queue.wakes)
-            }
-            return (echoes, wakes)
-        }
-        #expect(echoes == (0..<2).flatMap { burst in (0..<50).map { TestClient.Received.text("m\(burst)-\($0)") } })
-        #expect(wakes == [1, 2], "one wake per read, not per message")
-    }
-
     /// A session that returns closes its connection with 1000; one that throws, with 1011.
     @Test(arguments: backends) func theEndOfASessionClosesTheConnection(_ backend: Configuration.Backend) async throws {
         struct Refusal: Error {}

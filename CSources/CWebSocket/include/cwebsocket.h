@@ -471,11 +471,6 @@ typedef struct cws_callbacks {
      * at or below send_low_water (at once if it already is). Not after its
      * close: on_close is the last callback. May be NULL. */
     void (*on_drain)(void *ctx, cws_conn_id id, void *user);
-    /* Once per loop turn, on that loop's thread, after the turn's input was
-     * handled and before its output is written: where an application that
-     * hands messages to other threads wakes them once per turn instead of
-     * once per message. loop: 0 .. loops-1. May be NULL. */
-    void (*on_turn)(void *ctx, uint32_t loop);
 } cws_callbacks;
 
 typedef struct cws_server_config {
