@@ -94,10 +94,7 @@ public struct WebSocketRoutes: Sendable {
         authorization: Authorization = .none,
         authenticate: @escaping @Sendable (ServerRequest) async -> Authentication
     ) {
-        let connectionHandler = ConnectionHandler.envelope(handler)
-        socket(path) { (request: ServerRequest) async -> UpgradeDecision in
-            Self.envelopeDecision(await authenticate(request), request, connectionHandler, subprotocols, limits, authorization)
-        }
+        awaitingEnvelopeSocket(path, .envelope(handler), subprotocols, limits, authorization, authenticate)
     }
 
     /// An envelope endpoint whose handler awaits (see `AsyncEnvelopeHandler`); the
@@ -117,7 +114,13 @@ public struct WebSocketRoutes: Sendable {
         authorization: Authorization = .none,
         authenticate: @escaping @Sendable (ServerRequest) async -> Authentication
     ) {
-        let connectionHandler = ConnectionHandler.asyncEnvelope(handler)
+        awaitingEnvelopeSocket(path, .asyncEnvelope(handler), subprotocols, limits, authorization, authenticate)
+    }
+
+    private mutating func awaitingEnvelopeSocket(
+        _ path: String, _ connectionHandler: ConnectionHandler, _ subprotocols: [String], _ limits: Limits,
+        _ authorization: Authorization, _ authenticate: @escaping @Sendable (ServerRequest) async -> Authentication
+    ) {
         socket(path) { (request: ServerRequest) async -> UpgradeDecision in
             Self.envelopeDecision(await authenticate(request), request, connectionHandler, subprotocols, limits, authorization)
         }
