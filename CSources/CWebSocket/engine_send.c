@@ -124,7 +124,7 @@ static int cws_post_send(cws_loop *l, cws_conn_id id, cws_msg *m) {
     }
     pthread_mutex_unlock(&l->inbox_lock);
     if (rc == 0) cws_loop_wake(l);
-    else if (rc == -EAGAIN) CWS_STAT_ADD(l, inbox_refused, 1);
+    else if (rc == -EAGAIN) atomic_fetch_add_explicit(&l->stats.inbox_refused, 1, memory_order_relaxed); /* any thread */
     return rc;
 }
 
@@ -182,7 +182,7 @@ void cws_send_msg_many(cws_server *s, const cws_conn_id *ids, size_t count, cws_
         if (posted) l->inbox_bytes += (uint64_t)posted * sizeof(cws_cmd) + m->len;
         pthread_mutex_unlock(&l->inbox_lock);
         if (posted) cws_loop_wake(l);
-        if (rc == -EAGAIN) CWS_STAT_ADD(l, inbox_refused, mine);
+        if (rc == -EAGAIN) atomic_fetch_add_explicit(&l->stats.inbox_refused, mine, memory_order_relaxed); /* any thread */
     }
 }
 

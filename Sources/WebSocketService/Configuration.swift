@@ -42,6 +42,9 @@ public struct Configuration: Sendable {
     public var backplane: BackplaneConfiguration = .inProcess
 
     public var maxHeadSize: Int?
+    /// From the TCP accept to a complete request head (nil: the engine's 10 s);
+    /// it also bounds an awaited upgrade decision, which past it is answered
+    /// 503 with Retry-After.
     public var handshakeTimeout: Duration?
     public var maxMessageSize: Int?
     /// Silence for this long gets a ping; .zero turns it off.
@@ -144,7 +147,7 @@ public struct Configuration: Sendable {
 
     /// Fills the engine's configuration (callbacks and host are set by the caller).
     /// `sendHighWater`, at most half of the send queue's bound (the engine's 16 MiB when nil).
-    var effectiveSendHighWater: Int { min(sendHighWater, (maxSendQueue ?? 16 << 20) / 2) }
+    var effectiveSendHighWater: Int { max(0, min(sendHighWater, (maxSendQueue ?? 16 << 20) / 2)) }
 
     func apply(to cfg: inout cws_server_config) {
         cfg.port = UInt16(clamping: port)

@@ -65,7 +65,8 @@ public struct OutboundWriter: Sendable {
             switch server.sendReporting(bytes, opcode: opcode, to: connection) {
             case 0: return
             case -EAGAIN: try await connection.waitForDrain(server: server) // the loop's inbox is full
-            default: throw closed
+            case -ENOENT: throw closed
+            case let rc: throw POSIXError(POSIXErrorCode(rawValue: -rc) ?? .EIO) // -ENOMEM: nothing was sent
             }
         }
     }
@@ -116,7 +117,13 @@ extension Connection {
                     continuation.resume(throwing: refusal)
                     return
                 }
-                if server.requestDrain(self) != 0 { drainClosed() }
+                switch server.requestDrain(self) {
+                case 0: break
+                case -ENOENT: drainClosed()
+                case let rc: // -ENOMEM: this wait alone fails; the connection may well be open
+                    withDrainWaiters { $0.waiters.removeValue(forKey: token) }?
+                        .resume(throwing: POSIXError(POSIXErrorCode(rawValue: -rc) ?? .EIO))
+                }
             }
         } onCancel: {
             withDrainWaiters { $0.waiters.removeValue(forKey: token) }?.resume(throwing: CancellationError())

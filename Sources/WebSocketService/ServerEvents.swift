@@ -49,8 +49,14 @@ extension WebSocketServer {
                 refuseUpgrade(.now(req), .status(503))
                 return
             }
-            Task(executorPreference: asyncExecutor) {
-                self.complete(.later(engineID), request, await decide(request))
+            // Kept until it is done, so a stop can cancel a decision that
+            // still awaits (the engine has answered it 503 by then).
+            pendingDecisions.withLock { tasks in
+                tasks[engineID] = Task(executorPreference: asyncExecutor) {
+                    let decision = await decide(request)
+                    self.pendingDecisions.withLock { _ = $0.removeValue(forKey: engineID) }
+                    self.complete(.later(engineID), request, decision)
+                }
             }
         }
     }
@@ -123,14 +129,17 @@ extension WebSocketServer {
 
     /// An upgrade answered with a status instead of 101, counted by that status.
     private func refuseUpgrade(_ answer: UpgradeAnswer, _ response: ServerResponse) {
-        metrics?.upgradeRefused(status: response.status)
-        respond(answer, response)
+        // Counted once it is the answer: a late one was not (the engine's 503 was).
+        if respond(answer, response) { metrics?.upgradeRefused(status: response.status) }
     }
 
-    private func respond(_ answer: UpgradeAnswer, _ response: ServerResponse) {
+    /// False when the engine no longer waits for this answer.
+    @discardableResult
+    private func respond(_ answer: UpgradeAnswer, _ response: ServerResponse) -> Bool {
         switch answer {
         case .now(let req):
             respond(req, response)
+            return true
         case .later(let engineID):
             let rc = response.contentType.withCString { type in
                 response.body.withUnsafeBytes { body in
@@ -144,6 +153,7 @@ extension WebSocketServer {
                 }
             }
             if rc != 0 { lateDecision(nil, rc) }
+            return rc == 0
         }
     }
 

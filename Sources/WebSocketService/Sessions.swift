@@ -108,8 +108,11 @@ extension WebSocketServer {
             try await body(writer(for: connection), SessionContext(server: self, connection: connection))
             close(connection, code: .normal)
         } catch {
-            // It closed first: nothing to say to anyone.
-            if Task.isCancelled || error is ConnectionClosedError { return }
+            // This connection closed first: nothing to say to anyone. (Another
+            // connection's closing, from a write to it, ends this session like
+            // any error: its own connection must not stay open unread.)
+            if Task.isCancelled { return }
+            if let closed = error as? ConnectionClosedError, closed.connectionID == connection.id { return }
             connection.logger.warning("session failed", metadata: ["error": "\(LogText.clip("\(error)"))"])
             close(connection, code: .internalError)
         }

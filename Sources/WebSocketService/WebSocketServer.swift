@@ -66,6 +66,8 @@ public final class WebSocketServer: Sendable {
     let warningBudget = WarningBudget()
     /// Open connections per client address (used with `maxConnectionsPerAddress`).
     let addresses = AddressTable()
+    /// Awaited upgrade decisions not yet made, by the engine id their request waits under.
+    let pendingDecisions = Locked<[cws_conn_id: Task<Void, Never>]>([:])
     /// Where `AsyncEnvelopeHandler` tasks run; made for the first async connection.
     private let handlerExecutor = Locked<HandlerExecutor?>(nil)
 
@@ -218,6 +220,8 @@ public final class WebSocketServer: Sendable {
 
     private func finishStop() {
         cws_server_stop(server, 0) // waits for the loops (already stopping)
+        // Awaited upgrade decisions still running: their requests were answered 503.
+        for task in pendingDecisions.withLock({ tasks in defer { tasks = [:] }; return Array(tasks.values) }) { task.cancel() }
         // After the loops: the leaves of the closing connections still reach the other servers.
         backplane.stop()
         // The last report has every message and close: a scrape after the stop sees the whole run.

@@ -171,6 +171,38 @@ private final class SessionLog: Sendable {
         #expect(service.connections().isEmpty)
     }
 
+    /// A session whose write to another connection fails because that one
+    /// left ends like any failing session: its own connection is closed with
+    /// 1011, not left open with nothing reading it.
+    @Test(arguments: backends) func anotherConnectionsClosingEndsTheSession(_ backend: Configuration.Backend) async throws {
+        let other = Locked<Connection?>(nil)
+        var routes = WebSocketRoutes()
+        routes.raw("/b") { inbound, _, context in
+            other.withLock { $0 = context.connection }
+            for await _ in inbound {}
+        }
+        routes.raw("/a") { inbound, _, context in
+            for await _ in inbound {
+                guard let b = other.withLock({ $0 }) else { continue }
+                try await context.server.writer(for: b).write(.text("to b")) // b is gone: throws
+            }
+        }
+        guard let service = try startService(backend, routes: routes) else { return }
+        defer { service.stop() }
+        let port = service.port
+        let got = try await offThePool { () -> TestClient.Received in
+            let b = try TestClient.connect(port: port, path: "/b")
+            guard eventually({ other.withLock { $0 } != nil }) else { throw ClientError("b's session never started") }
+            try b.sendClose(code: 1000)
+            _ = try b.receive() // the server's close
+            guard eventually({ service.connections().count == 0 }) else { throw ClientError("b did not close") }
+            let a = try TestClient.connect(port: port, path: "/a")
+            try a.send(text: "go")
+            return try a.receive()
+        }
+        #expect(got == .close(code: 1011, reason: ""))
+    }
+
     /// A session that returns closes its connection with 1000; one that throws, with 1011.
     @Test(arguments: backends) func theEndOfASessionClosesTheConnection(_ backend: Configuration.Backend) async throws {
         struct Refusal: Error {}

@@ -467,9 +467,10 @@ typedef struct cws_callbacks {
      * It runs as soon as the close handshake is over (the TCP teardown may
      * still be in progress); from then on the id is stale (-ENOENT). */
     void (*on_close)(void *ctx, cws_conn_id id, void *user, uint16_t code, const void *reason, size_t reason_len);
-    /* Once after each cws_request_drain, when the connection's send queue is
-     * at or below send_low_water (at once if it already is). Not after its
-     * close: on_close is the last callback. May be NULL. */
+    /* After cws_request_drain, once the connection's send queue is at or
+     * below send_low_water (at once if it already is); requests made before
+     * it fires share that one call. Not after its close: on_close is the
+     * last callback. May be NULL. */
     void (*on_drain)(void *ctx, cws_conn_id id, void *user);
 } cws_callbacks;
 
@@ -484,7 +485,8 @@ typedef struct cws_server_config {
     uint8_t backend;               /* cws_backend; CWS_BACKEND env var (auto|uring|epoll) overrides AUTO */
     uint8_t overflow_policy;       /* cws_overflow_policy */
     uint32_t max_head_size;        /* request head bytes (default 8 KiB) -> 431 */
-    uint32_t handshake_timeout_ms; /* from accept to a complete head (default 10 s) */
+    uint32_t handshake_timeout_ms; /* from accept to a complete head (default 10 s); also bounds a
+                                      deferred upgrade's answer (503 past it) */
     uint64_t max_message_size;     /* reassembled (and inflated) message bytes (default 1 MiB) -> 1009 */
     uint32_t idle_timeout_ms;      /* no traffic for this long -> ping (default 30 s; 0 = off) */
     uint32_t pong_timeout_ms;      /* no traffic after that ping -> close 1006 (default 10 s) */
@@ -647,8 +649,9 @@ int cws_resume_reading(cws_server *s, cws_conn_id id);
 int64_t cws_buffered_amount(cws_server *s, cws_conn_id id);
 /* Asks for one on_drain once the connection's send queue is at or below
  * send_low_water. Taken in order with this thread's earlier sends to it, so
- * they are counted. Any thread; 0 or -ENOENT. The way to wait for room
- * without polling: call cws_buffered_amount, and when it is too high, this. */
+ * they are counted. Any thread; 0, -ENOENT, or -ENOMEM (the request could not
+ * be queued). The way to wait for room without polling: call
+ * cws_buffered_amount, and when it is too high, this. */
 int cws_request_drain(cws_server *s, cws_conn_id id);
 
 #ifdef __cplusplus
