@@ -430,7 +430,7 @@ var Socket = WebSocketClient.Socket;
 
     static func response(_ request: ServerRequest) -> ServerResponse {
         ServerResponse(status: 200, contentType: "text/javascript; charset=utf-8",
-                     headers: [HTTPHeader("Cache-Control", "no-cache"), HTTPHeader("X-Content-Type-Options", "nosniff")],
-                     body: body)
+                       headers: [HTTPHeader("Cache-Control", "no-cache"), HTTPHeader("X-Content-Type-Options", "nosniff")],
+                       body: body)
     }
 }
