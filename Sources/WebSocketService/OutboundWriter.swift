@@ -29,7 +29,8 @@ public struct OutboundWriter: Sendable {
 
     /// An envelope (endpoints with an `EnvelopeHandler`, an `AsyncEnvelopeHandler` or a session).
     public func write(_ envelope: Envelope) async throws {
-        try await send(envelope.encoded(), opcode: .text)
+        let bytes = envelope.encoded()
+        try await send { server.sendReporting(bytes, opcode: .text, to: connection) }
     }
 
     /// `{"cmd","param"}` (and `channel`, `from` when given).
@@ -40,8 +41,11 @@ public struct OutboundWriter: Sendable {
     /// A whole text or binary message, below the envelope.
     public func write(_ message: WireMessage) async throws {
         switch message {
-        case .text(let text): try await send(Array(text.utf8), opcode: .text)
-        case .binary(let bytes): try await send(bytes, opcode: .binary)
+        case .text(var text):
+            // Framed straight from the string's UTF-8 (one copy, the engine's), not via an array first.
+            try await send { text.withUTF8 { server.sendReporting(UnsafeRawBufferPointer($0), opcode: .text, to: connection) } }
+        case .binary(let bytes):
+            try await send { server.sendReporting(bytes, opcode: .binary, to: connection) }
         }
     }
 
@@ -54,7 +58,8 @@ public struct OutboundWriter: Sendable {
         server.close(connection, code: code, reason: reason)
     }
 
-    private func send(_ bytes: [UInt8], opcode: Opcode) async throws {
+    /// Waits for room, then runs `attempt` (one engine send) until it is taken.
+    private func send(_ attempt: () -> Int32) async throws {
         let highWater = server.configuration.effectiveSendHighWater
         while true {
             guard let buffered = server.bufferedAmount(of: connection) else { throw closed }
@@ -62,7 +67,7 @@ public struct OutboundWriter: Sendable {
                 try await connection.waitForDrain(server: server)
                 continue
             }
-            switch server.sendReporting(bytes, opcode: opcode, to: connection) {
+            switch attempt() {
             case 0: return
             case -EAGAIN: try await connection.waitForDrain(server: server) // the loop's inbox is full
             case -ENOENT: throw closed
