@@ -95,6 +95,33 @@ typedef struct cws_uring {
     uint32_t ntouched, touched_cap;
 } cws_uring;
 
+/* liburing 2.3 and later map a ring's queues with raw system calls, which
+ * ThreadSanitizer does not see: when one thread unmaps a ring (a probe's, or a
+ * stopped server's) and another thread's new ring is mapped at the same
+ * address, TSan still holds the first thread's writes for that memory and
+ * reports the second thread's first SQE as a race with them. The kernel
+ * orders the unmap before the map; these tell TSan so (a release on every
+ * teardown, an acquire on every new ring, through one address). */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CWS_UR_TSAN 1
+#endif
+#endif
+#ifdef CWS_UR_TSAN
+#include <sanitizer/tsan_interface.h>
+static char cws_ur_mapping_order;
+#define CWS_UR_MAPPED() __tsan_acquire(&cws_ur_mapping_order)
+#define CWS_UR_UNMAPPING() __tsan_release(&cws_ur_mapping_order)
+#else
+#define CWS_UR_MAPPED() ((void)0)
+#define CWS_UR_UNMAPPING() ((void)0)
+#endif
+
+void cws_ur_queue_exit(struct io_uring *ring) {
+    CWS_UR_UNMAPPING();
+    io_uring_queue_exit(ring);
+}
+
 int cws_ur_queue_init(struct io_uring *ring, unsigned extra) {
     struct io_uring_params p;
     memset(&p, 0, sizeof p);
@@ -109,6 +136,7 @@ int cws_ur_queue_init(struct io_uring *ring, unsigned extra) {
         p.flags = extra;
         rc = io_uring_queue_init_params(CWS_UR_ENTRIES, ring, &p);
     }
+    if (rc == 0) CWS_UR_MAPPED();
     return rc;
 }
 
@@ -163,7 +191,7 @@ static int cws_ur_init(cws_loop *l, char *err, size_t cap) {
                    MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (u->bufs == MAP_FAILED) {
         snprintf(err, cap, "mmap: %s", strerror(errno));
-        io_uring_queue_exit(&u->ring);
+        cws_ur_queue_exit(&u->ring);
         free(u);
         return -1;
     }
@@ -175,7 +203,7 @@ static void cws_ur_fini(cws_loop *l) {
     cws_uring *u = l->be;
     if (u->br && !u->dead) io_uring_unregister_buf_ring(&u->ring, CWS_UR_BGID);
     if (u->br) munmap(u->br, CWS_UR_BUFS * sizeof(struct io_uring_buf));
-    if (!u->dead) io_uring_queue_exit(&u->ring);
+    if (!u->dead) cws_ur_queue_exit(&u->ring);
     munmap(u->bufs, (size_t)CWS_UR_BUFS * CWS_UR_BUF_SIZE);
     while (u->free_sends) {
         cws_usend *s = u->free_sends;
@@ -669,7 +697,7 @@ static void cws_ur_run(cws_loop *l) {
             /* The ring is unusable. Tear it down first: that ends every
              * request, so no descriptor is named by the kernel any more and
              * the connections can be closed directly. */
-            io_uring_queue_exit(&u->ring);
+            cws_ur_queue_exit(&u->ring);
             u->dead = 1;
             cws_loop_fail(l, "io_uring_submit_and_wait_timeout", -rc);
             return;

@@ -182,7 +182,7 @@ out:
         io_uring_unregister_buf_ring(&p->ring, CWS_PROBE_BGID);
         munmap(p->br, brsz);
     }
-    io_uring_queue_exit(&p->ring);
+    cws_ur_queue_exit(&p->ring);
     if (sv[0] >= 0) close(sv[0]);
     if (sv[1] >= 0) close(sv[1]);
     if (efd >= 0) close(efd);
