@@ -193,6 +193,7 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t inbox_refused; /* cross-thread sends refused at max_inbox_bytes */
     _Atomic uint64_t handshakes_failed;
     _Atomic uint64_t deferred; /* upgrade requests waiting for a deferred answer */
+    _Atomic uint64_t receive_buffers_held, input_held_bytes; /* io_uring's kept input */
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;

@@ -397,5 +397,7 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->inbox_refused += atomic_load_explicit(&st->inbox_refused, memory_order_relaxed);
         out->handshakes_failed += atomic_load_explicit(&st->handshakes_failed, memory_order_relaxed);
         out->upgrades_deferred += atomic_load_explicit(&st->deferred, memory_order_relaxed);
+        out->receive_buffers_held += atomic_load_explicit(&st->receive_buffers_held, memory_order_relaxed);
+        out->input_held_bytes += atomic_load_explicit(&st->input_held_bytes, memory_order_relaxed);
     }
 }

@@ -55,11 +55,14 @@ enum {
  * loop, and the other connections' replies go out between its batches. A
  * buffer is delivered whole, so a turn takes at least one (16 KiB). */
 #define CWS_UR_NO_BUF 0xFFFF
+#define CWS_UR_COPIED 0xFFFE /* a kept completion's bytes, moved out of the loop's buffer */
 
-/* A recv completion kept for a later turn: a buffer (bid) with res bytes, or
- * an EOF / error (bid CWS_UR_NO_BUF) that must come after the buffers. */
+/* A recv completion kept for a later turn: a buffer (bid) with res bytes, the
+ * same bytes copied out of it (bid CWS_UR_COPIED), or an EOF / error (bid
+ * CWS_UR_NO_BUF) that must come after them. */
 typedef struct cws_udeferred {
     cws_conn *conn;
+    uint8_t *copy; /* res bytes, with CWS_UR_COPIED */
     int res;
     uint16_t bid;
     uint8_t keep; /* scratch: waits another turn */
@@ -212,6 +215,15 @@ static void cws_ur_fini(cws_loop *l) {
         free(s);
     }
     free(u->rearm);
+    for (uint32_t i = 0; i < u->ndeferred; i++) {
+        cws_udeferred *d = &u->deferred[i];
+        if (d->bid == CWS_UR_COPIED) {
+            free(d->copy);
+            CWS_STAT_ADD(l, input_held_bytes, (uint64_t)-(int64_t)d->res);
+        } else if (d->bid != CWS_UR_NO_BUF) {
+            CWS_STAT_ADD(l, receive_buffers_held, (uint64_t)-1);
+        }
+    }
     free(u->deferred);
     free(u->touched);
     free(u);
@@ -433,6 +445,39 @@ static void cws_ur_deliver(cws_loop *l, cws_conn *c, unsigned bid, int res) {
     }
 }
 
+/* A kept completion of a stopped connection (paused, or its upgrade waiting
+ * for the application's answer) gives its buffer back to the loop at once,
+ * its bytes copied: it may wait for seconds or for good, and the loop's 256
+ * buffers are every connection's. Before, a few hundred peers that sent
+ * while stopped (slow handlers, or pre-authentication clients on an endpoint
+ * that awaits its decision) held them all, and the loop read one buffer a
+ * turn for everyone else. -1 when out of memory (the buffer is still held). */
+static int cws_ur_move_out(cws_loop *l, cws_udeferred *d) {
+    if (d->bid == CWS_UR_NO_BUF || d->bid == CWS_UR_COPIED || d->res <= 0) return 0;
+    cws_uring *u = l->be;
+    uint8_t *copy = malloc((size_t)d->res);
+    if (!copy) return -1;
+    memcpy(copy, u->bufs + (size_t)d->bid * CWS_UR_BUF_SIZE, (size_t)d->res);
+    cws_ur_recycle(u, d->bid);
+    CWS_STAT_ADD(l, receive_buffers_held, (uint64_t)-1);
+    CWS_STAT_ADD(l, input_held_bytes, (uint64_t)d->res);
+    d->copy = copy;
+    d->bid = CWS_UR_COPIED;
+    return 0;
+}
+
+/* Delivers a kept completion and lets go of what held its bytes. */
+static void cws_ur_deliver_kept(cws_loop *l, cws_udeferred *d) {
+    if (d->bid == CWS_UR_COPIED) {
+        if (d->conn->state != CWS_CONN_DEAD) cws_conn_input(l, d->conn, d->copy, (size_t)d->res);
+        free(d->copy);
+        CWS_STAT_ADD(l, input_held_bytes, (uint64_t)-(int64_t)d->res);
+        return;
+    }
+    if (d->bid != CWS_UR_NO_BUF) CWS_STAT_ADD(l, receive_buffers_held, (uint64_t)-1);
+    cws_ur_deliver(l, d->conn, d->bid, d->res);
+}
+
 /* Keeps a completion of c's for a later turn; the first one also cancels c's
  * recv, so the rest of its data waits in the kernel (TCP back-pressure on the
  * flooding peer alone) instead of in the loop's shared buffers. */
@@ -440,7 +485,13 @@ static int cws_ur_defer(cws_loop *l, cws_conn *c, unsigned bid, int res) {
     cws_uring *u = l->be;
     if (u->ndeferred == u->deferred_cap && cws_ur_grow((void **)&u->deferred, &u->deferred_cap, sizeof *u->deferred) < 0)
         return -1;
-    u->deferred[u->ndeferred++] = (cws_udeferred){c, res, (uint16_t)bid, 0};
+    cws_udeferred d = {c, NULL, res, (uint16_t)bid, 0};
+    if (bid != CWS_UR_NO_BUF) CWS_STAT_ADD(l, receive_buffers_held, 1);
+    if ((c->flags & CWS_CF_PAUSED) && cws_ur_move_out(l, &d) < 0) {
+        CWS_STAT_ADD(l, receive_buffers_held, (uint64_t)-1); /* the caller recycles it */
+        return -1;
+    }
+    u->deferred[u->ndeferred++] = d;
     if (!(c->flags & CWS_CF_PAUSED)) u->deferred_ready = 1;
     CWS_STAT_ADD(l, input_deferred, 1);
     c->be_inflight++; /* the deferred completion keeps c alive */
@@ -498,12 +549,14 @@ static void cws_ur_run_deferred(cws_loop *l) {
         cws_conn *c = d.conn;
         if (c->state != CWS_CONN_DEAD && (d.keep || (c->flags & CWS_CF_PAUSED))) {
             /* A message just delivered may have paused c: the rest of its
-             * input waits from here on (and stays behind this, in order). */
+             * input waits from here on (and stays behind this, in order).
+             * (Out of memory for the copy: it waits in its buffer.) */
+            if (c->flags & CWS_CF_PAUSED) (void)cws_ur_move_out(l, &d);
             c->be_flags |= CWS_UR_DEFERRING | CWS_UR_KEPT;
             u->deferred[kept++] = d;
             continue;
         }
-        cws_ur_deliver(l, c, d.bid, d.res);
+        cws_ur_deliver_kept(l, &d);
         c->be_inflight--;
         if ((c->be_flags & (CWS_UR_DEFERRING | CWS_UR_KEPT)) == CWS_UR_DEFERRING) {
             /* Nothing of c's is kept: it is through its backlog. */

@@ -237,4 +237,38 @@ struct EngineDeferredUpgradeTests {
         #expect(srv.stats.sockets == 0)
         #expect(srv.events.opened.count == 1)
     }
+
+    /// Clients waiting for a decision keep what they sent after the head, but
+    /// not in the loop's shared receive buffers (io_uring: 256 per loop):
+    /// before, a few hundred pre-authentication clients that sent frames
+    /// behind their heads held all but one of them until their answers came,
+    /// and the loop read one buffer a turn for everyone else.
+    @Test(arguments: EngineBackend.allCases)
+    func waitingClientsLeaveTheLoopsBuffersToOthers(_ backend: EngineBackend) throws {
+        guard let srv = try Self.server(backend, configure: { $0.loops = 1 }) else { return }
+        let waiting = 300, frames = 32
+        let words = (0..<frames).map { "frame \($0) " + String(repeating: "x", count: 1000) }
+        let pipelined = words.flatMap { Self.masked($0) }
+        var clients: [EngineClient] = []
+        for _ in 0..<waiting {
+            let client = try EngineClient(port: srv.port)
+            try client.send(Self.upgradeRequest() + Array(pipelined[..<1000]))
+            try client.send(Array(pipelined[1000...])) // a completion of its own, after the deferral
+            clients.append(client)
+        }
+        try srv.events.wait("every deferral") { deferredLog.ids.count == waiting }
+        try srv.events.wait("no receive buffer held by a waiting client") { srv.stats.receive_buffers_held == 0 }
+        // Another client on the same loop is read and answered.
+        let other = try openClient(srv)
+        try other.sendText("still heard")
+        #expect(try other.readFrame().payload == Array("still heard".utf8))
+        // Accepted, each waiting client's frames arrive whole and in order.
+        for id in deferredLog.ids { #expect(cws_deferred_accept(srv.server, id, nil, nil) == 0) }
+        for client in clients {
+            #expect(try client.readHead().hasPrefix("HTTP/1.1 101"))
+            for word in words { #expect(try client.readFrame().payload == Array(word.utf8)) }
+        }
+        #expect(srv.stats.input_held_bytes == 0)
+        #expect(srv.stats.receive_buffers_held == 0)
+    }
 }

@@ -85,6 +85,8 @@ final class EngineEvents: @unchecked Sendable {
         }
     }
     var sequence: [UInt32] { lock.withLock { _sequence } }
+    /// Connections stopped by their first message.
+    var pausedCount: Int { lock.withLock { _paused.count } }
 
     /// When set, the next message's callback waits for it (blocking that
     /// loop: its inbox fills while other threads send).

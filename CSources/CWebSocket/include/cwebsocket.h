@@ -563,6 +563,11 @@ typedef struct cws_server_stats {
                                    a malformed or oversized head, an HTTP version other than 1.x,
                                    an upgrade that breaks RFC 6455 (400/405/426) */
     uint64_t upgrades_deferred; /* upgrade requests waiting now for a deferred answer */
+    uint64_t receive_buffers_held; /* io_uring: the loops' shared receive buffers (256 of 16 KiB
+                                      each) held now by input kept for a later turn; a stopped
+                                      or deferred connection's input is moved out of them */
+    uint64_t input_held_bytes;  /* io_uring: bytes read for stopped or deferred connections and
+                                   kept, copied, until they read again */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 
