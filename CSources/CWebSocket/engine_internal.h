@@ -237,9 +237,11 @@ struct cws_loop {
     cws_conn *timer_due;       /* entries of the bucket being fired (engine_timer.c) */
 
     int stopping;
-    /* 0 while starting, 1 once running, -errno if it could not start (read
-     * by cws_server_start on another thread). */
+    /* 0 while starting, 1 once running, 2 once its thread is done, -errno if
+     * it could not start (read by cws_server_start and cws_server_wake_loop
+     * on other threads). */
     _Atomic int run_state;
+    uint8_t turn_again;        /* cws_server_turn_again: the next wait does not sleep */
     uint8_t fault_wait;        /* tests: the next wait after a connection opens fails */
     uint8_t fault_start;       /* tests: the loop fails to start */
     /* Accepting paused: out of descriptors (see cws_loop_accept_failed). */

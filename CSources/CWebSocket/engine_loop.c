@@ -177,6 +177,11 @@ void cws_loop_drain_inbox(cws_loop *l) {
 
 int cws_loop_turn(cws_loop *l) {
     cws_server *s = l->srv;
+    const cws_callbacks *cb = &s->cfg.callbacks;
+    /* on_turn runs what was queued for it so far; what is queued for it from
+     * here on (by the timers, flushes and closes below) asks again. */
+    l->turn_again = 0;
+    if (cb->on_turn) cb->on_turn(cb->ctx, l->index);
     l->now_ms = cws_monotonic_ms() - l->start_ms;
     cws_timer_advance(l, cws_conn_timeout);
     if (l->stopping && cws_monotonic_ms() >= atomic_load_explicit(&s->stop_deadline_ms, memory_order_acquire))
@@ -195,6 +200,7 @@ int cws_loop_turn(cws_loop *l) {
         l->accept_paused = 0;
         s->ops->pause_accept(l, 0);
     }
+    if (l->turn_again) return 0;
     uint64_t next = ((uint64_t)l->tick + 1) * s->tick_ms;
     uint64_t now = cws_monotonic_ms() - l->start_ms;
     return next > now ? (int)(next - now) : 0;
@@ -209,7 +215,8 @@ void *cws_loop_thread(void *arg) {
     else l->srv->ops->loop_run(l);
     /* A backend that returned before saying either way could not start. */
     int expected = 0;
-    atomic_compare_exchange_strong(&l->run_state, &expected, -EIO);
+    if (!atomic_compare_exchange_strong(&l->run_state, &expected, -EIO) && expected == 1)
+        atomic_store_explicit(&l->run_state, 2, memory_order_release); /* ended: no more turns */
     cws_current_loop = NULL;
     return NULL;
 }

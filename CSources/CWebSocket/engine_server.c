@@ -304,6 +304,29 @@ static int cws_on_own_loop(const cws_server *s) { return cws_current_loop && cws
 
 int cws_server_is_loop_thread(const cws_server *s) { return s && cws_on_own_loop(s); }
 
+int cws_server_current_loop(const cws_server *s) { return s && cws_on_own_loop(s) ? (int)cws_current_loop->index : -1; }
+
+uint32_t cws_server_loop_count(const cws_server *s) { return s ? s->nloops : 0; }
+
+void cws_server_turn_again(cws_server *s) {
+    if (s && cws_on_own_loop(s)) cws_current_loop->turn_again = 1;
+}
+
+uint32_t cws_conn_id_loop(cws_conn_id id) { return cws_id_loop(id); }
+
+int cws_server_wake_loop(cws_server *s, uint32_t loop) {
+    if (!s || loop >= s->nloops) return -ENOENT;
+    cws_loop *l = &s->loops[loop];
+    /* dead under the inbox lock, as the loop marks it. A wake that gets 0
+     * may still find the loop ending before it turns again: a caller that
+     * must not lose work hands it on once the loops are joined. */
+    pthread_mutex_lock(&l->inbox_lock);
+    int rc = atomic_load_explicit(&l->run_state, memory_order_acquire) == 1 && !l->dead ? 0 : -EPIPE;
+    pthread_mutex_unlock(&l->inbox_lock);
+    if (rc == 0) cws_loop_wake(l);
+    return rc;
+}
+
 static void cws_server_begin_stop(cws_server *s, uint32_t timeout_ms) {
     if (atomic_exchange_explicit(&s->stopping, 1, memory_order_acq_rel)) return;
     /* A loop may see `stopping` before this store: it then reads "no

@@ -4,6 +4,23 @@ import CoreMetrics
 /// How the service listens and what limits the engine applies. A nil limit
 /// keeps the engine's default (see cwebsocket.h, `cws_server_config`).
 public struct Configuration: Sendable {
+    /// Where the tasks of async connections run (`asyncExecution`).
+    public enum AsyncExecution: String, Sendable, CaseIterable {
+        /// A pool of threads of the server's own (`handlerThreads`): a task
+        /// that blocks its thread holds up only the tasks waiting for one.
+        /// Each message that resumes a waiting task hops from the loop's
+        /// thread to a handler thread, and each write back.
+        case handlerThreads
+        /// Each connection's task runs on its own event loop's thread, once a
+        /// turn, after the turn's input: no hop either way, so an async
+        /// handler costs close to a synchronous one. The same rule as for a
+        /// synchronous handler holds: a task must not block its thread (a
+        /// lock held across I/O, a synchronous client), which would hold up
+        /// every connection of that loop. What it awaits elsewhere (an actor,
+        /// a timer) resumes it on its loop.
+        case eventLoops
+    }
+
     public enum Backend: String, Sendable, CaseIterable {
         /// io_uring where the kernel allows it, else epoll (the CWS_BACKEND
         /// environment variable, auto|uring|epoll, overrides this one only).
@@ -33,6 +50,8 @@ public struct Configuration: Sendable {
     /// Threads that run the tasks of `AsyncEnvelopeHandler` and session
     /// connections (started with the first such connection); 0: one per online CPU.
     public var handlerThreads: Int = 0
+    /// Where the tasks of `AsyncEnvelopeHandler` and session connections run.
+    public var asyncExecution: AsyncExecution = .handlerThreads
     public var backend: Backend = .auto
     public var overflowPolicy: OverflowPolicy = .close
     /// Joining and leaving a channel send `online-update` to its other members.

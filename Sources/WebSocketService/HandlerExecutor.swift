@@ -22,8 +22,10 @@ final class HandlerExecutor: TaskExecutor, @unchecked Sendable {
         }
     }
 
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
+    func enqueue(_ job: consuming ExecutorJob) { enqueue(UnownedJob(job)) }
+
+    /// Also a retired `LoopExecutor`'s jobs.
+    func enqueue(_ job: UnownedJob) {
         condition.lock()
         jobs.append(job)
         condition.unlock()

@@ -122,17 +122,17 @@ extension WebSocketServer {
         switch connection.handler {
         case .asyncEnvelope(let handler):
             guard let queue = connection.queue else { return }
-            connection.task = Task(executorPreference: asyncExecutor) { await self.runAsync(handler, connection, queue) }
+            connection.task = Task(executorPreference: taskExecutor(for: connection)) { await self.runAsync(handler, connection, queue) }
         case .envelopeSession(let session):
             guard let queue = connection.queue else { return }
             let inbound = InboundMessages(queue: queue, server: self, engineID: connection.engineID)
-            connection.task = Task(executorPreference: asyncExecutor) {
+            connection.task = Task(executorPreference: taskExecutor(for: connection)) {
                 await self.runSession(connection) { try await session.body(inbound, $0, $1) }
             }
         case .rawSession(let session):
             guard let queue = connection.rawQueue else { return }
             let inbound = InboundMessages(queue: queue, server: self, engineID: connection.engineID)
-            connection.task = Task(executorPreference: asyncExecutor) {
+            connection.task = Task(executorPreference: taskExecutor(for: connection)) {
                 await self.runSession(connection) { try await session.body(inbound, $0, $1) }
             }
         case .envelope, .raw:

@@ -70,6 +70,8 @@ public final class WebSocketServer: Sendable {
     let pendingDecisions = Locked<[cws_conn_id: Task<Void, Never>]>([:])
     /// Where `AsyncEnvelopeHandler` tasks run; made for the first async connection.
     private let handlerExecutor = Locked<HandlerExecutor?>(nil)
+    /// One a loop with `AsyncExecution.eventLoops`, else none. Written once in init.
+    nonisolated(unsafe) private(set) var loopExecutors: [LoopExecutor] = []
 
     /// Written once in init, before the loops start; read-only afterwards.
     nonisolated(unsafe) private(set) var server: OpaquePointer?
@@ -135,6 +137,11 @@ public final class WebSocketServer: Sendable {
         cfg.callbacks.on_drain = { _, _, user in
             Unmanaged<Connection>.fromOpaque(user!).takeUnretainedValue().drained()
         }
+        if configuration.asyncExecution == .eventLoops {
+            cfg.callbacks.on_turn = { ctx, loop in
+                Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue().loopExecutors[Int(loop)].runTurn()
+            }
+        }
 
         var message = [CChar](repeating: 0, count: 256)
         let created = configuration.host.withCString { host -> OpaquePointer? in
@@ -146,6 +153,12 @@ public final class WebSocketServer: Sendable {
                 + String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         server = created
+        if configuration.asyncExecution == .eventLoops {
+            let executor = handlerExecutor, threads = configuration.handlerThreads
+            loopExecutors = (0..<cws_server_loop_count(created)).map { loop in
+                LoopExecutor(server: created, loop: loop) { Self.handlerExecutor(executor, threads: threads) }
+            }
+        }
     }
 
     deinit {
@@ -162,15 +175,20 @@ public final class WebSocketServer: Sendable {
         handlerExecutor.withLock { $0 }?.shutdown()
     }
 
-    var asyncExecutor: HandlerExecutor {
-        handlerExecutor.withLock { executor in
+    var asyncExecutor: HandlerExecutor { Self.handlerExecutor(handlerExecutor, threads: configuration.handlerThreads) }
+
+    private static func handlerExecutor(_ box: Locked<HandlerExecutor?>, threads: Int) -> HandlerExecutor {
+        box.withLock { executor in
             if let executor { return executor }
-            let threads = configuration.handlerThreads > 0 ? configuration.handlerThreads
-                                                           : ProcessInfo.processInfo.activeProcessorCount
-            let made = HandlerExecutor(threads: threads)
+            let made = HandlerExecutor(threads: threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount)
             executor = made
             return made
         }
+    }
+
+    /// Where a connection's task runs: its loop's thread, or the handler threads.
+    func taskExecutor(for connection: Connection) -> any TaskExecutor {
+        loopExecutors.isEmpty ? asyncExecutor : loopExecutors[Int(cws_conn_id_loop(connection.engineID))]
     }
 
     /// The bound port (useful with port 0).
@@ -220,6 +238,8 @@ public final class WebSocketServer: Sendable {
 
     private func finishStop() {
         cws_server_stop(server, 0) // waits for the loops (already stopping)
+        // Tasks of the loops' connections still to finish do so on the handler threads.
+        for executor in loopExecutors { executor.retire(loopsJoined: true) }
         // Awaited upgrade decisions still running: their requests were answered 503.
         for task in pendingDecisions.withLock({ tasks in defer { tasks = [:] }; return Array(tasks.values) }) { task.cancel() }
         // After the loops: the leaves of the closing connections still reach the other servers.

@@ -17,7 +17,7 @@ func usage() -> Never {
     usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
                   [--no-admin] [--deflate] [--redis redis://[:password@]host:port/db] [--presence-ttl SECONDS]
                   [--redis-sharded] [--no-presence] [--no-rate-limit] [--max-per-address N]
-                  [--envelope] [--async | --session]
+                  [--envelope] [--async | --session] [--on-loops]
                                        the chat example (a page at /, the socket at /ws?ch=room&user=name,
                                        admin pages at /admin/sockets for loopback peers only; --no-admin: none);
                                        --echo echoes every message unchanged at every path
@@ -35,7 +35,9 @@ func usage() -> Never {
                                        --echo --envelope echoes envelopes ({"cmd","param"} back) instead of bytes
                                        --async: the chat (or the envelope echo) as an AsyncEnvelopeHandler;
                                        --session: as an envelope session (routes.socket { inbound, outbound, .. }),
-                                       the byte echo as a raw session (benchmarks of the async paths)
+                                       the byte echo as a raw session (benchmarks of the async paths);
+                                       --on-loops runs those tasks on the event loops' threads
+                                       (Configuration.AsyncExecution.eventLoops) instead of handler threads
                                        defaults: --host 127.0.0.1 --port 8080 --loops 0 (one per CPU) --backend auto
            wsdemo info                 SIMD levels of this CPU and the one in use
            wsdemo validate FILE...     UTF-8 validation, fail-fast, in 64 KiB chunks
@@ -88,6 +90,7 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
         case "--envelope": envelopeEcho = true
         case "--async": mode = .async
         case "--session": mode = .session
+        case "--on-loops": configuration.asyncExecution = .eventLoops
         case "--max-per-address":
             guard let most = Int(value(arg)), most > 0 else { fail("--max-per-address takes a count > 0") }
             configuration.maxConnectionsPerAddress = most

@@ -80,9 +80,9 @@ private func asyncRoutes(_ handler: AwaitingHandler, limits: Limits = Limits()) 
     /// Three clients, each with 300 messages in flight at once: every
     /// connection's echoes come back in the order sent, though each message
     /// awaits a random time, and a connection's messages never overlap.
-    @Test(arguments: backends) func eachConnectionIsHandledInOrder(_ backend: Configuration.Backend) async throws {
+    @Test(arguments: backends, executions) func eachConnectionIsHandledInOrder(_ backend: Configuration.Backend, _ execution: Configuration.AsyncExecution) async throws {
         let handler = AwaitingHandler()
-        guard let service = try startService(backend, routes: asyncRoutes(handler)) else { return }
+        guard let service = try startService(backend, routes: asyncRoutes(handler), configure: { $0.asyncExecution = execution }) else { return }
         defer { service.stop() }
         let count = 300
         let port = service.port
@@ -108,12 +108,12 @@ private func asyncRoutes(_ handler: AwaitingHandler, limits: Limits = Limits()) 
     /// once `maxQueuedMessages` wait, so the client's writes block and the
     /// backlog stays bounded; once the handler moves on, everything sent
     /// arrives, in order.
-    @Test(arguments: backends) func aSlowHandlerHoldsTheClientBack(_ backend: Configuration.Backend) async throws {
+    @Test(arguments: backends, executions) func aSlowHandlerHoldsTheClientBack(_ backend: Configuration.Backend, _ execution: Configuration.AsyncExecution) async throws {
         let gate = Gate()
         let handler = AwaitingHandler(gate: gate)
         var limits = Limits.unlimited
         limits.maxQueuedMessages = 16
-        guard let service = try startService(backend, routes: asyncRoutes(handler, limits: limits)) else { return }
+        guard let service = try startService(backend, routes: asyncRoutes(handler, limits: limits), configure: { $0.asyncExecution = execution }) else { return }
         defer { service.stop() }
         let port = service.port
         let most = 200_000
@@ -160,9 +160,9 @@ private func asyncRoutes(_ handler: AwaitingHandler, limits: Limits = Limits()) 
     }
 
     /// The connection closes while its handler waits: the task is cancelled.
-    @Test(arguments: backends) func closingCancelsTheConnectionsTask(_ backend: Configuration.Backend) async throws {
+    @Test(arguments: backends, executions) func closingCancelsTheConnectionsTask(_ backend: Configuration.Backend, _ execution: Configuration.AsyncExecution) async throws {
         let handler = AwaitingHandler()
-        guard let service = try startService(backend, routes: asyncRoutes(handler)) else { return }
+        guard let service = try startService(backend, routes: asyncRoutes(handler), configure: { $0.asyncExecution = execution }) else { return }
         defer { service.stop() }
         let port = service.port
         // The waits run on a thread of their own too: the test's task may not
@@ -180,9 +180,9 @@ private func asyncRoutes(_ handler: AwaitingHandler, limits: Limits = Limits()) 
         #expect(handler.handled.load(ordering: .relaxed) == 1, "what waited behind it is dropped")
     }
 
-    @Test(arguments: backends) func aThrownErrorIsToldToTheClient(_ backend: Configuration.Backend) async throws {
+    @Test(arguments: backends, executions) func aThrownErrorIsToldToTheClient(_ backend: Configuration.Backend, _ execution: Configuration.AsyncExecution) async throws {
         let handler = AwaitingHandler()
-        guard let service = try startService(backend, routes: asyncRoutes(handler)) else { return }
+        guard let service = try startService(backend, routes: asyncRoutes(handler), configure: { $0.asyncExecution = execution }) else { return }
         defer { service.stop() }
         let port = service.port
         let (message, echoed) = try await offThePool { () -> (String?, Int?) in

@@ -11,6 +11,9 @@ import Glibc
 /// where the kernel (or a seccomp profile) does not allow it.
 let backends: [Configuration.Backend] = [.epoll, .uring]
 
+/// Where async connections' tasks run: handler threads, and the event loops.
+let executions = Configuration.AsyncExecution.allCases
+
 /// A log handler that keeps what it is given, so tests can check what was logged.
 final class LogCapture: Sendable {
     struct Entry: Sendable {

@@ -28,7 +28,7 @@ private final class SessionLog: Sendable {
 @Suite struct SessionTests {
     /// Three clients with 300 messages each in flight: each session's echoes
     /// come back in order though every message awaits a random time.
-    @Test(arguments: backends) func aSessionHandlesItsMessagesInOrder(_ backend: Configuration.Backend) async throws {
+    @Test(arguments: backends, executions) func aSessionHandlesItsMessagesInOrder(_ backend: Configuration.Backend, _ execution: Configuration.AsyncExecution) async throws {
         let log = SessionLog()
         var routes = WebSocketRoutes()
         routes.socket("/s") { inbound, outbound, _ in
@@ -38,7 +38,7 @@ private final class SessionLog: Sendable {
                 try await outbound.write(cmd: "echo", param: message.param)
             }
         }
-        guard let service = try startService(backend, routes: routes) else { return }
+        guard let service = try startService(backend, routes: routes, configure: { $0.asyncExecution = execution }) else { return }
         defer { service.stop() }
         let port = service.port
         let count = 300
@@ -56,7 +56,7 @@ private final class SessionLog: Sendable {
     }
 
     /// A raw session gets whole text and binary messages, owned, and writes both.
-    @Test(arguments: backends) func aRawSessionEchoesTextAndBinary(_ backend: Configuration.Backend) async throws {
+    @Test(arguments: backends, executions) func aRawSessionEchoesTextAndBinary(_ backend: Configuration.Backend, _ execution: Configuration.AsyncExecution) async throws {
         var routes = WebSocketRoutes()
         routes.raw("/raw") { inbound, outbound, _ in
             for await message in inbound {
@@ -66,7 +66,7 @@ private final class SessionLog: Sendable {
                 }
             }
         }
-        guard let service = try startService(backend, routes: routes) else { return }
+        guard let service = try startService(backend, routes: routes, configure: { $0.asyncExecution = execution }) else { return }
         defer { service.stop() }
         let port = service.port
         let got = try await offThePool { () -> [TestClient.Received] in
@@ -83,7 +83,7 @@ private final class SessionLog: Sendable {
     /// queue: without waiting, the queue would overflow and the connection
     /// be closed with 1008. The writer keeps what waits near the high-water
     /// mark, and every message arrives, in order.
-    @Test(arguments: backends) func anAwaitedWriteWaitsForASlowReader(_ backend: Configuration.Backend) async throws {
+    @Test(arguments: backends, executions) func anAwaitedWriteWaitsForASlowReader(_ backend: Configuration.Backend, _ execution: Configuration.AsyncExecution) async throws {
         let log = SessionLog()
         let highWater = 256 << 10
         let size = 16 << 10
@@ -103,6 +103,7 @@ private final class SessionLog: Sendable {
             }
         }
         guard let service = try startService(backend, routes: routes, configure: { c in
+            c.asyncExecution = execution
             c.sendHighWater = highWater
             c.maxSendQueue = 2 << 20
         }) else { return }
@@ -134,7 +135,7 @@ private final class SessionLog: Sendable {
     /// A client that goes away while its session waits to write: the wait
     /// ends with `ConnectionClosedError` (no task is left waiting), and so
     /// does every later write.
-    @Test(arguments: backends) func aWaitingWriteEndsWhenTheClientLeaves(_ backend: Configuration.Backend) async throws {
+    @Test(arguments: backends, executions) func aWaitingWriteEndsWhenTheClientLeaves(_ backend: Configuration.Backend, _ execution: Configuration.AsyncExecution) async throws {
         let log = SessionLog()
         let ended = Atomic<Int>(0)
         var routes = WebSocketRoutes()
@@ -149,7 +150,7 @@ private final class SessionLog: Sendable {
                 do { try await outbound.write(.text("after")) } catch { log.record(error) }
             }
         }
-        guard let service = try startService(backend, routes: routes, configure: { $0.sendHighWater = 128 << 10 }) else { return }
+        guard let service = try startService(backend, routes: routes, configure: { $0.sendHighWater = 128 << 10; $0.asyncExecution = execution }) else { return }
         defer { service.stop() }
         let port = service.port
         try await offThePool {
@@ -174,7 +175,7 @@ private final class SessionLog: Sendable {
     /// A session whose write to another connection fails because that one
     /// left ends like any failing session: its own connection is closed with
     /// 1011, not left open with nothing reading it.
-    @Test(arguments: backends) func anotherConnectionsClosingEndsTheSession(_ backend: Configuration.Backend) async throws {
+    @Test(arguments: backends, executions) func anotherConnectionsClosingEndsTheSession(_ backend: Configuration.Backend, _ execution: Configuration.AsyncExecution) async throws {
         let other = Locked<Connection?>(nil)
         var routes = WebSocketRoutes()
         routes.raw("/b") { inbound, _, context in
@@ -187,7 +188,7 @@ private final class SessionLog: Sendable {
                 try await context.server.writer(for: b).write(.text("to b")) // b is gone: throws
             }
         }
-        guard let service = try startService(backend, routes: routes) else { return }
+        guard let service = try startService(backend, routes: routes, configure: { $0.asyncExecution = execution }) else { return }
         defer { service.stop() }
         let port = service.port
         let got = try await offThePool { () -> TestClient.Received in
@@ -204,7 +205,7 @@ private final class SessionLog: Sendable {
     }
 
     /// A session that returns closes its connection with 1000; one that throws, with 1011.
-    @Test(arguments: backends) func theEndOfASessionClosesTheConnection(_ backend: Configuration.Backend) async throws {
+    @Test(arguments: backends, executions) func theEndOfASessionClosesTheConnection(_ backend: Configuration.Backend, _ execution: Configuration.AsyncExecution) async throws {
         struct Refusal: Error {}
         var routes = WebSocketRoutes()
         routes.raw("/once") { inbound, outbound, _ in
@@ -214,7 +215,7 @@ private final class SessionLog: Sendable {
                 return
             }
         }
-        guard let service = try startService(backend, routes: routes) else { return }
+        guard let service = try startService(backend, routes: routes, configure: { $0.asyncExecution = execution }) else { return }
         defer { service.stop() }
         let port = service.port
         let (returned, threw) = try await offThePool { () -> ([TestClient.Received], TestClient.Received) in

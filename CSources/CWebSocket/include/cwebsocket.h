@@ -472,6 +472,12 @@ typedef struct cws_callbacks {
      * it fires share that one call. Not after its close: on_close is the
      * last callback. May be NULL. */
     void (*on_drain)(void *ctx, cws_conn_id id, void *user);
+    /* Once per loop turn, on that loop's thread, after the turn's input and
+     * commands were handled and before its output is written: where an
+     * application that runs its own work on the loop threads runs it (what it
+     * sends there goes out in the same turn). cws_server_wake_loop makes a
+     * sleeping loop turn. loop: 0 .. loops-1. May be NULL. */
+    void (*on_turn)(void *ctx, uint32_t loop);
 } cws_callbacks;
 
 typedef struct cws_server_config {
@@ -539,6 +545,21 @@ const char *cws_server_backend_name(const cws_server *s); /* "io_uring" or "epol
 int cws_server_stop(cws_server *s, uint32_t timeout_ms);
 /* 1 when called on one of s's loop threads (inside a callback), else 0. */
 int cws_server_is_loop_thread(const cws_server *s);
+/* The index (0 .. loops-1) of the loop whose thread calls this, or -1 on any
+ * other thread (another server's loops included). */
+int cws_server_current_loop(const cws_server *s);
+/* How many loops s runs. */
+uint32_t cws_server_loop_count(const cws_server *s);
+/* The loop (0 .. loops-1) whose thread runs a connection's callbacks. */
+uint32_t cws_conn_id_loop(cws_conn_id id);
+/* From any thread: loop `loop` runs a turn soon (and on_turn with it), even
+ * with nothing else to do. 0; -ENOENT for no such loop, -EPIPE when it is
+ * not running (not started yet, stopped, or died). */
+int cws_server_wake_loop(cws_server *s, uint32_t loop);
+/* On one of s's loop threads: that loop turns again without sleeping (work
+ * was queued for its on_turn after on_turn ran). Elsewhere it does nothing:
+ * use cws_server_wake_loop. */
+void cws_server_turn_again(cws_server *s);
 /* Stops (if needed) and frees the server. Never from one of its callbacks:
  * that aborts with a message, since the thread would have to join itself. */
 void cws_server_destroy(cws_server *s);
