@@ -258,4 +258,9 @@ void cws_loop_fail(cws_loop *l, const char *what, int err) {
     }
     cws_loop_bury(l);
     cws_loop_drain_inbox(l); /* every id in it is stale now: only releases */
+    /* A last turn for the application's own work on this loop (on_turn):
+     * what the closes above queued for it runs here, not never. From now on
+     * cws_server_wake_loop says -EPIPE, and its later work goes elsewhere. */
+    const cws_callbacks *cb = &l->srv->cfg.callbacks;
+    if (cb->on_turn) cb->on_turn(cb->ctx, l->index);
 }

@@ -90,7 +90,8 @@ final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     /// The loop turns no more: what waits, and every later job, runs on the
     /// handler threads. Called once the loops are joined (or from `enqueue`
     /// when the loop died, which leaves `local` alone: the loop thread may
-    /// still be ending; the stop's retire takes it).
+    /// still be ending, and its last on_turn, after closing its connections,
+    /// ran what they queued; the stop's retire takes anything left).
     func retire(loopsJoined: Bool = false) {
         let to = fallback()
         let jobs = remote.withLock { r -> [UnownedJob] in

@@ -256,6 +256,15 @@ struct EngineLoopTests {
         try srv.events.wait("on_close of the dead loop's connection") { srv.events.closeCode(deadID) != nil }
         #expect(srv.events.closeCode(deadID) == 1006)
         #expect(srv.stats.loops_failed == 1)
+        // One more on_turn after the closes, on the dying loop: what they
+        // queued for the application's work on that loop still runs. After
+        // it, the loop says it turns no more.
+        try srv.events.wait("a turn after the dead loop's closes") {
+            srv.events.turns(0) > srv.events.turnsAtClose(deadID)!
+        }
+        #expect(cws_server_wake_loop(srv.server, 0) == -EPIPE)
+        #expect(cws_server_wake_loop(srv.server, 1) == 0)
+        #expect(cws_server_wake_loop(srv.server, 2) == -ENOENT)
         #expect(cws_send(srv.server, deadID, opText, "x", 1) == -ENOENT)
         // Every new connection is served (none waits in the dead loop's backlog).
         for i in 0..<16 {

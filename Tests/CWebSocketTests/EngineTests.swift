@@ -37,6 +37,7 @@ final class EngineEvents: @unchecked Sendable {
         lock.withLock {
             precondition(_closed[id] == nil, "on_close twice for one connection")
             _closed[id] = code
+            _turnsAtClose[id] = _turns[UInt32((id >> 24) & 0xFF)] ?? 0
         }
     }
     func message() { lock.withLock { _messages += 1 } }
@@ -101,6 +102,13 @@ final class EngineEvents: @unchecked Sendable {
     var messageCount: Int { lock.withLock { _messages } }
 
     var opened: [cws_conn_id] { lock.withLock { _opened } }
+
+    /// on_turn calls by loop, and each close's loop's count when it came.
+    private var _turns: [UInt32: Int] = [:]
+    private var _turnsAtClose: [cws_conn_id: Int] = [:]
+    func turned(_ loop: UInt32) { lock.withLock { _turns[loop, default: 0] += 1 } }
+    func turns(_ loop: UInt32) -> Int { lock.withLock { _turns[loop] ?? 0 } }
+    func turnsAtClose(_ id: cws_conn_id) -> Int? { lock.withLock { _turnsAtClose[id] } }
     func closeCode(_ id: cws_conn_id) -> UInt16? { lock.withLock { _closed[id] } }
     var closedCount: Int { lock.withLock { _closed.count } }
 
@@ -171,6 +179,10 @@ private let onMessage: @convention(c) (UnsafeMutableRawPointer?, cws_conn_id, Un
     }
 }
 
+private let onTurn: @convention(c) (UnsafeMutableRawPointer?, UInt32) -> Void = { ctx, loop in
+    events(ctx).turned(loop)
+}
+
 private let onClose: @convention(c) (UnsafeMutableRawPointer?, cws_conn_id, UnsafeMutableRawPointer?, UInt16,
                                      UnsafeRawPointer?, Int) -> Void = { ctx, id, _, code, _, _ in
     events(ctx).close(id, code)
@@ -194,6 +206,7 @@ final class EngineServer {
         cfg.callbacks.on_message = onMessage
         cfg.callbacks.on_close = onClose
         cfg.callbacks.on_drain = onDrain
+        cfg.callbacks.on_turn = onTurn
         configure(&cfg)
         var err = [CChar](repeating: 0, count: 256)
         let s = host.withCString { host -> OpaquePointer? in

@@ -476,7 +476,8 @@ typedef struct cws_callbacks {
      * commands were handled and before its output is written: where an
      * application that runs its own work on the loop threads runs it (what it
      * sends there goes out in the same turn). cws_server_wake_loop makes a
-     * sleeping loop turn. loop: 0 .. loops-1. May be NULL. */
+     * sleeping loop turn. A loop that dies calls it once more after closing
+     * its connections. loop: 0 .. loops-1. May be NULL. */
     void (*on_turn)(void *ctx, uint32_t loop);
 } cws_callbacks;
 
