@@ -139,6 +139,7 @@ struct cws_conn {
     uint32_t qsending;       /* entries at the head that a write in flight still reads (io_uring) */
     uint32_t zin;            /* compressed bytes of the message being inflated in pieces */
     uint32_t be_turn_bytes;  /* backend private: input taken this turn (io_uring's read budget) */
+    uint32_t be_held_bytes;  /* backend private: kept input copied while stopped (io_uring) */
     cws_sendq_entry *q;      /* ring of qcap entries, allocated on first send */
     uint64_t qbytes;         /* unwritten bytes in q */
     /* Compression contexts, allocated on first use: zdef only with server

@@ -32,6 +32,7 @@
 #define CWS_UR_GATHER (256 * 1024)
 #define CWS_UR_GATHER_SMALL 2048 /* messages up to this many bytes are copied */
 #define CWS_UR_GATHER_KEEP 8     /* gather buffers kept on the free list */
+#define CWS_UR_HELD_MAX (64u << 20) /* kept input a loop copies out of its buffers, in all */
 
 /* user_data: pointer | kind in the low 3 bits (conns and send contexts are
  * malloc'd, so 8-byte aligned). */
@@ -94,6 +95,7 @@ typedef struct cws_uring {
      * only over budget, or that resumed): collect events without sleeping.
      * Those of paused connections alone do not keep the loop awake. */
     int deferred_ready;
+    uint64_t held_bytes;       /* kept input copied out of the buffers (cws_ur_move_out) */
     cws_conn **touched;        /* connections that read this turn (their budgets reset) */
     uint32_t ntouched, touched_cap;
 } cws_uring;
@@ -103,8 +105,11 @@ typedef struct cws_uring {
  * stopped server's) and another thread's new ring is mapped at the same
  * address, TSan still holds the first thread's writes for that memory and
  * reports the second thread's first SQE as a race with them. The kernel
- * orders the unmap before the map; these tell TSan so (a release on every
- * teardown, an acquire on every new ring, through one address). */
+ * orders the unmap before the map; these tell TSan so, keyed by the
+ * mappings' addresses (a release at each base before the unmap, an acquire
+ * at each base after a map), so only a ring that reuses a mapping's address
+ * is ordered after its unmap. Every ring has the same size, so a reused
+ * address is a reused base. */
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define CWS_UR_TSAN 1
@@ -112,16 +117,20 @@ typedef struct cws_uring {
 #endif
 #ifdef CWS_UR_TSAN
 #include <sanitizer/tsan_interface.h>
-static char cws_ur_mapping_order;
-#define CWS_UR_MAPPED() __tsan_acquire(&cws_ur_mapping_order)
-#define CWS_UR_UNMAPPING() __tsan_release(&cws_ur_mapping_order)
+static void cws_ur_mapping_order(struct io_uring *ring, void (*mark)(void *)) {
+    mark(ring->sq.ring_ptr);
+    mark(ring->cq.ring_ptr);
+    mark(ring->sq.sqes);
+}
+#define CWS_UR_MAPPED(ring) cws_ur_mapping_order(ring, __tsan_acquire)
+#define CWS_UR_UNMAPPING(ring) cws_ur_mapping_order(ring, __tsan_release)
 #else
-#define CWS_UR_MAPPED() ((void)0)
-#define CWS_UR_UNMAPPING() ((void)0)
+#define CWS_UR_MAPPED(ring) ((void)0)
+#define CWS_UR_UNMAPPING(ring) ((void)0)
 #endif
 
 void cws_ur_queue_exit(struct io_uring *ring) {
-    CWS_UR_UNMAPPING();
+    CWS_UR_UNMAPPING(ring);
     io_uring_queue_exit(ring);
 }
 
@@ -139,7 +148,7 @@ int cws_ur_queue_init(struct io_uring *ring, unsigned extra) {
         p.flags = extra;
         rc = io_uring_queue_init_params(CWS_UR_ENTRIES, ring, &p);
     }
-    if (rc == 0) CWS_UR_MAPPED();
+    if (rc == 0) CWS_UR_MAPPED(ring);
     return rc;
 }
 
@@ -451,16 +460,30 @@ static void cws_ur_deliver(cws_loop *l, cws_conn *c, unsigned bid, int res) {
  * buffers are every connection's. Before, a few hundred peers that sent
  * while stopped (slow handlers, or pre-authentication clients on an endpoint
  * that awaits its decision) held them all, and the loop read one buffer a
- * turn for everyone else. -1 when out of memory (the buffer is still held). */
+ * turn for everyone else. Bounds, since the kernel may have filled every
+ * free buffer for one connection before the recv's cancel took effect (a
+ * client that floods, then its handler falls behind, is no attacker):
+ *   - a request waiting for its answer keeps what epoll keeps for it (a
+ *     message and one read, cws_deferred_input) and closes past it;
+ *   - a loop copies CWS_UR_HELD_MAX in all; past it input waits in its
+ *     buffer, as before (memory bounded, other connections slowed).
+ * 0; -ENOMEM or -ENOBUFS (the bytes stay in their buffer); -EMSGSIZE: close. */
 static int cws_ur_move_out(cws_loop *l, cws_udeferred *d) {
     if (d->bid == CWS_UR_NO_BUF || d->bid == CWS_UR_COPIED || d->res <= 0) return 0;
     cws_uring *u = l->be;
+    cws_conn *c = d->conn;
+    if (c->state == CWS_CONN_DEFERRED &&
+        (uint64_t)c->be_held_bytes + (uint64_t)d->res > l->srv->cfg.max_message_size + CWS_RECV_BUF_SIZE)
+        return -EMSGSIZE;
+    if (u->held_bytes + (uint64_t)d->res > CWS_UR_HELD_MAX) return -ENOBUFS;
     uint8_t *copy = malloc((size_t)d->res);
-    if (!copy) return -1;
+    if (!copy) return -ENOMEM;
     memcpy(copy, u->bufs + (size_t)d->bid * CWS_UR_BUF_SIZE, (size_t)d->res);
     cws_ur_recycle(u, d->bid);
     CWS_STAT_ADD(l, receive_buffers_held, (uint64_t)-1);
     CWS_STAT_ADD(l, input_held_bytes, (uint64_t)d->res);
+    c->be_held_bytes += (uint32_t)d->res;
+    u->held_bytes += (uint64_t)d->res;
     d->copy = copy;
     d->bid = CWS_UR_COPIED;
     return 0;
@@ -469,9 +492,11 @@ static int cws_ur_move_out(cws_loop *l, cws_udeferred *d) {
 /* Delivers a kept completion and lets go of what held its bytes. */
 static void cws_ur_deliver_kept(cws_loop *l, cws_udeferred *d) {
     if (d->bid == CWS_UR_COPIED) {
+        d->conn->be_held_bytes -= (uint32_t)d->res;
+        ((cws_uring *)l->be)->held_bytes -= (uint64_t)d->res;
+        CWS_STAT_ADD(l, input_held_bytes, (uint64_t)-(int64_t)d->res);
         if (d->conn->state != CWS_CONN_DEAD) cws_conn_input(l, d->conn, d->copy, (size_t)d->res);
         free(d->copy);
-        CWS_STAT_ADD(l, input_held_bytes, (uint64_t)-(int64_t)d->res);
         return;
     }
     if (d->bid != CWS_UR_NO_BUF) CWS_STAT_ADD(l, receive_buffers_held, (uint64_t)-1);
@@ -487,9 +512,10 @@ static int cws_ur_defer(cws_loop *l, cws_conn *c, unsigned bid, int res) {
         return -1;
     cws_udeferred d = {c, NULL, res, (uint16_t)bid, 0};
     if (bid != CWS_UR_NO_BUF) CWS_STAT_ADD(l, receive_buffers_held, 1);
-    if ((c->flags & CWS_CF_PAUSED) && cws_ur_move_out(l, &d) < 0) {
+    /* (Out of memory for the copy: it waits in its buffer.) */
+    if ((c->flags & CWS_CF_PAUSED) && cws_ur_move_out(l, &d) == -EMSGSIZE) {
         CWS_STAT_ADD(l, receive_buffers_held, (uint64_t)-1); /* the caller recycles it */
-        return -1;
+        return -EMSGSIZE;
     }
     u->deferred[u->ndeferred++] = d;
     if (!(c->flags & CWS_CF_PAUSED)) u->deferred_ready = 1;
@@ -550,11 +576,14 @@ static void cws_ur_run_deferred(cws_loop *l) {
         if (c->state != CWS_CONN_DEAD && (d.keep || (c->flags & CWS_CF_PAUSED))) {
             /* A message just delivered may have paused c: the rest of its
              * input waits from here on (and stays behind this, in order).
-             * (Out of memory for the copy: it waits in its buffer.) */
-            if (c->flags & CWS_CF_PAUSED) (void)cws_ur_move_out(l, &d);
-            c->be_flags |= CWS_UR_DEFERRING | CWS_UR_KEPT;
-            u->deferred[kept++] = d;
-            continue;
+             * (Out of memory for the copy: it waits in its buffer.) Past
+             * the bound, c closes and this goes (below, as c's is dead). */
+            if (!(c->flags & CWS_CF_PAUSED) || cws_ur_move_out(l, &d) != -EMSGSIZE) {
+                c->be_flags |= CWS_UR_DEFERRING | CWS_UR_KEPT;
+                u->deferred[kept++] = d;
+                continue;
+            }
+            cws_conn_eof(l, c, EMSGSIZE);
         }
         cws_ur_deliver_kept(l, &d);
         c->be_inflight--;
@@ -636,9 +665,10 @@ static void cws_ur_recv_done(cws_loop *l, cws_conn *c, struct io_uring_cqe *cqe)
         ((c->be_flags & CWS_UR_DEFERRING) || (c->flags & CWS_CF_PAUSED) ||
          (bid != CWS_UR_NO_BUF && c->be_turn_bytes >= cws_read_budget(c)))) {
         /* Over budget, paused, or behind completions that are: a later turn. */
-        if (cws_ur_defer(l, c, bid, res) < 0) {
+        int rc = cws_ur_defer(l, c, bid, res);
+        if (rc < 0) {
             if (bid != CWS_UR_NO_BUF) cws_ur_recycle(u, bid);
-            cws_conn_eof(l, c, ENOMEM);
+            cws_conn_eof(l, c, -rc); /* ENOMEM, or EMSGSIZE: more kept than a message */
         }
     } else if (!ended) {
         if (bid != CWS_UR_NO_BUF && c->state != CWS_CONN_DEAD) cws_ur_charge(u, c, res);

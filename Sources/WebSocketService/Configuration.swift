@@ -17,7 +17,9 @@ public struct Configuration: Sendable {
         /// synchronous handler holds: a task must not block its thread (a
         /// lock held across I/O, a synchronous client), which would hold up
         /// every connection of that loop. What it awaits elsewhere (an actor,
-        /// a timer) resumes it on its loop.
+        /// a timer) resumes it on its loop. Keep a reference to the server
+        /// until `stop()` has returned: a task that drops the last one on a
+        /// loop thread stops the process, since the loop cannot free itself.
         case eventLoops
     }
 

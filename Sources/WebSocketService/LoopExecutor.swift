@@ -26,8 +26,8 @@ final class LoopExecutor: TaskExecutor, @unchecked Sendable {
 
     private struct Remote {
         var jobs: [UnownedJob] = []
-        /// Set once the loop turns no more: jobs go there instead.
-        var retiredTo: HandlerExecutor?
+        /// The loop turns no more: jobs go to `fallback` instead.
+        var retired = false
     }
     private let remote = Locked(Remote())
 
@@ -53,13 +53,13 @@ final class LoopExecutor: TaskExecutor, @unchecked Sendable {
             if !inTurn && local.count == 1 { cws_server_turn_again(server) }
             return
         }
-        let (first, retired) = remote.withLock { r -> (Bool, HandlerExecutor?) in
-            if let to = r.retiredTo { return (false, to) }
+        let (first, retired) = remote.withLock { r -> (Bool, Bool) in
+            if r.retired { return (false, true) }
             r.jobs.append(job)
-            return (r.jobs.count == 1, nil)
+            return (r.jobs.count == 1, false)
         }
-        if let retired {
-            retired.enqueue(job)
+        if retired {
+            fallback().enqueue(job)
         } else if first && cws_server_wake_loop(server, loop) != 0 {
             // The loop turns no more (it died; a stop retires it later):
             // from here on the handler threads run this loop's tasks.
@@ -83,27 +83,35 @@ final class LoopExecutor: TaskExecutor, @unchecked Sendable {
             ran += running.count
             running.removeAll(keepingCapacity: true)
         }
-        // More waits: another turn at once (the loop reads between them).
-        if !local.isEmpty || !remote.withLock({ $0.jobs.isEmpty }) { cws_server_turn_again(server) }
+        guard !local.isEmpty || !remote.withLock({ $0.jobs.isEmpty }) else { return }
+        if cws_server_wake_loop(server, loop) == 0 {
+            // More waits: another turn at once (the loop reads between them).
+            cws_server_turn_again(server)
+        } else {
+            // The last turn of a loop that died: the rest goes to the handler
+            // threads (this is the loop's thread, so `local` is ours to take).
+            retire(takingLocal: true)
+        }
     }
 
     /// The loop turns no more: what waits, and every later job, runs on the
-    /// handler threads. Called once the loops are joined (or from `enqueue`
-    /// when the loop died, which leaves `local` alone: the loop thread may
-    /// still be ending, and its last on_turn, after closing its connections,
-    /// ran what they queued; the stop's retire takes anything left).
-    func retire(loopsJoined: Bool = false) {
-        let to = fallback()
-        let jobs = remote.withLock { r -> [UnownedJob] in
-            r.retiredTo = to
+    /// handler threads (started only if there is a job for them). Called once
+    /// the loops are joined, or on the loop's thread in its last turn, both
+    /// with `takingLocal`; or from `enqueue` on another thread when the loop
+    /// died, which leaves `local` alone (the loop's last on_turn, after it
+    /// closed its connections, ran what they queued; the stop takes the rest).
+    func retire(takingLocal: Bool = false) {
+        var jobs = remote.withLock { r -> [UnownedJob] in
+            r.retired = true
             defer { r.jobs = [] }
             return r.jobs
         }
-        for job in jobs { to.enqueue(job) }
-        if loopsJoined {
-            let left = local
+        if takingLocal {
+            jobs += local
             local = []
-            for job in left { to.enqueue(job) }
         }
+        guard !jobs.isEmpty else { return }
+        let to = fallback()
+        for job in jobs { to.enqueue(job) }
     }
 }

@@ -239,7 +239,7 @@ public final class WebSocketServer: Sendable {
     private func finishStop() {
         cws_server_stop(server, 0) // waits for the loops (already stopping)
         // Tasks of the loops' connections still to finish do so on the handler threads.
-        for executor in loopExecutors { executor.retire(loopsJoined: true) }
+        for executor in loopExecutors { executor.retire(takingLocal: true) }
         // Awaited upgrade decisions still running: their requests were answered 503.
         for task in pendingDecisions.withLock({ tasks in defer { tasks = [:] }; return Array(tasks.values) }) { task.cancel() }
         // After the loops: the leaves of the closing connections still reach the other servers.

@@ -271,4 +271,34 @@ struct EngineDeferredUpgradeTests {
         #expect(srv.stats.input_held_bytes == 0)
         #expect(srv.stats.receive_buffers_held == 0)
     }
+
+    /// A client waiting for its decision that sends on and on keeps, in the
+    /// server, what epoll would keep for it (a message and one read): io_uring
+    /// may already have read far more for it before its reading stopped (every
+    /// free buffer), and past that bound it is closed rather than held.
+    @Test(arguments: EngineBackend.allCases)
+    func aWaitingClientThatFloodsIsHeldToOneMessage(_ backend: EngineBackend) throws {
+        let maxMessage = 16 << 10
+        guard let srv = try Self.server(backend, configure: { $0.loops = 1; $0.max_message_size = UInt64(maxMessage) })
+        else { return }
+        let client = try EngineClient(port: srv.port)
+        let frame = Self.masked(String(repeating: "y", count: 1000))
+        var flood = Self.upgradeRequest()
+        while flood.count < 2 << 20 { flood += frame }
+        // The head and the flood at once: much of it is read before the deferral stops reading.
+        let flags = fcntl(client.fd, F_GETFL)
+        _ = fcntl(client.fd, F_SETFL, flags | O_NONBLOCK)
+        var offset = 0
+        while offset < flood.count {
+            let n = flood[offset...].withUnsafeBytes { write(client.fd, $0.baseAddress, $0.count) }
+            if n > 0 { offset += n; continue }
+            if n < 0 && errno == EINTR { continue }
+            break
+        }
+        _ = fcntl(client.fd, F_SETFL, flags)
+        try srv.events.wait("the deferral") { deferredLog.ids.count == 1 }
+        usleep(200_000)
+        #expect(srv.stats.input_held_bytes <= UInt64(maxMessage + 64 << 10), "\(srv.stats.input_held_bytes) bytes kept")
+        #expect(srv.stats.receive_buffers_held == 0)
+    }
 }

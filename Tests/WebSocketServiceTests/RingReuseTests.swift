@@ -16,7 +16,9 @@ import Glibc
 /// submission as a race with the first ring's last (CI's sanitize step: one
 /// test's probe against another test's loop, running side by side).
 /// Under scripts/sanitize (TSan, halt on the first report) this test fails on
-/// such a report; in a plain run it checks that both creations succeed.
+/// such a report (it did every time here before the fix: the second probe's
+/// ring lands at the first one's address); in a plain run it only checks that
+/// both creations succeed.
 /// It calls the engine directly so that no Swift runtime lock orders the two
 /// threads by accident.
 @Suite struct RingReuseTests {

@@ -555,7 +555,9 @@ uint32_t cws_server_loop_count(const cws_server *s);
 uint32_t cws_conn_id_loop(cws_conn_id id);
 /* From any thread: loop `loop` runs a turn soon (and on_turn with it), even
  * with nothing else to do. 0; -ENOENT for no such loop, -EPIPE when it is
- * not running (not started yet, stopped, or died). */
+ * not running (not started yet, its thread done, or died). A stopping loop
+ * still says 0 and may end without another turn: work that must not be lost
+ * is handed on once cws_server_stop has joined the loops. */
 int cws_server_wake_loop(cws_server *s, uint32_t loop);
 /* On one of s's loop threads: that loop turns again without sleeping (work
  * was queued for its on_turn after on_turn ran). Elsewhere it does nothing:
