@@ -127,8 +127,12 @@ private final class SessionLog: Sendable {
         #expect(order == Array(0..<count))
         #expect(log.writes.load(ordering: .relaxed) == count)
         #expect(log.waitedWrites.load(ordering: .relaxed) > 0, "the writer had to wait")
-        // One message over the mark at most (a write goes out once what waits is below it).
-        #expect(log.mostBuffered.load(ordering: .relaxed) <= highWater + size + 64)
+        // One message over the mark at most (a write goes out once what waits
+        // is below it); the amount read right after a write may count that
+        // message twice, for the instant its loop takes it from the inbox
+        // (queued, not yet marked taken: cws_buffered_amount never misses
+        // one). CI saw 278,596 against the single count's 278,592.
+        #expect(log.mostBuffered.load(ordering: .relaxed) <= highWater + 2 * (size + 64))
         #expect(service.status().limits.closeCodes[1008] == nil)
     }
 

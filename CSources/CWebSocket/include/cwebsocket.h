@@ -674,7 +674,9 @@ int cws_pause_reading(cws_server *s, cws_conn_id id);
 int cws_resume_reading(cws_server *s, cws_conn_id id);
 /* Bytes waiting to be written to the connection: its send queue, plus the
  * sends other threads have posted that its loop has not taken yet (as sent,
- * before compression). Any thread; a snapshot. -ENOENT when it is gone. */
+ * before compression). Any thread; a snapshot that never misses a message
+ * and, read while the loop takes one, may count that one twice (it is in the
+ * queue before it is marked taken). -ENOENT when it is gone. */
 int64_t cws_buffered_amount(cws_server *s, cws_conn_id id);
 /* Asks for one on_drain once the connection's send queue is at or below
  * send_low_water. Taken in order with this thread's earlier sends to it, so
