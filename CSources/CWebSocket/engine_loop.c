@@ -178,6 +178,11 @@ void cws_loop_drain_inbox(cws_loop *l) {
 int cws_loop_turn(cws_loop *l) {
     cws_server *s = l->srv;
     const cws_callbacks *cb = &s->cfg.callbacks;
+    /* Not only on a wake: a loop whose thread started after the stop began
+     * (a stop from a callback on loop 0 while loop 1 was being created) had
+     * no wake to see, and served on for good (CI: a test's stop that never
+     * returned). */
+    if (!l->stopping && atomic_load_explicit(&s->stopping, memory_order_acquire)) cws_loop_begin_stop(l);
     /* on_turn runs what was queued for it so far; what is queued for it from
      * here on (by the timers, flushes and closes below) asks again. */
     l->turn_again = 0;

@@ -332,7 +332,11 @@ static void cws_server_begin_stop(cws_server *s, uint32_t timeout_ms) {
     /* A loop may see `stopping` before this store: it then reads "no
      * deadline yet" (UINT64_MAX), not 0, and waits instead of force-closing. */
     atomic_store_explicit(&s->stop_deadline_ms, cws_monotonic_ms() + timeout_ms, memory_order_release);
-    for (int i = 0; i < s->started; i++) cws_loop_wake(&s->loops[i]);
+    /* Every loop (each has its eventfd from the create): `started` is the
+     * starting thread's, and a stop from a callback on loop 0 can come while
+     * loop 1 is still being created. Each loop also looks at `stopping` in
+     * every turn, so one that starts after this still stops. */
+    for (uint32_t i = 0; i < s->nloops; i++) cws_loop_wake(&s->loops[i]);
 }
 
 static void cws_server_join(cws_server *s) {

@@ -219,8 +219,49 @@ struct EngineLimitTests {
     }
 }
 
+/// The server pointer, for the thread that stops it.
+private final class ServerBox: @unchecked Sendable {
+    let server: OpaquePointer
+    init(_ server: OpaquePointer) { self.server = server }
+}
+
 @Suite("Engine loops", .serialized)
 struct EngineLoopTests {
+    /// A loop whose thread starts after the stop began still stops. CI hung
+    /// on it: a stop from a callback on loop 0 (the client had connected
+    /// while the server was still starting) woke only the loops started so
+    /// far, and loop 1, created a moment later, served on for good, so the
+    /// stop's join never returned. Here the stop begins before the start,
+    /// which makes every loop such a loop.
+    @Test(arguments: EngineBackend.allCases)
+    func aLoopThatStartsAfterTheStopBeganStops(_ backend: EngineBackend) throws {
+        var cfg = cws_server_config()
+        cws_server_config_init(&cfg)
+        cfg.backend = backend.raw
+        cfg.loops = 2
+        var err = [CChar](repeating: 0, count: 256)
+        let created = "127.0.0.1".withCString { host -> OpaquePointer? in
+            cfg.host = host
+            return cws_server_create(&cfg, &err, err.count)
+        }
+        guard let created else {
+            print("SKIPPED: \(String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+            return
+        }
+        let box = ServerBox(created)
+        #expect(cws_server_stop(box.server, 0) == 0) // nothing started: nothing to wait for
+        #expect(cws_server_start(box.server) == 0)
+        let stopped = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            _ = cws_server_stop(box.server, 100)
+            stopped.signal()
+        }
+        // A hang detector: the loops stop in their first turn, or never.
+        let done = stopped.wait(timeout: .now() + 10) == .success
+        #expect(done, "the loops did not stop")
+        if done { cws_server_destroy(box.server) } // else it stays: a thread still waits on it
+    }
+
     /// A loop that cannot start makes start fail (it used to report success
     /// while the loop's listener stayed bound with nobody reading its backlog).
     @Test(arguments: EngineBackend.allCases)
