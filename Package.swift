@@ -40,9 +40,11 @@ let package = Package(
                 .define("_GNU_SOURCE"),
             ],
             linkerSettings: [
-                // Debian: liburing-dev, zlib1g-dev.
+                // Debian: liburing-dev, zlib1g-dev, libssl-dev (OpenSSL 3, for TLS).
                 .linkedLibrary("uring"),
                 .linkedLibrary("z"),
+                .linkedLibrary("ssl"),
+                .linkedLibrary("crypto"),
             ]
         ),
         // A tiny prefixed (chr_) shim over hiredis for the Redis backplane; it

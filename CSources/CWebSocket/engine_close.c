@@ -65,6 +65,7 @@ uint32_t cws_loop_bury(cws_loop *l) {
         l->graveyard = c->timer_next;
         cws_sendq_clear(c);
         free(c->q);
+        cws_tls_conn_free(c);
         cws_slot_at(l, c->slot)->conn = NULL;
         cws_slot_free(l, c->slot);
         l->live--;

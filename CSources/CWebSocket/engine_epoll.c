@@ -107,7 +107,9 @@ static void cws_ep_conn_reading(cws_loop *l, cws_conn *c) {
 static void cws_ep_flush(cws_loop *l, cws_conn *c) {
     struct iovec iov[CWS_IOV_MAX];
     while (c->qcount && c->state != CWS_CONN_DEAD) {
+        if (c->tls && cws_tls_seal(l, c) < 0) return;
         int n = cws_conn_iov(c, iov, CWS_IOV_MAX);
+        if (!n) break; /* TLS: plaintext waiting for its handshake */
         size_t total = 0;
         for (int i = 0; i < n; i++) total += iov[i].iov_len;
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};

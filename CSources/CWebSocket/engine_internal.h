@@ -26,6 +26,9 @@ typedef struct cws_conn cws_conn;
 
 /* Opcode of a message that carries raw bytes (an HTTP response), not a frame. */
 #define CWS_MSG_RAW 0xFF
+/* TLS records: what a TLS connection's queue holds ahead of the plaintext
+ * messages not yet encrypted (engine_tls.c). */
+#define CWS_MSG_SEALED 0xFE
 
 struct cws_msg {
     _Atomic uint32_t refs;
@@ -148,6 +151,7 @@ struct cws_conn {
     cws_deflater *zdef;
     cws_inflater *zinf;
     struct cws_slot *slotp;  /* where qbytes is published for other threads (cws_buffered_amount) */
+    struct cws_tls_conn *tls; /* NULL on a plain listener (engine_tls.c) */
 };
 
 /* ---- loops and the server --------------------------------------------- */
@@ -195,6 +199,7 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t handshakes_failed;
     _Atomic uint64_t deferred; /* upgrade requests waiting for a deferred answer */
     _Atomic uint64_t receive_buffers_held, input_held_bytes; /* io_uring's kept input */
+    _Atomic uint64_t tls_handshakes, tls_handshakes_failed;
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;
@@ -259,6 +264,8 @@ struct cws_loop {
     cws_inflater *zinf_idle[4];
     uint32_t nzinf_idle;
     cws_buffer zbuf;
+    /* TLS: records OpenSSL writes, until they become a queued message. */
+    cws_buffer tls_out;
     cws_loop_stats stats;
 } __attribute__((aligned(64)));
 
@@ -275,6 +282,9 @@ struct cws_server {
      * UINT64_MAX until the stop's deadline is set (read by the loops). */
     _Atomic uint64_t stop_deadline_ms;
     pthread_mutex_t join_lock;  /* one thread joins the loops (a stop from a callback hands it on) */
+    /* TLS: the certificates new connections get (engine_tls.c); NULL: plain. */
+    struct cws_tls_identities *tls;
+    pthread_mutex_t tls_lock;   /* guards the tls pointer against a reload */
 };
 
 struct cws_backend_ops {
@@ -435,6 +445,9 @@ void cws_slot_free(cws_loop *l, uint32_t slot);
 /* engine_sendq.c: send queue */
 void cws_sendq_clear(cws_conn *c);
 int cws_sendq_push(cws_loop *l, cws_conn *c, cws_msg *m);
+/* Puts m (a new reference) at queue position at (0 = head .. qcount = tail)
+ * and marks c for a flush. 0 or -ENOMEM. */
+int cws_sendq_insert(cws_loop *l, cws_conn *c, uint32_t at, cws_msg *m);
 /* Once the queue has backed up (64 KiB), a pong that answers a newer ping
  * takes the place of an unsent pong at the queue's tail (RFC 6455 5.5.3 lets
  * a server answer only the most recent ping). 1 if it did; 0 if not backed
@@ -465,6 +478,12 @@ void cws_conn_http_error(cws_loop *l, cws_conn *c, int status);
 /* Queues an HTTP answer (raw bytes) and closes once it is written. */
 void cws_conn_answer(cws_loop *l, cws_conn *c, const void *bytes, size_t len);
 void cws_conn_answer_msg(cws_loop *l, cws_conn *c, cws_msg *m);
+/* What is queued is the last: close once it is written, read no more. */
+void cws_conn_close_after_queue(cws_loop *l, cws_conn *c);
+/* Plaintext input (after TLS, if any): the request head, frames. */
+void cws_conn_plaintext(cws_loop *l, cws_conn *c, uint8_t *data, size_t len);
+/* "ip:port" / "[ipv6]:port" of fd's peer ("" if unknown). */
+void cws_format_peer(int fd, char *out, size_t cap);
 /* A whole HTTP response (head_only: without the body, as for HEAD); NULL
  * when out of memory. Any thread. */
 cws_msg *cws_http_response_msg(int status, const char *content_type, const char *headers, const void *body,
@@ -486,6 +505,29 @@ void cws_deferred_refuse(cws_loop *l, cws_conn *c);
 int cws_deferred_end(cws_loop *l, cws_conn *c);
 /* An answer from the inbox (c NULL when the connection is gone). */
 void cws_deferred_command(cws_loop *l, cws_conn *c, const cws_cmd *cmd);
+
+/* ---- TLS (engine_tls.c) ----------------------------------------------- */
+int cws_tls_server_init(cws_server *s, const cws_tls_config *cfg, char *err, size_t cap);
+void cws_tls_server_free(cws_server *s);
+/* A new connection on a TLS listener gets its session (0, or -ENOMEM). */
+int cws_tls_conn_new(cws_loop *l, cws_conn *c);
+void cws_tls_conn_free(cws_conn *c);
+/* Ciphertext from the socket: decrypts it and hands the plaintext on. */
+void cws_tls_input(cws_loop *l, cws_conn *c, uint8_t *data, size_t len);
+/* Before a write: encrypts the plaintext messages at the queue's tail into
+ * records. 0, or -1 when the connection had to be finished. */
+int cws_tls_seal(cws_loop *l, cws_conn *c);
+/* The queue is written and our side is to be shut down: queues close_notify
+ * first. 1 if it queued it (shut down once that is written), 0 if nothing is
+ * owed. */
+int cws_tls_close_notify(cws_loop *l, cws_conn *c);
+const char *cws_tls_server_name(const cws_conn *c);
+/* For the log and the counters: a handshake timed out, or a stream ended
+ * without close_notify (nothing if c is not TLS). */
+void cws_tls_timed_out(cws_loop *l, cws_conn *c);
+void cws_tls_truncated(cws_loop *l, cws_conn *c);
+/* The application's log (on_log), printf-style. */
+void cws_log(cws_loop *l, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- timer wheel (engine_timer.c) --------------------------------------- */
 void cws_timer_set(cws_loop *l, cws_conn *c, uint32_t ms);

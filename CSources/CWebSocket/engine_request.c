@@ -28,11 +28,15 @@ void cws_conn_open(cws_loop *l, cws_conn *c) {
     if (cb->on_open) cb->on_open(cb->ctx, cws_conn_id_of(l, c), c->user);
 }
 
-void cws_conn_answer_msg(cws_loop *l, cws_conn *c, cws_msg *m) {
+void cws_conn_close_after_queue(cws_loop *l, cws_conn *c) {
     c->state = CWS_CONN_CLOSING;
     c->flags |= CWS_CF_SHUT_AFTER | CWS_CF_READ_DONE | CWS_CF_CLOSE_SENT;
+    cws_timer_set(l, c, l->srv->cfg.close_timeout_ms);
+}
+
+void cws_conn_answer_msg(cws_loop *l, cws_conn *c, cws_msg *m) {
+    cws_conn_close_after_queue(l, c);
     if (cws_sendq_push(l, c, m) < 0) cws_conn_finish(l, c);
-    else cws_timer_set(l, c, l->srv->cfg.close_timeout_ms);
 }
 
 void cws_conn_answer(cws_loop *l, cws_conn *c, const void *bytes, size_t len) {
@@ -181,6 +185,11 @@ static void cws_conn_handshake_input(cws_loop *l, cws_conn *c, uint8_t *data, si
 }
 
 void cws_conn_input(cws_loop *l, cws_conn *c, uint8_t *data, size_t len) {
+    if (c->tls) cws_tls_input(l, c, data, len);
+    else cws_conn_plaintext(l, c, data, len);
+}
+
+void cws_conn_plaintext(cws_loop *l, cws_conn *c, uint8_t *data, size_t len) {
     switch (c->state) {
     case CWS_CONN_HANDSHAKE:
         cws_conn_handshake_input(l, c, data, len);
@@ -198,7 +207,7 @@ void cws_conn_input(cws_loop *l, cws_conn *c, uint8_t *data, size_t len) {
 }
 
 void cws_conn_eof(cws_loop *l, cws_conn *c, int err) {
-    (void)err;
+    if (!err) cws_tls_truncated(l, c);
     cws_conn_finish(l, c);
 }
 
@@ -279,23 +288,29 @@ cws_conn_id cws_request_accept(cws_request *req, const char *protocol, void *use
     return cws_conn_id_of(l, req->conn);
 }
 
-const char *cws_request_remote(const cws_request *creq) {
-    cws_request *req = (cws_request *)creq;
-    if (req->remote[0]) return req->remote;
+void cws_format_peer(int fd, char *out, size_t cap) {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     char ip[INET6_ADDRSTRLEN];
-    if (getpeername(req->conn->fd, (struct sockaddr *)&ss, &sl) < 0) return "";
+    if (cap) out[0] = 0;
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) return;
     if (ss.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
         inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-        snprintf(req->remote, sizeof req->remote, "%s:%u", ip, ntohs(a->sin_port));
+        snprintf(out, cap, "%s:%u", ip, ntohs(a->sin_port));
     } else {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
         inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-        snprintf(req->remote, sizeof req->remote, "[%s]:%u", ip, ntohs(a->sin6_port));
+        snprintf(out, cap, "[%s]:%u", ip, ntohs(a->sin6_port));
     }
+}
+
+const char *cws_request_remote(const cws_request *creq) {
+    cws_request *req = (cws_request *)creq;
+    if (!req->remote[0]) cws_format_peer(req->conn->fd, req->remote, sizeof req->remote);
     return req->remote;
 }
+
+const char *cws_request_tls_server_name(const cws_request *req) { return req ? cws_tls_server_name(req->conn) : NULL; }
 
 

@@ -30,18 +30,36 @@ static void cws_mark_dirty(cws_loop *l, cws_conn *c) {
     l->dirty[l->ndirty++] = cws_conn_id_of(l, c);
 }
 
+static int cws_sendq_room(cws_conn *c) {
+    if (c->qcount < c->qcap) return 0;
+    uint32_t cap = c->qcap ? c->qcap * 2 : 4;
+    cws_sendq_entry *n = malloc(cap * sizeof *n);
+    if (!n) return -ENOMEM;
+    for (uint32_t i = 0; i < c->qcount; i++) n[i] = c->q[(c->qhead + i) & (c->qcap - 1)];
+    free(c->q);
+    c->q = n;
+    c->qcap = cap;
+    c->qhead = 0;
+    return 0;
+}
+
+int cws_sendq_insert(cws_loop *l, cws_conn *c, uint32_t at, cws_msg *m) {
+    if (at >= c->qcount) return cws_sendq_push(l, c, m);
+    if (cws_sendq_room(c) < 0) return -ENOMEM;
+    for (uint32_t i = c->qcount; i > at; i--)
+        c->q[(c->qhead + i) & (c->qcap - 1)] = c->q[(c->qhead + i - 1) & (c->qcap - 1)];
+    cws_msg_retain(m);
+    c->q[(c->qhead + at) & (c->qcap - 1)] = (cws_sendq_entry){m, 0};
+    c->qcount++;
+    c->qbytes += m->len;
+    atomic_store_explicit(&c->slotp->queued, c->qbytes, memory_order_relaxed);
+    cws_mark_dirty(l, c);
+    return 0;
+}
+
 /* Appends m (taking a new reference). Returns 0 or -ENOMEM. */
 int cws_sendq_push(cws_loop *l, cws_conn *c, cws_msg *m) {
-    if (c->qcount == c->qcap) {
-        uint32_t cap = c->qcap ? c->qcap * 2 : 4;
-        cws_sendq_entry *n = malloc(cap * sizeof *n);
-        if (!n) return -ENOMEM;
-        for (uint32_t i = 0; i < c->qcount; i++) n[i] = c->q[(c->qhead + i) & (c->qcap - 1)];
-        free(c->q);
-        c->q = n;
-        c->qcap = cap;
-        c->qhead = 0;
-    }
+    if (cws_sendq_room(c) < 0) return -ENOMEM;
     cws_msg_retain(m);
     c->q[(c->qhead + c->qcount) & (c->qcap - 1)] = (cws_sendq_entry){m, 0};
     c->qcount++;
@@ -71,6 +89,8 @@ int cws_conn_iov(const cws_conn *c, struct iovec *iov, int max) {
     int n = 0;
     for (uint32_t i = 0; i < c->qcount && n < max; i++) {
         const cws_sendq_entry *e = &c->q[(c->qhead + i) & (c->qcap - 1)];
+        /* TLS: plaintext not yet sealed never reaches the socket. */
+        if (c->tls && e->msg->opcode != CWS_MSG_SEALED) break;
         iov[n].iov_base = e->msg->data + e->off;
         iov[n].iov_len = e->msg->len - e->off;
         n++;
@@ -114,6 +134,8 @@ void cws_conn_wrote(cws_loop *l, cws_conn *c, size_t n) {
         c->qcap = c->qhead = 0;
     }
     if (c->flags & CWS_CF_SHUT_AFTER) {
+        /* TLS: close_notify goes first; this runs again once it is written. */
+        if (cws_tls_close_notify(l, c)) return;
         c->flags &= (uint16_t)~CWS_CF_SHUT_AFTER;
         /* Half-close and read until the peer's FIN: closing with unread input
          * would send an RST that can destroy our close frame in flight. */

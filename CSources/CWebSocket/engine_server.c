@@ -166,6 +166,7 @@ static void cws_loop_free(cws_server *s, cws_loop *l) {
     for (size_t i = 0; i < sizeof l->zdef / sizeof l->zdef[0]; i++) cws_deflater_free(l->zdef[i]);
     for (uint32_t i = 0; i < l->nzinf_idle; i++) cws_inflater_free(l->zinf_idle[i]);
     cws_buffer_free(&l->zbuf);
+    cws_buffer_free(&l->tls_out);
     free(l->rbuf);
     pthread_mutex_destroy(&l->inbox_lock);
 }
@@ -238,6 +239,15 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
     s->cfg = cfg;
     /* Read while creating (below), not kept: the caller's strings need not outlive this call. */
     s->cfg.fault_inject = s->cfg.uring_disable = NULL;
+    s->cfg.tls = NULL;
+    if (cws_tls_server_init(s, cfg.tls, err, err_cap) < 0) {
+        cws_tls_server_free(s);
+        pthread_mutex_destroy(&s->join_lock);
+        free(loops);
+        free(s);
+        freeaddrinfo(ai);
+        return NULL;
+    }
     s->cfg.host = NULL;
     s->ops = ops;
     s->loops = loops;
@@ -294,6 +304,7 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
     return s;
 fail:
     for (uint32_t i = 0; i < s->nloops; i++) cws_loop_free(s, &loops[i]);
+    cws_tls_server_free(s);
     free(loops);
     free(s);
     return NULL;
@@ -393,6 +404,7 @@ void cws_server_destroy(cws_server *s) {
     cws_server_stop(s, 0);
     for (uint32_t i = 0; i < s->nloops; i++) cws_loop_free(s, &s->loops[i]);
     pthread_mutex_destroy(&s->join_lock);
+    cws_tls_server_free(s);
     free(s->loops);
     free(s);
 }
@@ -426,5 +438,7 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->upgrades_deferred += atomic_load_explicit(&st->deferred, memory_order_relaxed);
         out->receive_buffers_held += atomic_load_explicit(&st->receive_buffers_held, memory_order_relaxed);
         out->input_held_bytes += atomic_load_explicit(&st->input_held_bytes, memory_order_relaxed);
+        out->tls_handshakes += atomic_load_explicit(&st->tls_handshakes, memory_order_relaxed);
+        out->tls_handshakes_failed += atomic_load_explicit(&st->tls_handshakes_failed, memory_order_relaxed);
     }
 }

@@ -308,6 +308,7 @@ static uint32_t cws_ur_send_iov(cws_conn *c, cws_usend *s) {
     uint32_t i;
     for (i = 0; i < c->qcount; i++) {
         const cws_sendq_entry *e = &c->q[(c->qhead + i) & (c->qcap - 1)];
+        if (c->tls && e->msg->opcode != CWS_MSG_SEALED) break; /* not encrypted yet */
         uint8_t *p = e->msg->data + e->off;
         size_t len = e->msg->len - e->off;
         if (gather && len <= CWS_UR_GATHER_SMALL) {
@@ -335,11 +336,13 @@ static uint32_t cws_ur_send_iov(cws_conn *c, cws_usend *s) {
 static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
     cws_uring *u = l->be;
     if ((c->flags & CWS_CF_WANT_WRITE) || !c->qcount || c->state == CWS_CONN_DEAD) return;
+    /* TLS: encrypt now, while no write is in flight: what queued meanwhile is one record. */
+    if (c->tls && cws_tls_seal(l, c) < 0) return;
+    struct iovec one;
+    if (cws_conn_iov(c, &one, 1) == 0) return; /* TLS: plaintext waiting for its handshake */
     struct io_uring_sqe *sqe = cws_ur_sqe(u);
     if (!sqe) return; /* retried at the next flush of this connection */
-    struct iovec one;
-    int n = cws_conn_iov(c, &one, 1);
-    if (c->qcount == 1 || n == 0) {
+    if (c->qcount == 1) {
         /* One message: a plain send needs no msghdr. MSG_NOSIGNAL: EPIPE, not SIGPIPE. */
         io_uring_prep_send(sqe, c->fd, one.iov_base, one.iov_len, MSG_NOSIGNAL);
         io_uring_sqe_set_data64(sqe, CWS_UD(c, CWS_UD_SEND));

@@ -448,6 +448,34 @@ typedef enum cws_overflow_policy {
     CWS_OVERFLOW_DROP = 1,  /* the message is dropped and counted */
 } cws_overflow_policy;
 
+/*
+ * TLS (engine_tls.c, OpenSSL 3): the listener speaks wss:// and https://.
+ * The engine keeps the socket I/O (io_uring or epoll) and runs OpenSSL over
+ * memory: records read are decrypted in the loop, frames queued are
+ * encrypted when the connection's queue is written, several messages in one
+ * record where they fit. TLS 1.2 and 1.3, no renegotiation, ALPN http/1.1.
+ */
+typedef struct cws_tls_identity {
+    /* The host name (SNI) this certificate serves: an exact name or
+     * "*.example.com". NULL or "": the default, for clients that send no
+     * name or one no identity matches (the first identity if none is). */
+    const char *server_name;
+    const char *certificate_chain_file; /* PEM: the certificate, then its intermediates */
+    const char *private_key_file;       /* PEM, unencrypted */
+} cws_tls_identity;
+
+typedef struct cws_tls_config {
+    const cws_tls_identity *identities;
+    uint32_t identity_count;            /* at least 1 */
+    /* PEM file of the CAs client certificates must chain to; NULL: none are
+     * asked for. */
+    const char *client_ca_file;
+    uint8_t require_client_certificate; /* with client_ca_file: refuse a client without one */
+} cws_tls_config;
+
+/* Log levels of on_log. */
+enum { CWS_LOG_DEBUG = 0, CWS_LOG_INFO = 1, CWS_LOG_WARNING = 2 };
+
 typedef struct cws_callbacks {
     void *ctx;
     /* Every complete HTTP request head. For a valid WebSocket upgrade `upgrade`
@@ -479,6 +507,11 @@ typedef struct cws_callbacks {
      * sleeping loop turn. A loop that dies calls it once more after closing
      * its connections. loop: 0 .. loops-1. May be NULL. */
     void (*on_turn)(void *ctx, uint32_t loop);
+    /* A line for the application's log: why a TLS connection ended before
+     * it could be a WebSocket (plain HTTP on the TLS port, a failed or
+     * stalled handshake, a truncated stream) at CWS_LOG_DEBUG. Engine
+     * text only, never the peer's bytes; any loop thread. May be NULL. */
+    void (*on_log)(void *ctx, int level, const char *message);
 } cws_callbacks;
 
 typedef struct cws_server_config {
@@ -527,6 +560,9 @@ typedef struct cws_server_config {
     /* The send queue size at which on_drain fires after cws_request_drain.
      * 0 = the default, 512 KiB. */
     uint64_t send_low_water;
+    /* NULL: plain TCP. Else the listener is TLS only; the files are read by
+     * cws_server_create (the config and its strings need not outlive it). */
+    const cws_tls_config *tls;
 } cws_server_config;
 
 void cws_server_config_init(cws_server_config *cfg);
@@ -566,6 +602,14 @@ void cws_server_turn_again(cws_server *s);
 /* Stops (if needed) and frees the server. Never from one of its callbacks:
  * that aborts with a message, since the thread would have to join itself. */
 void cws_server_destroy(cws_server *s);
+/* From any thread: reads the certificates and keys again (the same files or
+ * others) and serves them to every connection accepted from now on; open
+ * connections keep theirs. 0, or -1 with the reason in err (the old ones stay
+ * in use); -EINVAL for a server without TLS. */
+int cws_server_tls_reload(cws_server *s, const cws_tls_config *tls, char *err, size_t err_cap);
+/* 1 when the kernel offers kernel TLS (the "tls" upper-layer protocol). The
+ * engine does not hand records to the kernel yet (see engine_tls.c). */
+int cws_tls_kernel_offload_available(void);
 
 typedef struct cws_server_stats {
     uint64_t connections;     /* open now */
@@ -592,6 +636,9 @@ typedef struct cws_server_stats {
                                       or deferred connection's input is moved out of them */
     uint64_t input_held_bytes;  /* io_uring: bytes read for stopped or deferred connections and
                                    kept, copied, until they read again */
+    uint64_t tls_handshakes;        /* TLS handshakes completed */
+    uint64_t tls_handshakes_failed; /* TLS connections that ended before their handshake did: not
+                                       TLS (plain HTTP on the TLS port), refused, or stalled */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 
@@ -606,6 +653,9 @@ void cws_request_respond(cws_request *req, int status, const char *content_type,
 cws_conn_id cws_request_accept(cws_request *req, const char *protocol, void *user);
 /* "ip:port" / "[ipv6]:port" of the peer. */
 const char *cws_request_remote(const cws_request *req);
+/* On a TLS connection, the host name the client asked for (SNI; "" if it
+ * named none); NULL on a plain connection. */
+const char *cws_request_tls_server_name(const cws_request *req);
 
 /*
  * Deferred upgrades (engine_deferred.c): the decision awaits something (a

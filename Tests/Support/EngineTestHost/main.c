@@ -7,6 +7,8 @@
  * engine's counters as "name=value" lines. Runs until SIGTERM.
  * destroy-in-callback: the first message makes the callback call
  * cws_server_destroy (which must abort with a message, not deadlock).
+ * With CWS_TEST_TLS_CERT and CWS_TEST_TLS_KEY set (PEM files) the listener
+ * is TLS.
  */
 #include <cwebsocket.h>
 
@@ -73,6 +75,10 @@ int main(int argc, char **argv) {
     cfg.max_connections = 100000; /* the descriptor limit itself is under test */
     cfg.callbacks.on_request = on_request;
     cfg.callbacks.on_message = on_message;
+    cws_tls_identity identity = {.certificate_chain_file = getenv("CWS_TEST_TLS_CERT"),
+                                 .private_key_file = getenv("CWS_TEST_TLS_KEY")};
+    cws_tls_config tls = {.identities = &identity, .identity_count = 1};
+    if (identity.certificate_chain_file && identity.private_key_file) cfg.tls = &tls;
     char err[256];
     server = cws_server_create(&cfg, err, sizeof err);
     if (!server) {
