@@ -112,6 +112,9 @@ let package = Package(
         ),
         // Test support: child processes via posix_spawn (not Foundation's Process).
         .target(name: "CSpawn", path: "Tests/Support/CSpawn"),
+        // Test support: a TLS client over a test's socket (OpenSSL).
+        .target(name: "CTestTLS", path: "Tests/Support/CTestTLS",
+                linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         .target(name: "ChildProcess", dependencies: ["CSpawn"], path: "Tests/Support/ChildProcess"),
         // A C echo server on the engine that the tests run as a child process
         // (a descriptor limit of its own, its CPU readable in /proc).
@@ -137,6 +140,7 @@ let package = Package(
                 "WebSocketService",
                 "WebSocketRedis", // ScaleOutTests
                 "ChildProcess",
+                "CTestTLS", // TLSTests
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -43,6 +43,9 @@ public struct Configuration: Sendable {
     public var host: String = "::"
     /// 0: any free port (read `WebSocketServer.port`).
     public var port: Int = 8080
+    /// nil: plain TCP (`ws://`); else the listener speaks TLS only
+    /// (`wss://`, `https://`).
+    public var tls: TLS?
     /// false (the default): starting fails when another socket already
     /// listens on the address (a stale process, a second service); true:
     /// join it, and the kernel shares connections between them.

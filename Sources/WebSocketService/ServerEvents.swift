@@ -8,7 +8,8 @@ import Logging
 extension WebSocketServer {
     func handleRequest(_ req: OpaquePointer, _ http: UnsafePointer<cws_http_request>,
                        _ upgrade: UnsafePointer<cws_upgrade_info>?) {
-        let request = Self.makeRequest(http, remote: String(cString: cws_request_remote(req)), isUpgrade: upgrade != nil)
+        let request = Self.makeRequest(http, remote: String(cString: cws_request_remote(req)), isUpgrade: upgrade != nil,
+                                       tlsServerName: cws_request_tls_server_name(req).map { String(cString: $0) })
         guard request.isUpgrade else {
             if let admin, AdminPages.serves(request.path) {
                 respond(req, admin.page(request, service: self))
@@ -180,7 +181,8 @@ extension WebSocketServer {
         return String(decoding: UnsafeRawBufferPointer(start: ptr, count: slice.len), as: UTF8.self)
     }
 
-    private static func makeRequest(_ http: UnsafePointer<cws_http_request>, remote: String, isUpgrade: Bool) -> ServerRequest {
+    private static func makeRequest(_ http: UnsafePointer<cws_http_request>, remote: String, isUpgrade: Bool,
+                                    tlsServerName: String?) -> ServerRequest {
         let count = Int(http.pointee.header_count)
         let offset = MemoryLayout<cws_http_request>.offset(of: \cws_http_request.headers)!
         let first = (UnsafeRawPointer(http) + offset).assumingMemoryBound(to: cws_http_header.self)
@@ -190,8 +192,10 @@ extension WebSocketServer {
             headers.append(HTTPHeader(string(first[i].name), string(first[i].value)))
         }
         let query = http.pointee.query.ptr == nil ? nil : string(http.pointee.query)
-        return ServerRequest(method: string(http.pointee.method), path: string(http.pointee.path), query: query,
-                           headers: headers, remoteAddress: remote, isUpgrade: isUpgrade)
+        var request = ServerRequest(method: string(http.pointee.method), path: string(http.pointee.path), query: query,
+                                    headers: headers, remoteAddress: remote, isUpgrade: isUpgrade)
+        request.tlsServerName = tlsServerName
+        return request
     }
 
     func opened(_ connection: Connection) {

@@ -25,6 +25,8 @@ final class ServerMetrics: Sendable {
     let sockets: Gauge
     let upgradesAccepted: Counter
     let handshakesFailed: Counter
+    let tlsHandshakes: Counter
+    let tlsHandshakesFailed: Counter
     let messagesIn: Counter
     let messagesOut: Counter
     let bytesIn: Counter
@@ -48,6 +50,8 @@ final class ServerMetrics: Sendable {
         sockets = Gauge(label: prefix + "sockets", factory: factory)
         upgradesAccepted = Counter(label: prefix + "upgrades_accepted_total", factory: factory)
         handshakesFailed = Counter(label: prefix + "handshakes_failed_total", factory: factory)
+        tlsHandshakes = Counter(label: prefix + "tls_handshakes_total", factory: factory)
+        tlsHandshakesFailed = Counter(label: prefix + "tls_handshakes_failed_total", factory: factory)
         messagesIn = Counter(label: prefix + "messages_in_total", factory: factory)
         messagesOut = Counter(label: prefix + "messages_out_total", factory: factory)
         bytesIn = Counter(label: prefix + "bytes_in_total", factory: factory)
@@ -108,6 +112,8 @@ final class ServerMetrics: Sendable {
         add(bytesOut, now.bytes_out, before.bytes_out)
         add(dropped, now.dropped, before.dropped)
         add(handshakesFailed, now.handshakes_failed, before.handshakes_failed)
+        add(tlsHandshakes, now.tls_handshakes, before.tls_handshakes)
+        add(tlsHandshakesFailed, now.tls_handshakes_failed, before.tls_handshakes_failed)
         // The engine answers 503 at maxConnections itself: the Swift layer never sees those upgrades.
         if now.refused_full > before.refused_full {
             counter(in: upgradesRefused, key: 503, label: "upgrades_refused_total", dimension: ("status", "503"))

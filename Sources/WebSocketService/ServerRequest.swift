@@ -21,6 +21,11 @@ public struct ServerRequest: Sendable {
     public var remoteAddress: String
     /// A valid WebSocket upgrade request.
     public var isUpgrade: Bool
+    /// On a TLS listener, the host name the client asked for (SNI; "" if
+    /// it named none); nil for a plain connection.
+    public var tlsServerName: String?
+    /// The request came over TLS (`wss://`, `https://`).
+    public var isSecure: Bool { tlsServerName != nil }
 
     public init(method: String, path: String, query: String? = nil, headers: [HTTPHeader] = [],
                 remoteAddress: String = "", isUpgrade: Bool = false) {

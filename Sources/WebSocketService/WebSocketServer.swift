@@ -37,6 +37,12 @@ public final class WebSocketServer: Sendable {
         public var refusedFull: UInt64
         /// Event loops that died; their connections were closed (see the log).
         public var loopsFailed: UInt64
+        /// TLS handshakes completed (0 without `Configuration.tls`).
+        public var tlsHandshakes: UInt64 = 0
+        /// TLS connections that ended before their handshake did: plain
+        /// HTTP on the TLS port, a refused or a stalled handshake (each is
+        /// logged at debug level).
+        public var tlsHandshakesFailed: UInt64 = 0
         /// What the endpoints' limits and checks refused.
         public var limits: LimitStatus
         /// Seconds since `start()`.
@@ -99,6 +105,8 @@ public final class WebSocketServer: Sendable {
         var onClose: (@Sendable (Connection, CloseCode, String) -> Void)?
     }
     let hooks = Locked(Hooks())
+    /// What the listener's certificates were last read from (`reloadTLS`).
+    private let tlsInUse: Locked<Configuration.TLS?>
 
     /// Binds the listeners (so `port` is known); `start()` starts the loops.
     public init(routes: WebSocketRoutes, configuration: Configuration = Configuration(),
@@ -106,6 +114,7 @@ public final class WebSocketServer: Sendable {
         self.routes = routes
         self.admin = routes.adminAuthorization.map { AdminPages(access: $0) }
         self.configuration = configuration
+        self.tlsInUse = Locked(configuration.tls)
         self.logger = logger
         self.server = nil
         metrics = configuration.metrics.map(ServerMetrics.init)
@@ -143,10 +152,18 @@ public final class WebSocketServer: Sendable {
             }
         }
 
+        cfg.callbacks.on_log = { ctx, level, message in
+            Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue().engineLog(level, message!)
+        }
+
         var message = [CChar](repeating: 0, count: 256)
         let created = configuration.host.withCString { host -> OpaquePointer? in
             cfg.host = host
-            return cws_server_create(&cfg, &message, message.count)
+            guard let tls = configuration.tls else { return cws_server_create(&cfg, &message, message.count) }
+            return tls.withEngineConfiguration { engineTLS in
+                cfg.tls = engineTLS
+                return cws_server_create(&cfg, &message, message.count)
+            }
         }
         guard let created else {
             throw Error(description: "cannot listen on \(configuration.host) port \(configuration.port): "
@@ -189,6 +206,34 @@ public final class WebSocketServer: Sendable {
     /// Where a connection's task runs: its loop's thread, or the handler threads.
     func taskExecutor(for connection: Connection) -> any TaskExecutor {
         loopExecutors.isEmpty ? asyncExecutor : loopExecutors[Int(cws_conn_id_loop(connection.engineID))]
+    }
+
+    /// What the engine has to say: at debug level, why a TLS connection
+    /// ended before it became a WebSocket (engine text, never the peer's).
+    private func engineLog(_ level: Int32, _ message: UnsafePointer<CChar>) {
+        let text = String(cString: message)
+        switch level {
+        case Int32(CWS_LOG_WARNING): logger.warning("\(text)")
+        case Int32(CWS_LOG_INFO): logger.info("\(text)")
+        default: logger.debug("\(text)")
+        }
+    }
+
+    /// Reads the TLS certificates and keys again, from `tls` or (nil) from
+    /// the files in use, and serves them to every connection accepted from
+    /// now on; open connections keep theirs. The usual answer to a renewed
+    /// certificate (the demo calls it on SIGHUP). Throws when a file cannot
+    /// be used, and the certificates in use stay; also for a server without TLS.
+    public func reloadTLS(_ tls: Configuration.TLS? = nil) throws(WebSocketServer.Error) {
+        let failure: String? = tlsInUse.withLock { inUse in
+            guard let wanted = tls ?? inUse, inUse != nil else { return "this server has no TLS listener" }
+            var message = [CChar](repeating: 0, count: 256)
+            let rc = wanted.withEngineConfiguration { cws_server_tls_reload(server, $0, &message, message.count) }
+            if rc != 0 { return String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+            inUse = wanted
+            return nil
+        }
+        if let failure { throw Error(description: failure) }
     }
 
     /// The bound port (useful with port 0).
@@ -587,7 +632,7 @@ public final class WebSocketServer: Sendable {
         }
         let uptime = startedAt.map { ContinuousClock.now - $0 } ?? .zero
         let (seconds, attoseconds) = uptime.components
-        return Status(connections: connections, channels: channels, accepted: stats.accepted,
+        var status = Status(connections: connections, channels: channels, accepted: stats.accepted,
                       messagesIn: stats.messages_in, bytesIn: stats.bytes_in, messagesOut: stats.messages_out,
                       bytesOut: stats.bytes_out, dropped: stats.dropped, inboxRefused: stats.inbox_refused, sockets: stats.sockets,
                       acceptPauses: stats.accept_pauses, refusedFull: stats.refused_full,
@@ -595,5 +640,8 @@ public final class WebSocketServer: Sendable {
                       limits: limitCounters.status(inflateRefused: stats.inflate_refused, pingsRefused: stats.pings_refused),
                       uptime: Double(seconds) + Double(attoseconds) / 1e18, backend: backend,
                       backplane: backplane.status)
+        status.tlsHandshakes = stats.tls_handshakes
+        status.tlsHandshakesFailed = stats.tls_handshakes_failed
+        return status
     }
 }

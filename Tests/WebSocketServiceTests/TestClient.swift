@@ -1,3 +1,4 @@
+import CTestTLS
 import Foundation
 import WebSocketService
 
@@ -22,6 +23,8 @@ final class TestClient: @unchecked Sendable {
     }
 
     let fd: Int32
+    /// The TLS session over fd, for a `wss://` server (nil: plain).
+    private(set) var tls: TestTLSSession?
     private var parser = FrameParser(role: .client)
     private var pending: [Received] = []
     private var message: [UInt8] = []
@@ -132,16 +135,17 @@ final class TestClient: @unchecked Sendable {
         return lines.joined(separator: "\r\n") + "\r\n\r\n"
     }
 
-    /// Opens a WebSocket; throws unless the answer is 101.
+    /// Opens a WebSocket (over TLS with `tls`); throws unless the answer is 101.
     static func connect(port: Int, path: String = "/ws", headers: [String] = [],
-                        timeout: Duration = .seconds(5)) throws -> TestClient {
+                        timeout: Duration = .seconds(5), tls: TestTLS? = nil) throws -> TestClient {
         let fd = try tcp(port: port)
         let client = TestClient(fd: fd)
-        try writeAll(fd, Array(upgradeRequest(path: path, headers: headers).utf8))
+        if let tls { client.tls = try TestTLSSession(fd: fd, tls) }
+        try client.write(Array(upgradeRequest(path: path, headers: headers).utf8))
         let deadline = ContinuousClock.now + timeout
         var data: [UInt8] = []
         while true {
-            let chunk = try readSome(fd, deadline: deadline)
+            let chunk = try client.readSome(deadline: deadline)
             guard !chunk.isEmpty else { throw ClientError("closed during the handshake: \(String(decoding: data, as: UTF8.self))") }
             data += chunk
             if let (head, rest) = split(data) {
@@ -154,7 +158,18 @@ final class TestClient: @unchecked Sendable {
 
     func send(_ opcode: Opcode, _ payload: [UInt8], fin: Bool = true) throws {
         let key = UInt32.random(in: 0...UInt32.max)
-        try Self.writeAll(fd, FrameEncoder.encode(opcode, payload: payload, fin: fin, maskKey: key))
+        try write(FrameEncoder.encode(opcode, payload: payload, fin: fin, maskKey: key))
+    }
+
+    /// Bytes to the server, through TLS if the client speaks it.
+    func write(_ bytes: [UInt8]) throws {
+        if let tls { try tls.write(bytes) } else { try Self.writeAll(fd, bytes) }
+    }
+
+    /// What the server sent, waiting up to `deadline`; [] at end of stream.
+    func readSome(deadline: ContinuousClock.Instant) throws -> [UInt8] {
+        if let tls { return try tls.readSome(deadline: deadline) }
+        return try Self.readSome(fd, deadline: deadline)
     }
 
     func send(text: String) throws { try send(.text, Array(text.utf8)) }
@@ -173,7 +188,7 @@ final class TestClient: @unchecked Sendable {
                 leftover = []
             } else {
                 guard !closedByPeer else { throw ClientError("connection closed") }
-                chunk = try Self.readSome(fd, deadline: deadline)
+                chunk = try readSome(deadline: deadline)
                 if chunk.isEmpty {
                     closedByPeer = true
                     throw ClientError("connection closed without a close frame")
@@ -237,7 +252,67 @@ final class TestClient: @unchecked Sendable {
     func waitForEOF(timeout: Duration = .seconds(5)) throws {
         let deadline = ContinuousClock.now + timeout
         while !closedByPeer {
-            if try Self.readSome(fd, deadline: deadline).isEmpty { closedByPeer = true }
+            if try readSome(deadline: deadline).isEmpty { closedByPeer = true }
         }
     }
+}
+
+/// How a test client speaks TLS: whom it trusts, the name it asks for.
+struct TestTLS {
+    var caFile: String
+    var serverName: String? = "localhost"
+    var certificateFile: String? = nil
+    var keyFile: String? = nil
+    var alpn: [String] = ["http/1.1"]
+}
+
+/// A client TLS session over a test's socket (Tests/Support/CTestTLS).
+final class TestTLSSession {
+    private let session: OpaquePointer
+
+    init(fd: Int32, _ tls: TestTLS, timeout: Duration = .seconds(5)) throws {
+        var wire: [UInt8] = []
+        for name in tls.alpn { wire.append(UInt8(name.utf8.count)); wire += Array(name.utf8) }
+        var err = [CChar](repeating: 0, count: 256)
+        let made = wire.withUnsafeBufferPointer { alpn in
+            alpn.baseAddress!.withMemoryRebound(to: CChar.self, capacity: max(1, wire.count)) { alpnChars in
+                cttls_connect(fd, tls.caFile, tls.serverName, tls.certificateFile, tls.keyFile,
+                              wire.isEmpty ? nil : alpnChars, wire.count, Int32(TestTLSSession.ms(timeout)), &err, err.count)
+            }
+        }
+        guard let made else {
+            throw ClientError("TLS: " + String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        session = made
+    }
+
+    deinit { cttls_free(session) }
+
+    static func ms(_ d: Duration) -> Int {
+        max(1, Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000))
+    }
+
+    func write(_ bytes: [UInt8]) throws {
+        guard bytes.withUnsafeBytes({ cttls_write(session, $0.baseAddress, $0.count, 5000) }) == 0 else {
+            throw ClientError("TLS write failed")
+        }
+    }
+
+    /// [] at the end of the stream (close_notify, FIN or reset).
+    func readSome(deadline: ContinuousClock.Instant) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let left = deadline - .now
+        guard left > .zero else { throw ClientError("read timed out") }
+        let n = buffer.withUnsafeMutableBytes { cttls_read(session, $0.baseAddress, $0.count, Int32(Self.ms(left))) }
+        if n == -2 { throw ClientError("read timed out") }
+        if n < 0 { throw ClientError("TLS read failed") }
+        return Array(buffer[0..<n])
+    }
+
+    func sendCloseNotify() { _ = cttls_close_notify(session) }
+    var receivedCloseNotify: Bool { cttls_received_close_notify(session) != 0 }
+    var peerCommonName: String { String(cString: cttls_peer_common_name(session)) }
+    var peerSerial: String { String(cString: cttls_peer_serial(session)) }
+    var alpn: String { String(cString: cttls_alpn(session)) }
+    var version: String { String(cString: cttls_version(session)) }
 }

@@ -1,0 +1,75 @@
+import CWebSocket
+import Foundation
+
+extension Configuration {
+    /// TLS on the listener (`wss://`, `https://`), done by the engine with
+    /// OpenSSL on both backends: TLS 1.2 and 1.3, forward-secret AEAD suites,
+    /// no renegotiation, ALPN `http/1.1`. Files are PEM and read when the
+    /// server is made, and again by `WebSocketServer.reloadTLS(_:)`.
+    ///
+    /// Serve TLS here when this process faces the clients itself; prefer a
+    /// terminating proxy when one already sits in front (then list it in
+    /// `trustedProxies` so `Connection.clientAddress` stays the client's).
+    public struct TLS: Sendable, Equatable {
+        /// A certificate and its key, for one host name or as the default.
+        public struct Identity: Sendable, Equatable {
+            /// The host name (SNI) this identity serves: exact, or
+            /// "*.example.com"; nil: the default, for clients that name no
+            /// host or one that no identity matches.
+            public var serverName: String?
+            /// The certificate, then its intermediates.
+            public var certificateChainFile: String
+            /// The private key, unencrypted.
+            public var privateKeyFile: String
+
+            public init(serverName: String? = nil, certificateChainFile: String, privateKeyFile: String) {
+                self.serverName = serverName
+                self.certificateChainFile = certificateChainFile
+                self.privateKeyFile = privateKeyFile
+            }
+        }
+
+        /// The first identity without a `serverName` is the default (the
+        /// first of all when every one has a name).
+        public var identities: [Identity]
+        /// Certificates of the authorities client certificates must chain
+        /// to; nil: clients are not asked for one.
+        public var clientCertificateAuthorityFile: String?
+        /// With `clientCertificateAuthorityFile`: a client without a valid
+        /// certificate fails the handshake (else it may go without one).
+        public var requiresClientCertificate = false
+
+        /// One certificate for every host name.
+        public init(certificateChainFile: String, privateKeyFile: String) {
+            self.identities = [Identity(certificateChainFile: certificateChainFile, privateKeyFile: privateKeyFile)]
+        }
+
+        /// One identity per host name (SNI).
+        public init(identities: [Identity]) {
+            self.identities = identities
+        }
+
+        /// The engine's view of this configuration, valid during `body`.
+        func withEngineConfiguration<R>(_ body: (UnsafePointer<cws_tls_config>) -> R) -> R {
+            var strings: [UnsafeMutablePointer<CChar>] = []
+            defer { strings.forEach { free($0) } }
+            func copy(_ text: String?) -> UnsafePointer<CChar>? {
+                guard let text, let copied = strdup(text) else { return nil }
+                strings.append(copied)
+                return UnsafePointer(copied)
+            }
+            let engineIdentities = identities.map {
+                cws_tls_identity(server_name: copy($0.serverName), certificate_chain_file: copy($0.certificateChainFile),
+                                 private_key_file: copy($0.privateKeyFile))
+            }
+            return engineIdentities.withUnsafeBufferPointer { buffer in
+                var cfg = cws_tls_config()
+                cfg.identities = buffer.baseAddress
+                cfg.identity_count = UInt32(buffer.count)
+                cfg.client_ca_file = copy(clientCertificateAuthorityFile)
+                cfg.require_client_certificate = requiresClientCertificate ? 1 : 0
+                return withUnsafePointer(to: cfg) { body($0) }
+            }
+        }
+    }
+}

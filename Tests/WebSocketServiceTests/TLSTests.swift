@@ -1,0 +1,244 @@
+import ChildProcess
+import CWebSocket
+import Foundation
+import Logging
+import Testing
+@testable import WebSocketService
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Certificates made once per test run by scripts/make-test-certs (a
+/// throw-away CA; see that script for the names each one serves).
+let testCertificates: String = {
+    let dir = NSTemporaryDirectory() + "cws-tls-\(getpid())"
+    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("scripts/make-test-certs").path
+    let child = try? ChildProcess(script, [dir], output: .capture)
+    let output = child?.readToEnd() ?? ""
+    if child?.wait() != 0 { print("make-test-certs failed: \(output)") }
+    return dir
+}()
+
+func certificate(_ name: String) -> (chain: String, key: String) {
+    ("\(testCertificates)/\(name).pem", "\(testCertificates)/\(name).key")
+}
+
+let trustTestCA = TestTLS(caFile: "\(testCertificates)/ca.pem")
+
+/// Records what the upgrade saw of TLS.
+final class SeenRequests: Sendable {
+    let names = Locked<[String?]>([])
+}
+
+func startTLSService(_ backend: Configuration.Backend, identities: [Configuration.TLS.Identity]? = nil,
+                     logger: Logger = LogCapture().logger, seen: SeenRequests = SeenRequests(),
+                     configure: (inout Configuration) -> Void = { _ in }) throws -> WebSocketServer? {
+    var routes = WebSocketRoutes()
+    routes.raw("/ws", handler: Echo()) { request in
+        seen.names.withLock { $0.append(request.tlsServerName) }
+        return .accept(nil)
+    }
+    let server = certificate("server")
+    return try startService(backend, routes: routes, logger: logger) { configuration in
+        configuration.tls = identities.map { Configuration.TLS(identities: $0) }
+            ?? Configuration.TLS(certificateChainFile: server.chain, privateKeyFile: server.key)
+        configure(&configuration)
+    }
+}
+
+@Suite struct TLSTests {
+    @Test(arguments: backends) func messagesOfEverySizeEchoOverTLS(_ backend: Configuration.Backend) throws {
+        let seen = SeenRequests()
+        guard let service = try startTLSService(backend, seen: seen, configure: { $0.maxMessageSize = 4 << 20 }) else { return }
+        defer { service.stop() }
+        let client = try TestClient.connect(port: service.port, tls: trustTestCA)
+        #expect(client.tls?.version == "TLSv1.3")
+        #expect(client.tls?.alpn == "http/1.1")
+        #expect(seen.names.withLock { $0 } == ["localhost"])
+        for size in [0, 1, 125, 126, 16_383, 16_384, 16_385, 65_536, 1 << 20, 4 << 20] {
+            let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ size) }
+            try client.send(.binary, payload)
+            #expect(try client.receive(timeout: .seconds(20)) == .binary(payload), "\(size) bytes")
+        }
+        // A fragmented message, and a burst of small ones in flight at once.
+        try client.send(.text, Array("frag".utf8), fin: false)
+        try client.send(.continuation, Array("mented".utf8))
+        #expect(try client.receive() == .text("fragmented"))
+        for i in 0..<200 { try client.send(text: "m\(i)") }
+        for i in 0..<200 { #expect(try client.receive() == .text("m\(i)")) }
+        #expect(service.status().tlsHandshakes == 1)
+    }
+
+    @Test(arguments: backends) func theCertificateFollowsTheNameTheClientAsksFor(_ backend: Configuration.Backend) throws {
+        let server = certificate("server"), other = certificate("other")
+        let identities = [
+            Configuration.TLS.Identity(certificateChainFile: server.chain, privateKeyFile: server.key),
+            Configuration.TLS.Identity(serverName: "other.test", certificateChainFile: other.chain, privateKeyFile: other.key),
+            Configuration.TLS.Identity(serverName: "*.wild.test", certificateChainFile: other.chain, privateKeyFile: other.key),
+        ]
+        let seen = SeenRequests()
+        guard let service = try startTLSService(backend, identities: identities, seen: seen) else { return }
+        defer { service.stop() }
+        // No name at all gets the default.
+        let asked: [(String?, String)] = [("localhost", "localhost"), ("other.test", "other.test"),
+                                          ("a.wild.test", "other.test"), (nil, "localhost")]
+        for (name, expected) in asked {
+            var tls = trustTestCA
+            tls.serverName = name
+            let fd = try TestClient.tcp(port: service.port)
+            defer { Glibc.close(fd) }
+            let session = try TestTLSSession(fd: fd, tls)
+            #expect(session.peerCommonName == expected, "asked for \(name ?? "no name")")
+        }
+        let client = try TestClient.connect(port: service.port, tls: { var t = trustTestCA; t.serverName = "other.test"; return t }())
+        try client.send(text: "hello")
+        #expect(try client.receive() == .text("hello"))
+        #expect(seen.names.withLock { $0 } == ["other.test"])
+    }
+
+    @Test(arguments: backends) func aReloadServesTheNewCertificateToNewConnectionsOnly(_ backend: Configuration.Backend) throws {
+        guard let service = try startTLSService(backend) else { return }
+        defer { service.stop() }
+        let before = try TestClient.connect(port: service.port, tls: trustTestCA)
+        let oldSerial = before.tls?.peerSerial ?? ""
+        let renewed = certificate("renewed")
+        try service.reloadTLS(Configuration.TLS(certificateChainFile: renewed.chain, privateKeyFile: renewed.key))
+        // A file that cannot be read is refused, and what is in use stays.
+        #expect(throws: WebSocketServer.Error.self) {
+            try service.reloadTLS(Configuration.TLS(certificateChainFile: "/nonexistent.pem", privateKeyFile: renewed.key))
+        }
+        let after = try TestClient.connect(port: service.port, tls: trustTestCA)
+        let newSerial = after.tls?.peerSerial ?? ""
+        #expect(!oldSerial.isEmpty && !newSerial.isEmpty && oldSerial != newSerial)
+        for (client, text) in [(before, "old session"), (after, "new session")] {
+            try client.send(text: text)
+            #expect(try client.receive() == .text(text))
+        }
+        try service.reloadTLS() // the files in use, read again
+        let again = try TestClient.connect(port: service.port, tls: trustTestCA)
+        #expect(again.tls?.peerSerial == newSerial)
+    }
+
+    @Test(arguments: backends) func plainHTTPAndGarbageOnTheTLSPortAreClosedAndLogged(_ backend: Configuration.Backend) throws {
+        let log = LogCapture()
+        guard let service = try startTLSService(backend, logger: log.logger) else { return }
+        defer { service.stop() }
+        let attempts: [[UInt8]] = [
+            Array(TestClient.upgradeRequest(path: "/ws").utf8),
+            Array("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8),
+            (0..<600).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) },
+        ]
+        for bytes in attempts {
+            let fd = try TestClient.tcp(port: service.port)
+            defer { Glibc.close(fd) }
+            try TestClient.writeAll(fd, bytes)
+            var answer: [UInt8] = []
+            let deadline = ContinuousClock.now + .seconds(5)
+            while true {
+                let chunk = try TestClient.readSome(fd, deadline: deadline)
+                if chunk.isEmpty { break }
+                answer += chunk
+            }
+            #expect(!String(decoding: answer, as: UTF8.self).hasPrefix("HTTP/"), "no plaintext answer on the TLS port")
+        }
+        #expect(eventually { service.status().tlsHandshakesFailed == 3 })
+        let lines = log.entries.withLock { $0 }.filter { $0.level == .debug && $0.message.contains("TLS handshake failed") }
+        #expect(lines.count == 3)
+        #expect(lines.allSatisfy { $0.message.contains("127.0.0.1") })
+        // Nothing else was touched: a real client is served.
+        let client = try TestClient.connect(port: service.port, tls: trustTestCA)
+        try client.send(text: "still here")
+        #expect(try client.receive() == .text("still here"))
+    }
+
+    @Test(arguments: backends) func aStalledHandshakeEndsAtTheHandshakeTimeout(_ backend: Configuration.Backend) throws {
+        let log = LogCapture()
+        guard let service = try startTLSService(backend, logger: log.logger, configure: {
+            $0.handshakeTimeout = .milliseconds(300)
+        }) else { return }
+        defer { service.stop() }
+        // The first bytes of a ClientHello's record header, then nothing.
+        let fd = try TestClient.tcp(port: service.port)
+        defer { Glibc.close(fd) }
+        try TestClient.writeAll(fd, [0x16, 0x03, 0x01, 0x02])
+        #expect(try TestClient.readSome(fd, deadline: .now + .seconds(10)).isEmpty, "closed by the server")
+        #expect(eventually { service.status().tlsHandshakesFailed == 1 })
+        #expect(log.entries.withLock { $0 }.contains { $0.level == .debug && $0.message.contains("timed out") })
+    }
+
+    @Test(arguments: backends) func aCloseNotifyOrAFINMidMessageEndsTheConnectionWith1006(_ backend: Configuration.Backend) throws {
+        let log = LogCapture()
+        guard let service = try startTLSService(backend, logger: log.logger) else { return }
+        defer { service.stop() }
+        let codes = Locked<[UInt16]>([])
+        service.onClose = { _, code, _ in codes.withLock { $0.append(code.rawValue) } }
+        for notify in [true, false] {
+            let client = try TestClient.connect(port: service.port, tls: trustTestCA)
+            try client.send(text: "ping")
+            #expect(try client.receive() == .text("ping"))
+            try client.send(.text, Array("half a mess".utf8), fin: false)
+            if notify { client.tls?.sendCloseNotify() } else { shutdown(client.fd, Int32(SHUT_WR)) }
+            try client.waitForEOF()
+        }
+        #expect(eventually { codes.withLock { $0 } == [1006, 1006] })
+        let messages = log.entries.withLock { $0 }.filter { $0.level == .debug }.map(\.message)
+        #expect(messages.contains { $0.contains("close_notify from 127.0.0.1") })
+        #expect(messages.contains { $0.contains("ended without close_notify") })
+    }
+
+    @Test(arguments: backends) func theCloseHandshakeEndsWithCloseNotify(_ backend: Configuration.Backend) throws {
+        guard let service = try startTLSService(backend) else { return }
+        defer { service.stop() }
+        let client = try TestClient.connect(port: service.port, tls: trustTestCA)
+        try client.sendClose(code: 1000)
+        #expect(try client.receive() == .close(code: 1000, reason: ""))
+        try client.waitForEOF()
+        #expect(client.tls?.receivedCloseNotify == true)
+    }
+
+    @Test(arguments: backends) func aRequiredClientCertificateIsChecked(_ backend: Configuration.Backend) throws {
+        guard let service = try startTLSService(backend, configure: {
+            $0.tls?.clientCertificateAuthorityFile = "\(testCertificates)/ca.pem"
+            $0.tls?.requiresClientCertificate = true
+        }) else { return }
+        defer { service.stop() }
+        #expect(throws: ClientError.self) {
+            let client = try TestClient.connect(port: service.port, tls: trustTestCA)
+            // TLS 1.3: the refusal arrives after the client's side of the handshake.
+            try client.send(text: "refused")
+            _ = try client.receive()
+        }
+        var withCertificate = trustTestCA
+        (withCertificate.certificateFile, withCertificate.keyFile) = certificate("client")
+        let client = try TestClient.connect(port: service.port, tls: withCertificate)
+        try client.send(text: "admitted")
+        #expect(try client.receive() == .text("admitted"))
+    }
+
+    @Test func kernelTLSIsReportedNotPretended() {
+        if cws_tls_kernel_offload_available() == 0 {
+            print("SKIPPED: kernel TLS: this kernel offers no \"tls\" ULP (/proc/sys/net/ipv4/tcp_available_ulp); records are encrypted in user space")
+        } else {
+            print("SKIPPED: kernel TLS is available here, but the engine does not hand records to the kernel yet")
+        }
+    }
+
+    @Test func aServerWithoutTLSRefusesAReload() throws {
+        guard let service = try startService(.epoll, routes: WebSocketRoutes()) else { return }
+        defer { service.stop() }
+        #expect(throws: WebSocketServer.Error.self) { try service.reloadTLS() }
+    }
+
+    @Test func aMissingCertificateFailsTheServerWithTheFileNamed() {
+        var configuration = Configuration(host: "127.0.0.1", port: 0, loops: 1, backend: .epoll)
+        configuration.tls = Configuration.TLS(certificateChainFile: "/nonexistent/chain.pem", privateKeyFile: "/nonexistent/key.pem")
+        do {
+            _ = try WebSocketServer(routes: WebSocketRoutes(), configuration: configuration)
+            Issue.record("created without its certificate")
+        } catch {
+            #expect(error.description.contains("/nonexistent/chain.pem"))
+        }
+    }
+}
