@@ -1,6 +1,7 @@
 // wsdemo: the chat example (a page at / and its socket endpoint /ws?ch=room),
 // an echo server for conformance and load tests (--echo), and two small tools
 // over the C core (info, validate, accept).
+import Dispatch
 import Logging
 import Metrics
 import Prometheus
@@ -17,7 +18,7 @@ func usage() -> Never {
     usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
                   [--no-admin] [--deflate] [--redis redis://[:password@]host:port/db] [--presence-ttl SECONDS]
                   [--redis-sharded] [--no-presence] [--no-rate-limit] [--max-per-address N]
-                  [--envelope] [--async | --session] [--on-loops]
+                  [--envelope] [--async | --session] [--on-loops] [--tls-cert FILE --tls-key FILE]
                                        the chat example (a page at /, the socket at /ws?ch=room&user=name,
                                        admin pages at /admin/sockets for loopback peers only; --no-admin: none);
                                        --echo echoes every message unchanged at every path
@@ -37,6 +38,9 @@ func usage() -> Never {
                                        --session: as an envelope session (routes.socket { inbound, outbound, .. }),
                                        the byte echo as a raw session (benchmarks of the async paths);
                                        --on-loops runs those tasks on the event loops' threads
+                                       --tls-cert/--tls-key serve wss:// and https:// with this PEM certificate
+                                       chain and key (scripts/make-test-certs makes throw-away ones); SIGHUP
+                                       reads them again for new connections
                                        (Configuration.AsyncExecution.eventLoops) instead of handler threads
                                        defaults: --host 127.0.0.1 --port 8080 --loops 0 (one per CPU) --backend auto
            wsdemo info                 SIMD levels of this CPU and the one in use
@@ -45,6 +49,9 @@ func usage() -> Never {
     """)
     exit(2)
 }
+
+/// Kept for the life of the process (a released source stops delivering).
+nonisolated(unsafe) var hangUpSource: (any DispatchSourceSignal)?
 
 func fail(_ message: String) -> Never {
     let line = "wsdemo: \(message)\n"
@@ -63,6 +70,8 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
     var sharded = false
     var rateLimited = true
     var envelopeEcho = false
+    var tlsCertificate: String?
+    var tlsKey: String?
     enum Mode { case sync, async, session }
     var mode = Mode.sync
     var args = arguments.makeIterator()
@@ -94,6 +103,8 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
         case "--max-per-address":
             guard let most = Int(value(arg)), most > 0 else { fail("--max-per-address takes a count > 0") }
             configuration.maxConnectionsPerAddress = most
+        case "--tls-cert": tlsCertificate = value(arg)
+        case "--tls-key": tlsKey = value(arg)
         case "--host": configuration.host = value(arg)
         case "--port":
             guard let port = Int(value(arg)), (0...65535).contains(port) else { fail("--port takes 0...65535") }
@@ -110,6 +121,11 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
         case "-h", "--help": usage()
         default: fail("unknown argument \(arg) (try --help)")
         }
+    }
+    switch (tlsCertificate, tlsKey) {
+    case let (certificate?, key?): configuration.tls = Configuration.TLS(certificateChainFile: certificate, privateKeyFile: key)
+    case (nil, nil): break
+    default: fail("--tls-cert and --tls-key go together")
     }
     if var redis {
         if let presenceTTL { redis.presenceTTL = presenceTTL }
@@ -181,8 +197,23 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
     } catch {
         fail("\(error)")
     }
+    if configuration.tls != nil {
+        // A renewed certificate is served to new connections after `kill -HUP`.
+        signal(SIGHUP, SIG_IGN)
+        let reload = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        reload.setEventHandler {
+            do {
+                try service.reloadTLS()
+                logger.info("TLS certificate and key read again")
+            } catch {
+                logger.error("TLS reload failed, the old certificate stays: \(error)")
+            }
+        }
+        reload.resume()
+        hangUpSource = reload
+    }
     let banner = "wsdemo \(echo ? "echo" : "chat") on \(configuration.host):\(service.port) (\(service.backend))"
-        + (echo ? "" : ": open http://\(configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host):\(service.port)/")
+        + (echo ? "" : ": open \(configuration.tls == nil ? "http" : "https")://\(configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host):\(service.port)/")
         + (echo || !admin ? "" : ", admin at /admin/sockets (loopback only)")
         + (service.status().backplane.endpoint.map { ", backplane \($0)" } ?? "") + "\n"
 

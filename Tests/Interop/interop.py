@@ -2,16 +2,19 @@
 """Interop with independent clients: Python `websockets` and `aiohttp`.
 
     interop.py ws://127.0.0.1:PORT/ [--expect-deflate]
+    interop.py wss://localhost:PORT/ --ca CA.pem [--expect-deflate]
 
 Against an echo server, each client (with and without permessage-deflate)
 sends text, binary, a fragmented message (websockets only: aiohttp cannot
 send fragments) and large messages, checks every echo byte for byte, then
-closes with a code and checks the server echoed it. With --expect-deflate,
+closes with a code and checks the server echoed it. Over wss:// each client
+trusts only the CA given with --ca and checks the host name. With --expect-deflate,
 the compressed variants must have negotiated permessage-deflate.
 Prints one line per check and a closing "N passed, N failed" line.
 """
 import asyncio
 import os
+import ssl
 import sys
 
 import aiohttp
@@ -20,6 +23,7 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 
 TIMEOUT = 30
 results = []
+TLS = None  # an ssl.SSLContext for wss:// (--ca)
 
 
 def check(name, ok, detail=""):
@@ -40,6 +44,8 @@ def payloads():
 
 async def websockets_client(url, compression, expect_deflate, tag):
     kwargs = {"max_size": 16 << 20, "compression": compression}
+    if TLS:
+        kwargs["ssl"] = TLS
     if compression == "custom":
         kwargs["compression"] = None
         kwargs["extensions"] = [ClientPerMessageDeflateFactory(
@@ -67,7 +73,7 @@ async def websockets_client(url, compression, expect_deflate, tag):
 
 async def aiohttp_client(url, compress, expect_deflate, tag):
     async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(url, compress=compress, max_msg_size=16 << 20) as ws:
+        async with session.ws_connect(url, compress=compress, max_msg_size=16 << 20, ssl=TLS or True) as ws:
             if expect_deflate:
                 check(f"{tag} negotiated permessage-deflate", bool(ws.compress) == bool(compress))
             for name, data in payloads():
@@ -82,8 +88,14 @@ async def aiohttp_client(url, compress, expect_deflate, tag):
 
 
 async def main():
+    global TLS
     url = sys.argv[1]
     expect_deflate = "--expect-deflate" in sys.argv
+    if url.startswith("wss://"):
+        TLS = ssl.create_default_context(cafile=sys.argv[sys.argv.index("--ca") + 1])
+        async with websockets.connect(url, ssl=TLS) as ws:
+            version = ws.transport.get_extra_info("ssl_object").version()
+        check(f"TLS handshake ({version})", version in ("TLSv1.2", "TLSv1.3"))
     await websockets_client(url, None, expect_deflate, "websockets (no compression)")
     await websockets_client(url, "deflate", expect_deflate, "websockets (deflate)")
     await websockets_client(url, "custom", expect_deflate, "websockets (deflate, window bits, no takeover)")
