@@ -19,6 +19,23 @@ private actor History {
 }
 
 @Suite struct ReadmeExampleTests {
+    /// The README's TLS example, word for word but port 0: it compiles, and
+    /// without those files on this machine the server refuses to start, naming one.
+    @Test func readmeTLSExample() throws {
+        let routes = WebSocketRoutes()
+        var configuration = Configuration(host: "::", port: 0)
+        configuration.tls = Configuration.TLS(identities: [
+            .init(certificateChainFile: "/etc/ssl/example.com/fullchain.pem", privateKeyFile: "/etc/ssl/example.com/key.pem"),
+            .init(serverName: "chat.example.org", certificateChainFile: "/etc/ssl/org/fullchain.pem",
+                  privateKeyFile: "/etc/ssl/org/key.pem"),
+        ])
+        #expect(throws: WebSocketServer.Error.self) {
+            let server = try WebSocketServer(routes: routes, configuration: configuration)
+            // After the certificate was renewed on disk: new connections get it, open ones keep theirs.
+            try server.reloadTLS()
+        }
+    }
+
     @Test func readmeAsyncChatExample() async throws {
         let history = History()
         var routes = WebSocketRoutes()
