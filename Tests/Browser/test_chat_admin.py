@@ -5,6 +5,8 @@ Run by scripts/browser-test, which builds wsdemo and passes its path:
     python3 Tests/Browser/test_chat_admin.py --demo PATH [--out DIR]
 The script owns the server (it restarts it mid-test), binds only 127.0.0.1,
 bounds every wait, and stops the server and the browsers on the way out.
+ChatOverTLS runs the chat over https:// and wss:// with certificates from
+scripts/make-test-certs, the browser trusting exactly that server key.
 """
 import argparse
 import json
@@ -13,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -37,14 +40,15 @@ def free_port():
 class Demo:
     """wsdemo on 127.0.0.1:port; stop() is graceful (SIGTERM: close 1001)."""
 
-    def __init__(self, binary, port, log_path):
+    def __init__(self, binary, port, log_path, extra=(), scheme="http", host="127.0.0.1"):
         self.binary, self.port, self.log_path = binary, port, log_path
+        self.extra, self.scheme, self.host = list(extra), scheme, host
         self.process = None
 
     def start(self):
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(
-            [self.binary, "--host", "127.0.0.1", "--port", str(self.port), "--loops", "2"],
+            [self.binary, "--host", "127.0.0.1", "--port", str(self.port), "--loops", "2"] + self.extra,
             stdout=subprocess.PIPE, stderr=log, text=True)
         line = self.process.stdout.readline()  # the banner, printed once listening
         if "wsdemo chat on" not in line:
@@ -61,11 +65,13 @@ class Demo:
         self.process = None
 
     def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
 
-def browser():
+def browser(extra_args=()):
     options = Options()
+    for arg in extra_args:
+        options.add_argument(arg)
     options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1100,800", "--no-first-run", "--disable-background-networking"):
@@ -228,11 +234,77 @@ class TimedResult(unittest.TextTestResult):
         self.stream.writeln(f"    {time.monotonic() - self._started:.2f} s  {test._testMethodName}")
 
 
+def spki_hash(cert_path):
+    """base64 SHA-256 of the certificate's public key: what Chromium's
+    --ignore-certificate-errors-spki-list trusts (that key only)."""
+    pub = subprocess.run(["openssl", "x509", "-in", cert_path, "-noout", "-pubkey"],
+                         check=True, capture_output=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub,
+                         check=True, capture_output=True).stdout
+    digest = subprocess.run(["openssl", "dgst", "-sha256", "-binary"], input=der,
+                            check=True, capture_output=True).stdout
+    return subprocess.run(["base64"], input=digest, check=True, capture_output=True).stdout.decode().strip()
+
+
+class ChatOverTLS(unittest.TestCase):
+    """The chat over https:// and wss://: two pages talk, once and in order."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.certs = tempfile.mkdtemp(prefix="cws-browser-tls-")
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        subprocess.run([os.path.join(root, "scripts", "make-test-certs"), cls.certs], check=True,
+                       capture_output=True)
+        cert, key = os.path.join(cls.certs, "server.pem"), os.path.join(cls.certs, "server.key")
+        cls.demo = Demo(ARGS.demo, free_port(), os.path.join(ARGS.out, "server-tls.log"),
+                        extra=["--tls-cert", cert, "--tls-key", key], scheme="https", host="localhost")
+        cls.demo.start()
+        trust = [f"--ignore-certificate-errors-spki-list={spki_hash(cert)}"]
+        cls.drivers = []
+        try:
+            for _ in range(2):
+                cls.drivers.append(browser(trust))
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for driver in cls.drivers:
+            try:
+                driver.quit()
+            except Exception:
+                pass
+        cls.demo.stop()
+        subprocess.run(["rm", "-rf", cls.certs])
+
+    def test_two_pages_chat_over_wss(self):
+        carol, dave = self.drivers
+        carol.get(self.demo.url(f"/?ch={ROOM}&user=carol"))
+        dave.get(self.demo.url(f"/?ch={ROOM}&user=dave"))
+        for d in (carol, dave):
+            wait(d, lambda d: state(d) == "open", "page never connected over wss://")
+            self.assertTrue(d.execute_script("return window.chat.socket.url").startswith("wss://localhost:"))
+            wait(d, lambda d: sorted(online(d)) == ["carol", "dave"], f"online list: {online(d)}")
+        for i in range(1, 4):
+            say(carol, f"c{i}")
+            say(dave, f"d{i}")
+        for d in (carol, dave):
+            wait(d, lambda d: len(messages(d)) >= 6, "six messages never arrived")
+            time.sleep(0.3)
+            got = messages(d)
+            self.assertEqual([m for m in got if m.startswith("carol")], [f"carol: c{i}" for i in range(1, 4)])
+            self.assertEqual([m for m in got if m.startswith("dave")], [f"dave: d{i}" for i in range(1, 4)])
+            self.assertEqual(len(got), 6, got)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--demo", required=True, help="path to the wsdemo binary")
     parser.add_argument("--out", default=".build-browser", help="screenshots and the server log")
     ARGS = parser.parse_args()
     runner = unittest.TextTestRunner(verbosity=2, resultclass=TimedResult, failfast=True)
-    result = runner.run(unittest.defaultTestLoader.loadTestsFromTestCase(ChatAndAdmin))
+    suite = unittest.TestSuite([unittest.defaultTestLoader.loadTestsFromTestCase(ChatAndAdmin),
+                                unittest.defaultTestLoader.loadTestsFromTestCase(ChatOverTLS)])
+    result = runner.run(suite)
     sys.exit(0 if result.wasSuccessful() else 1)
