@@ -502,7 +502,9 @@ int cws_tls_close_notify(cws_loop *l, cws_conn *c) {
 
 void cws_tls_input(cws_loop *l, cws_conn *c, uint8_t *data, size_t len) {
     cws_tls_conn *t = c->tls;
-    if (c->state == CWS_CONN_DRAINING || c->state == CWS_CONN_DEAD) return;
+    /* After a failure (a fatal alert on its way, or a failed connection's
+     * close) nothing the peer sends is looked at, as on a plain connection. */
+    if (c->state == CWS_CONN_DRAINING || c->state == CWS_CONN_DEAD || (c->flags & CWS_CF_READ_DONE)) return;
     t->in = data;
     t->in_len = len;
     if (!t->handshaken) {

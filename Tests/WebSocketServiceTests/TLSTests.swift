@@ -125,15 +125,22 @@ func startTLSService(_ backend: Configuration.Backend, identities: [Configuratio
         let log = LogCapture()
         guard let service = try startTLSService(backend, logger: log.logger) else { return }
         defer { service.stop() }
-        let attempts: [[UInt8]] = [
-            Array(TestClient.upgradeRequest(path: "/ws").utf8),
-            Array("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8),
-            (0..<600).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) },
+        // The last one is a TLS record the handshake refuses with an alert,
+        // and more after it: the connection is counted and logged once.
+        let attempts: [[[UInt8]]] = [
+            [Array(TestClient.upgradeRequest(path: "/ws").utf8)],
+            [Array("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8)],
+            [(0..<600).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }],
+            // A TLS record holding a ClientHello too short to parse: answered with an alert.
+            [[0x16, 0x03, 0x01, 0x00, 0x06, 0x01, 0x00, 0x00, 0x02, 0x03, 0x03], [0x16, 0x03, 0x01, 0x00, 0x01, 0x00]],
         ]
-        for bytes in attempts {
+        for writes in attempts {
             let fd = try TestClient.tcp(port: service.port)
             defer { Glibc.close(fd) }
-            try TestClient.writeAll(fd, bytes)
+            for (i, bytes) in writes.enumerated() {
+                if i > 0 { usleep(100_000) }
+                try TestClient.writeAll(fd, bytes)
+            }
             var answer: [UInt8] = []
             let deadline = ContinuousClock.now + .seconds(5)
             while true {
@@ -143,9 +150,10 @@ func startTLSService(_ backend: Configuration.Backend, identities: [Configuratio
             }
             #expect(!String(decoding: answer, as: UTF8.self).hasPrefix("HTTP/"), "no plaintext answer on the TLS port")
         }
-        #expect(eventually { service.status().tlsHandshakesFailed == 3 })
+        #expect(eventually { service.status().tlsHandshakesFailed == 4 })
         let lines = log.entries.withLock { $0 }.filter { $0.level == .debug && $0.message.contains("TLS handshake failed") }
-        #expect(lines.count == 3)
+        #expect(lines.count == 4)
+        #expect(service.status().tlsHandshakesFailed == 4)
         #expect(lines.allSatisfy { $0.message.contains("127.0.0.1") })
         // Nothing else was touched: a real client is served.
         let client = try TestClient.connect(port: service.port, tls: trustTestCA)
@@ -217,6 +225,36 @@ func startTLSService(_ backend: Configuration.Backend, identities: [Configuratio
         #expect(try client.receive() == .text("admitted"))
     }
 
+    @Test(arguments: backends) func anAwaitedUpgradeOverTLSKeepsTheFramesSentBeforeIt(_ backend: Configuration.Backend) throws {
+        var routes = WebSocketRoutes()
+        routes.raw("/ws", handler: Echo(), authenticate: { request in
+            try? await Task.sleep(for: .milliseconds(100))
+            return request.isSecure ? .accept(nil) : .refuse(status: 403, message: "TLS only")
+        })
+        let server = certificate("server")
+        guard let service = try startService(backend, routes: routes, configure: {
+            $0.tls = Configuration.TLS(certificateChainFile: server.chain, privateKeyFile: server.key)
+        }) else { return }
+        defer { service.stop() }
+        // The upgrade and three frames at once, before the decision.
+        let fd = try TestClient.tcp(port: service.port)
+        defer { Glibc.close(fd) }
+        let session = try TestTLSSession(fd: fd, trustTestCA)
+        var bytes = Array(TestClient.upgradeRequest(path: "/ws").utf8)
+        for i in 0..<3 { bytes += FrameEncoder.encode(.text, payload: Array("early \(i)".utf8), fin: true, maskKey: 0x1234_5678) }
+        try session.write(bytes)
+        var received: [UInt8] = []
+        let deadline = ContinuousClock.now + .seconds(5)
+        let expected = (0..<3).flatMap { FrameEncoder.encode(.text, payload: Array("early \($0)".utf8), fin: true, maskKey: nil) }
+        while !received.ends(with: expected) {
+            let chunk = try session.readSome(deadline: deadline)
+            if chunk.isEmpty { break }
+            received += chunk
+        }
+        #expect(String(decoding: received, as: UTF8.self).hasPrefix("HTTP/1.1 101"))
+        #expect(received.ends(with: expected), "the early frames, echoed in order after the 101")
+    }
+
     @Test func kernelTLSIsReportedNotPretended() {
         if cws_tls_kernel_offload_available() == 0 {
             print("SKIPPED: kernel TLS: this kernel offers no \"tls\" ULP (/proc/sys/net/ipv4/tcp_available_ulp); records are encrypted in user space")
@@ -241,4 +279,8 @@ func startTLSService(_ backend: Configuration.Backend, identities: [Configuratio
             #expect(error.description.contains("/nonexistent/chain.pem"))
         }
     }
+}
+
+extension Array where Element == UInt8 {
+    func ends(with suffix: [UInt8]) -> Bool { count >= suffix.count && self[(count - suffix.count)...].elementsEqual(suffix) }
 }
