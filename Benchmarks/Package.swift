@@ -25,7 +25,8 @@ let package = Package(
         .executableTarget(
             name: "wsload",
             path: "Sources/wsload",
-            linkerSettings: [.linkedLibrary("z")] // zlib, for --deflate
+            // zlib, for --deflate; OpenSSL, for wss:// URLs
+            linkerSettings: [.linkedLibrary("z"), .linkedLibrary("ssl"), .linkedLibrary("crypto")]
         ),
         // One hostile client and a canary (issue 12): the canary's round-trip latency,
         // the server's RSS and descriptors under a ping flood, an envelope flood, a

@@ -121,6 +121,41 @@ func startTLSService(_ backend: Configuration.Backend, identities: [Configuratio
         #expect(again.tls?.peerSerial == newSerial)
     }
 
+    @Test(arguments: backends) func reloadsUnderTrafficKeepOpenSessionsAndServeEachNewOneTheLatest(_ backend: Configuration.Backend) async throws {
+        guard let service = try startTLSService(backend) else { return }
+        defer { service.stop() }
+        let server = certificate("server"), renewed = certificate("renewed")
+        let pairs = [renewed, server]
+        // Serial numbers as a client sees them, for each file.
+        var serials: [String] = []
+        for pair in pairs {
+            try service.reloadTLS(Configuration.TLS(certificateChainFile: pair.chain, privateKeyFile: pair.key))
+            serials.append(try TestClient.connect(port: service.port, tls: trustTestCA).tls?.peerSerial ?? "")
+        }
+        #expect(Set(serials).count == 2)
+        // Four clients echo without a pause while the certificate changes twenty times.
+        let port = service.port
+        let traffic = (0..<4).map { n in
+            Task {
+                try await offThePool {
+                    let client = try TestClient.connect(port: port, tls: trustTestCA)
+                    for i in 0..<300 {
+                        let text = "client \(n) message \(i)"
+                        try client.send(text: text)
+                        guard try client.receive() == .text(text) else { throw ClientError("wrong echo for \(text)") }
+                    }
+                }
+            }
+        }
+        for round in 0..<20 {
+            let pair = pairs[round % 2]
+            try service.reloadTLS(Configuration.TLS(certificateChainFile: pair.chain, privateKeyFile: pair.key))
+            let fresh = try await offThePool { try TestClient.connect(port: port, tls: trustTestCA).tls?.peerSerial ?? "" }
+            #expect(fresh == serials[round % 2], "round \(round)")
+        }
+        for task in traffic { try await task.value }
+    }
+
     @Test(arguments: backends) func plainHTTPAndGarbageOnTheTLSPortAreClosedAndLogged(_ backend: Configuration.Backend) throws {
         let log = LogCapture()
         guard let service = try startTLSService(backend, logger: log.logger) else { return }

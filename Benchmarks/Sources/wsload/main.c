@@ -12,6 +12,10 @@
  *               [--server-pid PID]... [--aux-pid PID]... [--server-cpu CPU] [--result]
  *               [--read-during-joins]
  *
+ * A wss:// URL speaks TLS (OpenSSL, no certificate check: loopback
+ * benchmarks against a test certificate): the handshake before the upgrade,
+ * then every read and write through the session.
+ *
  * echo: opens N connections, keeps K messages in flight on each (all K frames
  * of a refill go out in one write), counts echoes and their round-trip times
  * (send -> complete echo) in a log-bucket histogram. Frames are masked once,
@@ -100,6 +104,8 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <zlib.h>
 
 #define MAX_CONNS 100000
@@ -261,7 +267,9 @@ typedef struct {
     socklen_t addrlen;
     char request[768];
     size_t request_len;
+    int tls; /* wss:// */
 } target;
+static SSL_CTX *tls_ctx; /* made for the first wss:// URL */
 static target targets[MAX_TARGETS];
 static int n_targets;
 
@@ -316,8 +324,15 @@ static void usage(void) {
 }
 
 static void parse_url(const char *url, target *t) {
-    if (strncmp(url, "ws://", 5)) die("only ws:// URLs (loopback) are supported: %s", url);
-    const char *p = url + 5, *hend, *pstart;
+    t->tls = !strncmp(url, "wss://", 6);
+    if (strncmp(url, "ws://", 5) && !t->tls) die("only ws:// and wss:// URLs (loopback) are supported: %s", url);
+    if (t->tls && !tls_ctx) {
+        tls_ctx = SSL_CTX_new(TLS_client_method());
+        if (!tls_ctx) die("SSL_CTX_new failed");
+        /* write() semantics: partial writes, retried from wherever the buffer is. */
+        SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    }
+    const char *p = url + (t->tls ? 6 : 5), *hend, *pstart;
     if (*p == '[') {
         hend = strchr(p, ']');
         if (!hend) die("bad URL %s", url);
@@ -332,7 +347,7 @@ static void parse_url(const char *url, target *t) {
         t->host[hend - p] = 0;
         p = hend;
     }
-    t->port = 80;
+    t->port = t->tls ? 443 : 80;
     if (*p == ':') t->port = (int)strtol(p + 1, (char **)&p, 10);
     pstart = *p ? p : "/";
     if (*pstart != '/' || strlen(pstart) >= sizeof t->path) die("bad path in %s", url);
@@ -439,7 +454,7 @@ static void parse_args(int argc, char **argv) {
 
 /* ---------------------------------------------------------------- connections */
 
-enum { C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_DONE };
+enum { C_CONNECTING, C_TLS, C_HANDSHAKE, C_OPEN, C_CLOSING, C_DONE };
 
 typedef struct conn {
     int fd;
@@ -470,6 +485,7 @@ typedef struct conn {
     uint32_t mlen;      /* bytes of that message so far (may exceed msg_cap) */
     uint32_t next;      /* fanout: the sequence number expected next */
     uint64_t uniq;      /* fanout: deliveries in sequence (gaps skipped, repeats not counted) */
+    SSL *ssl;           /* wss:// */
 } conn;
 
 static conn *conns;
@@ -614,9 +630,32 @@ static void set_events(conn *c, int out) {
     c->wantout = (uint8_t)out;
 }
 
+/* read(2) and write(2), through TLS on a wss:// connection: -1 with EAGAIN
+ * while the session waits for the socket, 0 at its end. */
+static ssize_t io_read(conn *c, void *buf, size_t n) {
+    if (!c->ssl) return read(c->fd, buf, n);
+    int r = SSL_read(c->ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
+    if (r > 0) return r;
+    int e = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    if (e == SSL_ERROR_ZERO_RETURN) return 0;
+    errno = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? EAGAIN : EIO;
+    return -1;
+}
+
+static ssize_t io_write(conn *c, const void *buf, size_t n) {
+    if (!c->ssl) return write(c->fd, buf, n);
+    int r = SSL_write(c->ssl, buf, (int)(n > (1u << 30) ? (1u << 30) : n));
+    if (r > 0) return r;
+    int e = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    errno = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? EAGAIN : EPIPE;
+    return -1;
+}
+
 static void conn_close(conn *c, int by_peer) {
     if (c->state == C_DONE) return;
-    if (c->state == C_CONNECTING || c->state == C_HANDSHAKE) {
+    if (c->state == C_CONNECTING || c->state == C_TLS || c->state == C_HANDSHAKE) {
         n_connecting--;
         n_failed++;
     } else {
@@ -633,6 +672,8 @@ static void conn_close(conn *c, int by_peer) {
     free(c->msg);
     c->msg = NULL;
     if (c->zs) { inflateEnd(c->zs); free(c->zs); c->zs = NULL; }
+    SSL_free(c->ssl);
+    c->ssl = NULL;
 }
 
 /* --verify --deflate: inflate k bytes of a compressed echo (or, with tail, the
@@ -686,7 +727,7 @@ static void flush(conn *c) {
         c->owed = 0;
     }
     while (c->wleft) {
-        ssize_t n = write(c->fd, frames + c->wpos, c->wleft);
+        ssize_t n = io_write(c, frames + c->wpos, c->wleft);
         if (n < 0) {
             if (errno == EAGAIN) { set_events(c, 1); return; }
             if (errno == EINTR) continue;
@@ -704,7 +745,7 @@ static int publisher_busy(const conn *c);
 static void send_raw(conn *c, const uint8_t *p, size_t n) { /* control frames; rare, best effort */
     if (c->wleft || publisher_busy(c)) return; /* would interleave inside a data frame; skip (only pongs / close at the end) */
     while (n) {
-        ssize_t w = write(c->fd, p, n);
+        ssize_t w = io_write(c, p, n);
         if (w <= 0) return;
         p += w;
         n -= (size_t)w;
@@ -848,7 +889,7 @@ static void on_frames(conn *c, const uint8_t *p, size_t n) {
 
 static void on_handshake(conn *c) {
     if (!c->hs && !(c->hs = malloc(1024))) die("out of memory");
-    ssize_t r = read(c->fd, c->hs + c->hsn, 1023 - c->hsn);
+    ssize_t r = io_read(c, c->hs + c->hsn, 1023 - c->hsn);
     if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
     if (r <= 0) { conn_close(c, 1); return; }
     c->hsn += (uint16_t)r;
@@ -906,7 +947,37 @@ static void on_event(conn *c, uint32_t ev) {
             return;
         }
         const target *t = &targets[c->tgt];
-        if (write(c->fd, t->request, t->request_len) != (ssize_t)t->request_len) { conn_close(c, 0); return; }
+        if (t->tls) {
+            if (!(c->ssl = SSL_new(tls_ctx))) die("SSL_new failed");
+            SSL_set_fd(c->ssl, c->fd);
+            SSL_set_tlsext_host_name(c->ssl, "localhost");
+            SSL_set_connect_state(c->ssl);
+            c->state = C_TLS;
+        } else {
+            if (write(c->fd, t->request, t->request_len) != (ssize_t)t->request_len) { conn_close(c, 0); return; }
+            c->state = C_HANDSHAKE;
+            set_events(c, 0);
+            return;
+        }
+    }
+    if (c->state == C_TLS) {
+        int r = SSL_do_handshake(c->ssl);
+        if (r != 1) {
+            int e = SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+                set_events(c, e == SSL_ERROR_WANT_WRITE);
+                return;
+            }
+            static int shown;
+            char why[160] = "";
+            ERR_error_string_n(ERR_get_error(), why, sizeof why);
+            ERR_clear_error();
+            if (!shown++) fprintf(stderr, "wsload: TLS handshake failed: %s\n", why);
+            conn_close(c, 0);
+            return;
+        }
+        const target *t = &targets[c->tgt];
+        if (io_write(c, t->request, t->request_len) != (ssize_t)t->request_len) { conn_close(c, 0); return; }
         c->state = C_HANDSHAKE;
         set_events(c, 0);
         return;
@@ -917,7 +988,7 @@ static void on_event(conn *c, uint32_t ev) {
     }
     if (ev & EPOLLIN || ev & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
         for (;;) {
-            ssize_t r = read(c->fd, rbuf, rbuf_cap);
+            ssize_t r = io_read(c, rbuf, rbuf_cap);
             if (r < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN) break;
@@ -928,7 +999,9 @@ static void on_event(conn *c, uint32_t ev) {
             last_rx = now_cached;
             on_frames(c, rbuf, (size_t)r);
             if (c->state == C_DONE) return;
-            if ((size_t)r < rbuf_cap) break; /* level-triggered: no extra read to see EAGAIN */
+            /* level-triggered: no extra read to see EAGAIN (TLS returns a record
+             * at a time, so a short read says nothing: read on) */
+            if ((size_t)r < rbuf_cap && !c->ssl) break;
         }
     }
     if (c->state == C_OPEN && (c->owed || (c->wleft && (ev & EPOLLOUT)))) flush(c);
@@ -1036,7 +1109,7 @@ static void publisher_flush(void) {
     conn *c = &conns[0];
     if (c->state != C_OPEN) return;
     while (pbuf_off < pbuf_len) {
-        ssize_t n = write(c->fd, pbuf + pbuf_off, pbuf_len - pbuf_off);
+        ssize_t n = io_write(c, pbuf + pbuf_off, pbuf_len - pbuf_off);
         if (n < 0) {
             if (errno == EAGAIN) { set_events(c, 1); return; }
             if (errno == EINTR) continue;
