@@ -465,6 +465,7 @@ int cws_tls_seal(cws_loop *l, cws_conn *c) {
         const cws_msg *m = i < k ? plain[i] : NULL;
         if (gathered && (!m || m->len > CWS_TLS_GATHER_MAX || gathered + m->len > sizeof gather)) {
             if (SSL_write(t->ssl, gather, (int)gathered) <= 0) rc = -1;
+            else if (l->tls_out.len >= CWS_TLS_COMMIT_BYTES && cws_tls_commit(l, c) < 0) rc = -1;
             gathered = 0;
         }
         if (!m || rc) continue;
