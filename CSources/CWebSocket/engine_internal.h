@@ -285,6 +285,7 @@ struct cws_server {
     /* TLS: the certificates new connections get (engine_tls.c); NULL: plain. */
     struct cws_tls_identities *tls;
     pthread_mutex_t tls_lock;   /* guards the tls pointer against a reload */
+    uint8_t tls_listener;       /* set at create, never changed: whether accepts get a session */
 };
 
 struct cws_backend_ops {

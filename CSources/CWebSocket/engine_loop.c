@@ -38,7 +38,7 @@ void cws_loop_accepted(cws_loop *l, int fd) {
     l->live++;
     CWS_STAT_ADD(l, sockets, 1);
     cws_timer_set(l, c, l->srv->cfg.handshake_timeout_ms);
-    if ((l->srv->tls && cws_tls_conn_new(l, c) < 0) || l->srv->ops->conn_start(l, c) < 0) cws_conn_finish(l, c);
+    if ((l->srv->tls_listener && cws_tls_conn_new(l, c) < 0) || l->srv->ops->conn_start(l, c) < 0) cws_conn_finish(l, c);
 }
 
 /* How long a paused listener waits before it tries again when no connection

@@ -301,6 +301,7 @@ int cws_tls_server_init(cws_server *s, const cws_tls_config *cfg, char *err, siz
     s->tls = NULL;
     if (!cfg) return 0;
     s->tls = cws_tls_ids_new(cfg, err, cap);
+    s->tls_listener = s->tls != NULL;
     return s->tls ? 0 : -1;
 }
 
@@ -312,10 +313,7 @@ void cws_tls_server_free(cws_server *s) {
 
 int cws_server_tls_reload(cws_server *s, const cws_tls_config *cfg, char *err, size_t cap) {
     if (!s || !cfg) return -EINVAL;
-    pthread_mutex_lock(&s->tls_lock);
-    int plain = s->tls == NULL;
-    pthread_mutex_unlock(&s->tls_lock);
-    if (plain) {
+    if (!s->tls_listener) {
         if (err && cap) snprintf(err, cap, "TLS: this server's listener is not TLS");
         return -EINVAL;
     }
