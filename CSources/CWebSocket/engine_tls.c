@@ -330,10 +330,10 @@ int cws_server_tls_reload(cws_server *s, const cws_tls_config *cfg, char *err, s
 int cws_tls_kernel_offload_available(void) {
     FILE *f = fopen("/proc/sys/net/ipv4/tcp_available_ulp", "r");
     if (!f) return 0;
-    char line[256];
+    char line[256], *save = NULL;
     int found = 0;
     if (fgets(line, sizeof line, f))
-        for (char *tok = strtok(line, " \n"); tok; tok = strtok(NULL, " \n"))
+        for (char *tok = strtok_r(line, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save))
             if (strcmp(tok, "tls") == 0) found = 1;
     fclose(f);
     return found;
