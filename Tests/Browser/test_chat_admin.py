@@ -83,6 +83,16 @@ def browser(extra_args=()):
     return driver
 
 
+def quit_all(drivers, demo):
+    """Every browser, then the server; a browser that is gone already is no error."""
+    for driver in drivers:
+        try:
+            driver.quit()
+        except Exception:
+            pass
+    demo.stop()
+
+
 def wait(driver, condition, message):
     return WebDriverWait(driver, WAIT, poll_frequency=0.05).until(lambda d: condition(d), message)
 
@@ -135,12 +145,7 @@ class ChatAndAdmin(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        for driver in cls.drivers:
-            try:
-                driver.quit()
-            except Exception:
-                pass
-        cls.demo.stop()
+        quit_all(cls.drivers, cls.demo)
 
     def shot(self, driver, name):
         path = os.path.join(ARGS.out, name)
@@ -270,12 +275,7 @@ class ChatOverTLS(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        for driver in cls.drivers:
-            try:
-                driver.quit()
-            except Exception:
-                pass
-        cls.demo.stop()
+        quit_all(cls.drivers, cls.demo)
         subprocess.run(["rm", "-rf", cls.certs])
 
     def test_two_pages_chat_over_wss(self):
