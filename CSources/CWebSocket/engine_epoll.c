@@ -16,9 +16,11 @@
 #include <netinet/tcp.h>
 #include <unistd.h>
 
-/* epoll user data: connection ids are never 0 or 1 (the generation is >= 1). */
-#define CWS_EP_LISTENER 0
-#define CWS_EP_WAKE 1
+/* epoll user data: connection ids are at least 1 << 32 (the generation is
+ * >= 1), so small numbers name the wake descriptor and each listener. */
+#define CWS_EP_WAKE 0
+#define CWS_EP_LISTENER(k) (1 + (uint64_t)(k))
+#define CWS_EP_IS_LISTENER(id) ((id) >= 1 && (id) <= CWS_MAX_LISTENERS)
 
 typedef struct cws_epoll {
     int epfd;
@@ -45,8 +47,12 @@ static int cws_ep_init(cws_loop *l, char *err, size_t cap) {
         return -1;
     }
     l->be = e;
-    if (cws_ep_ctl(l, EPOLL_CTL_ADD, l->listen_fd, EPOLLIN, CWS_EP_LISTENER) < 0 ||
-        cws_ep_ctl(l, EPOLL_CTL_ADD, l->wake_fd, EPOLLIN, CWS_EP_WAKE) < 0) {
+    for (unsigned k = 0; k < CWS_MAX_LISTENERS; k++)
+        if (l->listen_fd[k] >= 0 && cws_ep_ctl(l, EPOLL_CTL_ADD, l->listen_fd[k], EPOLLIN, CWS_EP_LISTENER(k)) < 0) {
+            snprintf(err, cap, "epoll_ctl: %s", strerror(errno));
+            return -1;
+        }
+    if (cws_ep_ctl(l, EPOLL_CTL_ADD, l->wake_fd, EPOLLIN, CWS_EP_WAKE) < 0) {
         snprintf(err, cap, "epoll_ctl: %s", strerror(errno));
         return -1;
     }
@@ -60,10 +66,10 @@ static void cws_ep_fini(cws_loop *l) {
     l->be = NULL;
 }
 
-static void cws_ep_accept(cws_loop *l) {
+static void cws_ep_accept(cws_loop *l, unsigned k) {
     /* Bounded batch: other sockets get their turn between batches. */
-    for (int i = 0; i < 64 && l->listen_fd >= 0; i++) {
-        int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    for (int i = 0; i < 64 && l->listen_fd[k] >= 0; i++) {
+        int fd = accept4(l->listen_fd[k], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             /* EAGAIN: drained. Out of descriptors: the engine pauses us. */
@@ -73,7 +79,7 @@ static void cws_ep_accept(cws_loop *l) {
         int one = 1;
         /* We batch writes ourselves; Nagle would hold small frames for an ACK. */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        cws_loop_accepted(l, fd);
+        cws_loop_accepted(l, fd, k);
     }
 }
 
@@ -142,15 +148,19 @@ static void cws_ep_conn_close(cws_loop *l, cws_conn *c) {
 }
 
 static void cws_ep_pause_accept(cws_loop *l, int on) {
-    if (l->listen_fd < 0) return;
-    if (on) cws_ep_ctl(l, EPOLL_CTL_DEL, l->listen_fd, 0, 0);
-    else cws_ep_ctl(l, EPOLL_CTL_ADD, l->listen_fd, EPOLLIN, CWS_EP_LISTENER);
+    for (unsigned k = 0; k < CWS_MAX_LISTENERS; k++) {
+        if (l->listen_fd[k] < 0) continue;
+        if (on) cws_ep_ctl(l, EPOLL_CTL_DEL, l->listen_fd[k], 0, 0);
+        else cws_ep_ctl(l, EPOLL_CTL_ADD, l->listen_fd[k], EPOLLIN, CWS_EP_LISTENER(k));
+    }
 }
 
 static void cws_ep_stop_accept(cws_loop *l) {
-    if (l->listen_fd < 0) return;
-    close(l->listen_fd);
-    l->listen_fd = -1;
+    for (unsigned k = 0; k < CWS_MAX_LISTENERS; k++) {
+        if (l->listen_fd[k] < 0) continue;
+        close(l->listen_fd[k]);
+        l->listen_fd[k] = -1;
+    }
 }
 
 static void cws_ep_read(cws_loop *l, cws_conn *c) {
@@ -196,8 +206,8 @@ static void cws_ep_run(cws_loop *l) {
         }
         for (int i = 0; i < n; i++) {
             uint64_t id = evs[i].data.u64;
-            if (id == CWS_EP_LISTENER) {
-                cws_ep_accept(l);
+            if (CWS_EP_IS_LISTENER(id)) {
+                cws_ep_accept(l, (unsigned)(id - CWS_EP_LISTENER(0)));
                 continue;
             }
             if (id == CWS_EP_WAKE) {

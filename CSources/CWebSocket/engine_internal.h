@@ -156,6 +156,10 @@ struct cws_conn {
 
 /* ---- loops and the server --------------------------------------------- */
 
+/* A loop listens on cfg.port, and on cfg.tls_port too when TLS sits beside
+ * plain (cws_server_config.tls_beside_plain). */
+enum { CWS_LISTENER_MAIN = 0, CWS_LISTENER_TLS = 1, CWS_MAX_LISTENERS = 2 };
+
 /* A command from another thread to a loop. */
 typedef struct cws_cmd {
     cws_conn_id id;
@@ -207,7 +211,9 @@ typedef struct cws_backend_ops cws_backend_ops;
 struct cws_loop {
     cws_server *srv;
     uint32_t index;
-    int listen_fd;
+    /* [CWS_LISTENER_MAIN] on cfg.port, [CWS_LISTENER_TLS] on cfg.tls_port
+     * when TLS sits beside plain; -1 where none. */
+    int listen_fd[CWS_MAX_LISTENERS];
     int wake_fd;               /* eventfd: other threads' commands */
     pthread_t thread;
     int joined;                /* pthread_join done (cws_server_join) */
@@ -285,12 +291,16 @@ struct cws_server {
     /* TLS: the certificates new connections get (engine_tls.c); NULL: plain. */
     struct cws_tls_identities *tls;
     pthread_mutex_t tls_lock;   /* guards the tls pointer against a reload */
-    uint8_t tls_listener;       /* set at create, never changed: whether accepts get a session */
+    /* Set at create, never changed: how many listeners a loop has, and
+     * whether a connection accepted from each gets a session. */
+    uint8_t nlisteners;
+    uint8_t listener_tls[CWS_MAX_LISTENERS];
+    uint16_t tls_port;          /* the TLS listener's bound port; 0 without TLS */
 };
 
 struct cws_backend_ops {
     const char *name;
-    /* Creates the loop's ring / epoll instance and registers listen_fd and wake_fd. */
+    /* Creates the loop's ring / epoll instance and registers the listeners and wake_fd. */
     int (*loop_init)(cws_loop *l, char *err, size_t cap);
     void (*loop_run)(cws_loop *l);
     void (*loop_fini)(cws_loop *l);
@@ -301,9 +311,9 @@ struct cws_backend_ops {
     /* Stop all I/O and close the fd; call cws_conn_release once the kernel holds
      * nothing of this connection any more. */
     void (*conn_close)(cws_loop *l, cws_conn *c);
-    /* Stop accepting (graceful shutdown). */
+    /* Stop accepting on every listener (graceful shutdown). */
     void (*stop_accept)(cws_loop *l);
-    /* Stop watching the listener for a while (on = 1), or watch it again. */
+    /* Stop watching the listeners for a while (on = 1), or watch them again. */
     void (*pause_accept)(cws_loop *l, int on);
     /* CWS_CF_PAUSED just changed on c: stop reading its socket, or read it again. */
     void (*conn_reading)(cws_loop *l, cws_conn *c);
@@ -331,7 +341,8 @@ extern __thread cws_loop *cws_current_loop;
 #define CWS_IOV_MAX 64
 
 /* ---- engine entry points for the backends --------------------------------- */
-void cws_loop_accepted(cws_loop *l, int fd);
+/* A connection accepted from l->listen_fd[listener]. */
+void cws_loop_accepted(cws_loop *l, int fd, unsigned listener);
 /* accept failed with err: 1 if it is a shortage (descriptors, memory) that
  * retrying at once cannot cure, after pausing the listener; 0 otherwise. */
 int cws_loop_accept_failed(cws_loop *l, int err);

@@ -15,7 +15,7 @@ __thread cws_loop *cws_current_loop;
 
 /* ---- accept and timers ------------------------------------------------------ */
 
-void cws_loop_accepted(cws_loop *l, int fd) {
+void cws_loop_accepted(cws_loop *l, int fd, unsigned listener) {
     uint32_t slot;
     cws_conn *c = calloc(1, sizeof *c);
     if (!c || l->stopping || cws_slot_alloc(l, &slot) < 0) {
@@ -38,7 +38,7 @@ void cws_loop_accepted(cws_loop *l, int fd) {
     l->live++;
     CWS_STAT_ADD(l, sockets, 1);
     cws_timer_set(l, c, l->srv->cfg.handshake_timeout_ms);
-    if ((l->srv->tls_listener && cws_tls_conn_new(l, c) < 0) || l->srv->ops->conn_start(l, c) < 0) cws_conn_finish(l, c);
+    if ((l->srv->listener_tls[listener] && cws_tls_conn_new(l, c) < 0) || l->srv->ops->conn_start(l, c) < 0) cws_conn_finish(l, c);
 }
 
 /* How long a paused listener waits before it tries again when no connection
@@ -245,15 +245,16 @@ void cws_loop_fail(cws_loop *l, const char *what, int err) {
     l->dead = 1;
     pthread_mutex_unlock(&l->inbox_lock);
     l->stopping = 1;
-    if (l->listen_fd >= 0) {
+    for (unsigned i = 0; i < CWS_MAX_LISTENERS; i++) {
+        if (l->listen_fd[i] < 0) continue;
         /* Stop listening now, not when the last reference goes: a torn-down
          * ring drops its multishot accept's reference to the socket later, in
          * the kernel's own time, and until then the socket stays in the
          * SO_REUSEPORT group, takes its share of new connections and resets
          * them when it finally goes (a client saw EOF before any response). */
-        shutdown(l->listen_fd, SHUT_RDWR);
-        close(l->listen_fd);
-        l->listen_fd = -1;
+        shutdown(l->listen_fd[i], SHUT_RDWR);
+        close(l->listen_fd[i]);
+        l->listen_fd[i] = -1;
     }
     for (uint32_t i = 0; i < l->nslots; i++) {
         cws_conn *c = cws_slot_at(l, i)->conn;

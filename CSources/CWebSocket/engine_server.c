@@ -66,6 +66,17 @@ static uint32_t cws_pick_tick(const cws_server_config *c) {
     return m < 10 ? 10 : m > 250 ? 250 : m;
 }
 
+/* Host byte order. */
+static uint16_t cws_sockaddr_port(const struct sockaddr_storage *a) {
+    return ntohs(a->ss_family == AF_INET ? ((const struct sockaddr_in *)a)->sin_port
+                                         : ((const struct sockaddr_in6 *)a)->sin6_port);
+}
+
+static void cws_sockaddr_set_port(struct sockaddr_storage *a, uint16_t port) {
+    if (a->ss_family == AF_INET) ((struct sockaddr_in *)a)->sin_port = htons(port);
+    else ((struct sockaddr_in6 *)a)->sin6_port = htons(port);
+}
+
 static int cws_listen_one(const struct sockaddr *addr, socklen_t len, int dual, char *err, size_t cap) {
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -154,7 +165,8 @@ static const cws_backend_ops *cws_choose_backend(const cws_server_config *cfg, c
 
 static void cws_loop_free(cws_server *s, cws_loop *l) {
     if (l->be) s->ops->loop_fini(l);
-    if (l->listen_fd >= 0) close(l->listen_fd);
+    for (unsigned i = 0; i < CWS_MAX_LISTENERS; i++)
+        if (l->listen_fd[i] >= 0) close(l->listen_fd[i]);
     if (l->wake_fd >= 0) close(l->wake_fd);
     for (uint32_t i = 0; i < l->ninbox; i++) cws_msg_release(l->inbox[i].msg);
     free(l->inbox);
@@ -257,17 +269,27 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
     int dual = ai->ai_family == AF_INET6 &&
                IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr);
 
-    struct sockaddr_storage addr;
+    /* One address per listener: the host, with each listener's port. */
+    struct sockaddr_storage addr[CWS_MAX_LISTENERS];
     socklen_t alen = (socklen_t)ai->ai_addrlen;
-    memcpy(&addr, ai->ai_addr, alen);
+    memcpy(&addr[CWS_LISTENER_MAIN], ai->ai_addr, alen);
     freeaddrinfo(ai);
-
-    if (cfg.port && !cfg.share_port && cws_port_taken((struct sockaddr *)&addr, alen, dual)) {
-        cws_err(err, err_cap, "%s port %u is already in use by another server (set share_port to share it)", host,
-                cfg.port);
-        free(loops);
-        free(s);
-        return NULL;
+    uint16_t want_port[CWS_MAX_LISTENERS] = {cfg.port, cfg.tls_port};
+    s->nlisteners = cfg.tls && cfg.tls_beside_plain ? 2 : 1;
+    s->listener_tls[CWS_LISTENER_MAIN] = cfg.tls && !cfg.tls_beside_plain;
+    s->listener_tls[CWS_LISTENER_TLS] = s->nlisteners == 2;
+    for (unsigned k = 0; k < s->nlisteners; k++) {
+        addr[k] = addr[CWS_LISTENER_MAIN];
+        cws_sockaddr_set_port(&addr[k], want_port[k]);
+        if (k && want_port[k] && want_port[k] == want_port[0]) {
+            cws_err(err, err_cap, "the TLS port %u is the plain port too", want_port[k]);
+            goto fail_early;
+        }
+        if (want_port[k] && !cfg.share_port && cws_port_taken((struct sockaddr *)&addr[k], alen, dual)) {
+            cws_err(err, err_cap, "%s port %u is already in use by another server (set share_port to share it)",
+                    host, want_port[k]);
+            goto fail_early;
+        }
     }
 
     uint64_t start = cws_monotonic_ms();
@@ -275,22 +297,24 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
         cws_loop *l = &loops[i];
         l->srv = s;
         l->index = i;
-        l->listen_fd = l->wake_fd = -1;
+        for (unsigned k = 0; k < CWS_MAX_LISTENERS; k++) l->listen_fd[k] = -1;
+        l->wake_fd = -1;
         l->start_ms = start;
         pthread_mutex_init(&l->inbox_lock, NULL);
         s->nloops = i + 1;
-        l->listen_fd = cws_listen_one((struct sockaddr *)&addr, alen, dual, err, err_cap);
-        if (l->listen_fd < 0) goto fail;
-        if (i == 0) {
-            /* Port 0: every other listener joins the port the first one got. */
-            struct sockaddr_storage got;
-            socklen_t gl = sizeof got;
-            getsockname(l->listen_fd, (struct sockaddr *)&got, &gl);
-            uint16_t port = got.ss_family == AF_INET ? ((struct sockaddr_in *)&got)->sin_port
-                                                     : ((struct sockaddr_in6 *)&got)->sin6_port;
-            if (addr.ss_family == AF_INET) ((struct sockaddr_in *)&addr)->sin_port = port;
-            else ((struct sockaddr_in6 *)&addr)->sin6_port = port;
-            s->port = ntohs(port);
+        for (unsigned k = 0; k < s->nlisteners; k++) {
+            l->listen_fd[k] = cws_listen_one((struct sockaddr *)&addr[k], alen, dual, err, err_cap);
+            if (l->listen_fd[k] < 0) goto fail;
+            if (i == 0) {
+                /* Port 0: the other loops' listeners join the port the first one got. */
+                struct sockaddr_storage got;
+                socklen_t gl = sizeof got;
+                getsockname(l->listen_fd[k], (struct sockaddr *)&got, &gl);
+                uint16_t port = cws_sockaddr_port(&got);
+                cws_sockaddr_set_port(&addr[k], port);
+                if (k == CWS_LISTENER_MAIN) s->port = port;
+                if (s->listener_tls[k]) s->tls_port = port;
+            }
         }
         l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (l->wake_fd < 0) {
@@ -304,7 +328,9 @@ cws_server *cws_server_create(const cws_server_config *cfg_in, char *err, size_t
     return s;
 fail:
     for (uint32_t i = 0; i < s->nloops; i++) cws_loop_free(s, &loops[i]);
+fail_early:
     cws_tls_server_free(s);
+    pthread_mutex_destroy(&s->join_lock);
     free(loops);
     free(s);
     return NULL;
@@ -410,6 +436,8 @@ void cws_server_destroy(cws_server *s) {
 }
 
 uint16_t cws_server_port(const cws_server *s) { return s ? s->port : 0; }
+
+uint16_t cws_server_tls_port(const cws_server *s) { return s ? s->tls_port : 0; }
 
 const char *cws_server_backend_name(const cws_server *s) { return s ? s->ops->name : ""; }
 

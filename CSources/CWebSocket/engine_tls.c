@@ -301,7 +301,6 @@ int cws_tls_server_init(cws_server *s, const cws_tls_config *cfg, char *err, siz
     s->tls = NULL;
     if (!cfg) return 0;
     s->tls = cws_tls_ids_new(cfg, err, cap);
-    s->tls_listener = s->tls != NULL;
     return s->tls ? 0 : -1;
 }
 
@@ -313,8 +312,8 @@ void cws_tls_server_free(cws_server *s) {
 
 int cws_server_tls_reload(cws_server *s, const cws_tls_config *cfg, char *err, size_t cap) {
     if (!s || !cfg) return -EINVAL;
-    if (!s->tls_listener) {
-        if (err && cap) snprintf(err, cap, "TLS: this server's listener is not TLS");
+    if (!s->tls_port) {
+        if (err && cap) snprintf(err, cap, "TLS: this server has no TLS listener");
         return -EINVAL;
     }
     struct cws_tls_identities *ids = cws_tls_ids_new(cfg, err, cap);

@@ -40,6 +40,9 @@ enum { CWS_UD_ACCEPT = 1, CWS_UD_WAKE, CWS_UD_RECV, CWS_UD_SEND, CWS_UD_SENDMSG,
 #define CWS_UD(p, k) ((uint64_t)(uintptr_t)(p) | (k))
 #define CWS_UD_KIND(u) ((unsigned)((u) & 7))
 #define CWS_UD_PTR(u) ((void *)(uintptr_t)((u) & ~(uint64_t)7))
+/* A listener's multishot accept: its index above the kind. */
+#define CWS_UD_ACCEPTING(k) (((uint64_t)(k) << 3) | CWS_UD_ACCEPT)
+#define CWS_UD_LISTENER(u) ((unsigned)((u) >> 3))
 
 /* be_flags */
 enum {
@@ -82,7 +85,7 @@ typedef struct cws_uring {
     struct io_uring ring;
     struct io_uring_buf_ring *br;
     uint8_t *bufs;
-    int accepting;
+    uint8_t accepting[CWS_MAX_LISTENERS]; /* a multishot accept is armed on listen_fd[k] */
     uint64_t wake_val;
     cws_usend *free_sends;
     uint32_t free_gathers;     /* gather buffers held by free_sends */
@@ -239,13 +242,22 @@ static void cws_ur_fini(cws_loop *l) {
     l->be = NULL;
 }
 
-static void cws_ur_arm_accept(cws_loop *l) {
+static void cws_ur_arm_accept(cws_loop *l, unsigned k) {
     cws_uring *u = l->be;
+    if (l->listen_fd[k] < 0) return;
     struct io_uring_sqe *sqe = cws_ur_sqe(u);
     if (!sqe) return;
-    io_uring_prep_multishot_accept(sqe, l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    io_uring_sqe_set_data64(sqe, CWS_UD_ACCEPT);
-    u->accepting = 1;
+    io_uring_prep_multishot_accept(sqe, l->listen_fd[k], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, CWS_UD_ACCEPTING(k));
+    u->accepting[k] = 1;
+}
+
+static void cws_ur_cancel_accept(cws_uring *u, unsigned k) {
+    struct io_uring_sqe *sqe = cws_ur_sqe(u);
+    if (sqe) {
+        io_uring_prep_cancel64(sqe, CWS_UD_ACCEPTING(k), 0);
+        io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
+    }
 }
 
 static void cws_ur_arm_wake(cws_loop *l) {
@@ -397,34 +409,33 @@ static void cws_ur_conn_close(cws_loop *l, cws_conn *c) {
 }
 
 /* The listener's descriptor, like a connection's, is closed only once the
- * accept that names it has ended (its last CQE comes without F_MORE). */
+ * accept that names it has ended (its last CQE comes without F_MORE). It
+ * stops listening at once, though: the armed accept holds the socket, and
+ * the loop may end before the cancel's completion (the ring goes only at
+ * cws_server_destroy), so a closed but still referenced listener would stay
+ * in the SO_REUSEPORT group after cws_server_stop, taking connections that
+ * nobody serves. shutdown() takes it out of LISTEN now. */
 static void cws_ur_stop_accept(cws_loop *l) {
     cws_uring *u = l->be;
-    if (l->listen_fd < 0) return;
-    if (u->accepting) {
-        struct io_uring_sqe *sqe = cws_ur_sqe(u);
-        if (sqe) {
-            io_uring_prep_cancel64(sqe, CWS_UD_ACCEPT, 0);
-            io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
+    for (unsigned k = 0; k < CWS_MAX_LISTENERS; k++) {
+        if (l->listen_fd[k] < 0) continue;
+        shutdown(l->listen_fd[k], SHUT_RDWR);
+        if (u->accepting[k]) {
+            cws_ur_cancel_accept(u, k);
+            continue;
         }
-        return;
+        close(l->listen_fd[k]);
+        l->listen_fd[k] = -1;
     }
-    close(l->listen_fd);
-    l->listen_fd = -1;
 }
 
 static void cws_ur_pause_accept(cws_loop *l, int on) {
     cws_uring *u = l->be;
-    if (l->listen_fd < 0) return;
-    if (on && u->accepting) {
+    for (unsigned k = 0; k < CWS_MAX_LISTENERS; k++) {
+        if (l->listen_fd[k] < 0) continue;
         /* Normally the failing multishot has ended already; if not, end it. */
-        struct io_uring_sqe *sqe = cws_ur_sqe(u);
-        if (sqe) {
-            io_uring_prep_cancel64(sqe, CWS_UD_ACCEPT, 0);
-            io_uring_sqe_set_data64(sqe, CWS_UD_IGNORE);
-        }
-    } else if (!on && !u->accepting) {
-        cws_ur_arm_accept(l);
+        if (on && u->accepting[k]) cws_ur_cancel_accept(u, k);
+        else if (!on && !u->accepting[k]) cws_ur_arm_accept(l, k);
     }
 }
 
@@ -707,16 +718,18 @@ static void cws_ur_cqe(cws_loop *l, struct io_uring_cqe *cqe) {
     cws_uring *u = l->be;
     uint64_t ud = io_uring_cqe_get_data64(cqe);
     switch (CWS_UD_KIND(ud)) {
-    case CWS_UD_ACCEPT:
-        if (cqe->res >= 0) cws_loop_accepted(l, cqe->res);
+    case CWS_UD_ACCEPT: {
+        unsigned k = CWS_UD_LISTENER(ud);
+        if (cqe->res >= 0) cws_loop_accepted(l, cqe->res, k);
         else cws_loop_accept_failed(l, -cqe->res); /* EMFILE and the like pause us */
         if (!(cqe->flags & IORING_CQE_F_MORE)) {
-            u->accepting = 0;
+            u->accepting[k] = 0;
             /* Ended (an error, or cancelled): re-arm unless paused or stopping. */
             if (l->stopping) cws_ur_stop_accept(l);
-            else if (l->listen_fd >= 0 && !l->accept_paused) cws_ur_arm_accept(l);
+            else if (!l->accept_paused) cws_ur_arm_accept(l, k);
         }
         break;
+    }
     case CWS_UD_WAKE:
         cws_loop_drain_inbox(l);
         cws_ur_arm_wake(l);
@@ -766,7 +779,7 @@ static void cws_ur_run(cws_loop *l) {
         io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * CWS_UR_BUF_SIZE, CWS_UR_BUF_SIZE, (unsigned short)i,
                               io_uring_buf_ring_mask(CWS_UR_BUFS), (int)i);
     io_uring_buf_ring_advance(u->br, CWS_UR_BUFS);
-    cws_ur_arm_accept(l);
+    for (unsigned k = 0; k < CWS_MAX_LISTENERS; k++) cws_ur_arm_accept(l, k);
     cws_ur_arm_wake(l);
     cws_loop_started(l, 0);
     int timeout = cws_loop_turn(l);

@@ -43,8 +43,8 @@ public struct Configuration: Sendable {
     public var host: String = "::"
     /// 0: any free port (read `WebSocketServer.port`).
     public var port: Int = 8080
-    /// nil: plain TCP (`ws://`); else the listener speaks TLS only
-    /// (`wss://`, `https://`).
+    /// nil: plain TCP (`ws://`). Else TLS (`wss://`, `https://`): on
+    /// `port` alone, or on a second listener beside it (`TLS.port`).
     public var tls: TLS?
     /// false (the default): starting fails when another socket already
     /// listens on the address (a stale process, a second service); true:
@@ -175,6 +175,10 @@ public struct Configuration: Sendable {
 
     func apply(to cfg: inout cws_server_config) {
         cfg.port = UInt16(clamping: port)
+        if let tlsPort = tls?.port {
+            cfg.tls_beside_plain = 1
+            cfg.tls_port = UInt16(clamping: tlsPort)
+        }
         cfg.loops = UInt16(clamping: loops)
         cfg.share_port = sharePort ? 1 : 0
         switch backend {

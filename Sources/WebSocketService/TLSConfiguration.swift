@@ -38,6 +38,13 @@ extension Configuration {
         /// With `clientCertificateAuthorityFile`: a client without a valid
         /// certificate fails the handshake (else it may go without one).
         public var requiresClientCertificate = false
+        /// nil (the default): `Configuration.port` speaks TLS only. A port:
+        /// `Configuration.port` stays plain and a second listener, on the
+        /// same host and this port, speaks TLS (`ws://` and `wss://` side by
+        /// side; 0: any free port, read `WebSocketServer.tlsPort`). Both share
+        /// the loops, the routes and the limits; `ServerRequest.isSecure`
+        /// tells them apart. Fixed when the server is made: a reload keeps it.
+        public var port: Int?
 
         /// One certificate for every host name.
         public init(certificateChainFile: String, privateKeyFile: String) {

@@ -166,7 +166,8 @@ public final class WebSocketServer: Sendable {
             }
         }
         guard let created else {
-            throw Error(description: "cannot listen on \(configuration.host) port \(configuration.port): "
+            let ports = configuration.tls?.port.map { "ports \(configuration.port) and \($0) (TLS)" } ?? "port \(configuration.port)"
+            throw Error(description: "cannot listen on \(configuration.host) \(ports): "
                 + String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         server = created
@@ -238,6 +239,12 @@ public final class WebSocketServer: Sendable {
 
     /// The bound port (useful with port 0).
     public var port: Int { Int(cws_server_port(server)) }
+    /// The port that speaks TLS: `port` itself, or the second listener's
+    /// with `Configuration.TLS.port`; nil without TLS.
+    public var tlsPort: Int? {
+        let bound = cws_server_tls_port(server)
+        return bound == 0 ? nil : Int(bound)
+    }
     /// "io_uring" or "epoll".
     public var backend: String { String(cString: cws_server_backend_name(server)) }
 
@@ -260,7 +267,9 @@ public final class WebSocketServer: Sendable {
             backplane.start(serverID: serverID, deliver: { [weak self] message in self?.deliverFromBackplane(message) },
                             localMembers: { [weak self] channel in self?.localMembers(channel) ?? [:] })
         }
-        logger.info("listening", metadata: ["host": "\(configuration.host)", "port": "\(port)", "backend": "\(backend)"])
+        var listening: Logger.Metadata = ["host": "\(configuration.host)", "port": "\(port)", "backend": "\(backend)"]
+        if let tlsPort { listening["tls_port"] = "\(tlsPort)" }
+        logger.info("listening", metadata: listening)
     }
 
     /// Graceful stop: no new connections, close 1001 to every connection,

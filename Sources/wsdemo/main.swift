@@ -18,7 +18,7 @@ func usage() -> Never {
     usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
                   [--no-admin] [--deflate] [--redis redis://[:password@]host:port/db] [--presence-ttl SECONDS]
                   [--redis-sharded] [--no-presence] [--no-rate-limit] [--max-per-address N]
-                  [--envelope] [--async | --session] [--on-loops] [--tls-cert FILE --tls-key FILE]
+                  [--envelope] [--async | --session] [--on-loops] [--tls-cert FILE --tls-key FILE [--tls-port N]]
                                        the chat example (a page at /, the socket at /ws?ch=room&user=name,
                                        admin pages at /admin/sockets for loopback peers only; --no-admin: none);
                                        --echo echoes every message unchanged at every path
@@ -38,10 +38,11 @@ func usage() -> Never {
                                        --session: as an envelope session (routes.socket { inbound, outbound, .. }),
                                        the byte echo as a raw session (benchmarks of the async paths);
                                        --on-loops runs those tasks on the event loops' threads
+                                       (Configuration.AsyncExecution.eventLoops) instead of handler threads
                                        --tls-cert/--tls-key serve wss:// and https:// with this PEM certificate
                                        chain and key (scripts/make-test-certs makes throw-away ones); SIGHUP
-                                       reads them again for new connections
-                                       (Configuration.AsyncExecution.eventLoops) instead of handler threads
+                                       reads them again for new connections; --tls-port N keeps --port plain
+                                       and serves TLS beside it on port N (0: any free port)
                                        defaults: --host 127.0.0.1 --port 8080 --loops 0 (one per CPU) --backend auto
            wsdemo info                 SIMD levels of this CPU and the one in use
            wsdemo validate FILE...     UTF-8 validation, fail-fast, in 64 KiB chunks
@@ -72,6 +73,7 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
     var envelopeEcho = false
     var tlsCertificate: String?
     var tlsKey: String?
+    var tlsPort: Int?
     enum Mode { case sync, async, session }
     var mode = Mode.sync
     var args = arguments.makeIterator()
@@ -105,6 +107,9 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
             configuration.maxConnectionsPerAddress = most
         case "--tls-cert": tlsCertificate = value(arg)
         case "--tls-key": tlsKey = value(arg)
+        case "--tls-port":
+            guard let port = Int(value(arg)), (0...65535).contains(port) else { fail("--tls-port takes 0...65535") }
+            tlsPort = port
         case "--host": configuration.host = value(arg)
         case "--port":
             guard let port = Int(value(arg)), (0...65535).contains(port) else { fail("--port takes 0...65535") }
@@ -126,6 +131,10 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
     case let (certificate?, key?): configuration.tls = Configuration.TLS(certificateChainFile: certificate, privateKeyFile: key)
     case (nil, nil): break
     default: fail("--tls-cert and --tls-key go together")
+    }
+    if let tlsPort {
+        guard configuration.tls != nil else { fail("--tls-port needs --tls-cert and --tls-key") }
+        configuration.tls?.port = tlsPort
     }
     if var redis {
         if let presenceTTL { redis.presenceTTL = presenceTTL }
@@ -212,8 +221,13 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
         reload.resume()
         hangUpSource = reload
     }
+    let shownHost = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
+    let plainPort: Int? = service.tlsPort == service.port ? nil : service.port
+    let pages = [plainPort.map { "http://\(shownHost):\($0)/" }, service.tlsPort.map { "https://\(shownHost):\($0)/" }]
+        .compactMap { $0 }.joined(separator: " or ")
     let banner = "wsdemo \(echo ? "echo" : "chat") on \(configuration.host):\(service.port) (\(service.backend))"
-        + (echo ? "" : ": open \(configuration.tls == nil ? "http" : "https")://\(configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host):\(service.port)/")
+        + (echo ? "" : ": open \(pages)")
+        + (echo ? service.tlsPort.flatMap { $0 == service.port ? nil : ", wss:// on port \($0)" } ?? "" : "")
         + (echo || !admin ? "" : ", admin at /admin/sockets (loopback only)")
         + (service.status().backplane.endpoint.map { ", backplane \($0)" } ?? "") + "\n"
 

@@ -323,6 +323,7 @@ extension TestClient {
 final class DemoServer {
     let process: ChildProcess
     let port: Int
+    let banner: String
 
     static var executable: String? { ChildProcess.builtProduct("wsdemo") }
 
@@ -337,6 +338,7 @@ final class DemoServer {
             throw ClientError("no port in wsdemo's banner: \(text)")
         }
         self.port = port
+        banner = text
     }
 
     func kill() { process.kill() }

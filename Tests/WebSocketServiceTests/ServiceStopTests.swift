@@ -7,6 +7,20 @@ import Glibc
 #endif
 
 @Suite(.serialized) struct ServiceStopTests {
+    /// Once stop() has returned the port refuses connections, before the
+    /// server is destroyed. On io_uring the armed multishot accept held the
+    /// closed listener, which stayed in the SO_REUSEPORT group and took
+    /// connections nobody served until `cws_server_destroy`.
+    @Test(arguments: backends)
+    func aStoppedServerRefusesConnectionsAtOnce(_ backend: Configuration.Backend) throws {
+        guard let service = try startService(backend, routes: WebSocketRoutes()) else { return }
+        let port = service.port
+        service.stop(timeout: .seconds(1))
+        #expect(throws: (any Error).self, "port \(port) still accepts after stop()") {
+            Glibc.close(try TestClient.tcp(port: port))
+        }
+    }
+
     /// stop() from a handler runs on a loop thread, which cannot wait for
     /// itself: the stop begins (1001 to every client), the handler returns,
     /// and a thread of the service's own finishes it, so the port is free

@@ -560,9 +560,16 @@ typedef struct cws_server_config {
     /* The send queue size at which on_drain fires after cws_request_drain.
      * 0 = the default, 512 KiB. */
     uint64_t send_low_water;
-    /* NULL: plain TCP. Else the listener is TLS only; the files are read by
+    /* NULL: plain TCP. Else TLS, on the listener of `port` (TLS only there),
+     * or beside it (tls_beside_plain); the files are read by
      * cws_server_create (the config and its strings need not outlive it). */
     const cws_tls_config *tls;
+    /* With tls: 0 (default): `port` speaks TLS only. 1: `port` stays plain
+     * and a second listener on the same host, on tls_port (0: any free port;
+     * see cws_server_tls_port), speaks TLS: ws:// and wss:// side by side,
+     * one set of loops, connections and limits for both. */
+    uint8_t tls_beside_plain;
+    uint16_t tls_port;
 } cws_server_config;
 
 void cws_server_config_init(cws_server_config *cfg);
@@ -573,6 +580,9 @@ cws_server *cws_server_create(const cws_server_config *cfg, char *err, size_t er
  * one could not start (the others are stopped again; the reason is on stderr). */
 int cws_server_start(cws_server *s);
 uint16_t cws_server_port(const cws_server *s);
+/* The port that speaks TLS: cws_server_port's own without tls_beside_plain,
+ * the second listener's with it; 0 for a server without TLS. */
+uint16_t cws_server_tls_port(const cws_server *s);
 const char *cws_server_backend_name(const cws_server *s); /* "io_uring" or "epoll" */
 /* Graceful: stop accepting, close every connection with 1001, wait up to
  * timeout_ms for the close handshakes, then close what is left and join the
