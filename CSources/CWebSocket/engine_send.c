@@ -128,10 +128,23 @@ static int cws_post_send(cws_loop *l, cws_conn_id id, cws_msg *m) {
     return rc;
 }
 
+/* On a connection's own loop thread a send goes straight to its queue,
+ * unless sends from other threads still wait for it in the inbox: then it
+ * waits behind them. So two sends the application ordered (by a lock, or
+ * one thread handing work to another) arrive in that order, whichever
+ * threads made them; a channel's history relies on it at a join's seam.
+ * (posted also counts what a slot's earlier connection was sent: such a
+ * stale difference only sends this one through the inbox too.) */
+static int cws_posts_waiting(cws_loop *l, cws_conn_id id) {
+    cws_slot *slot = cws_slot_at(l, cws_id_slot(id));
+    return slot && atomic_load_explicit(&slot->posted, memory_order_relaxed) !=
+                       atomic_load_explicit(&slot->taken, memory_order_relaxed);
+}
+
 int cws_send_msg(cws_server *s, cws_conn_id id, cws_msg *m) {
     cws_loop *l;
     if (!m || cws_id_check(s, id, &l) < 0) return -ENOENT;
-    if (cws_current_loop == l) {
+    if (cws_current_loop == l && !cws_posts_waiting(l, id)) {
         cws_conn *c = cws_loop_conn(l, id);
         return c ? cws_loop_send(l, c, m) : -ENOENT;
     }
@@ -157,6 +170,10 @@ void cws_send_msg_many(cws_server *s, const cws_conn_id *ids, size_t count, cws_
         if (cws_current_loop == l) {
             for (size_t i = 0; i < count; i++) {
                 if (cws_id_loop(ids[i]) != li) continue;
+                if (cws_posts_waiting(l, ids[i])) {
+                    cws_post_send(l, ids[i], m);
+                    continue;
+                }
                 cws_conn *c = cws_loop_conn(l, ids[i]);
                 if (c) cws_loop_send(l, c, m);
             }
@@ -239,7 +256,7 @@ int cws_close(cws_server *s, cws_conn_id id, uint16_t code, const void *reason, 
     cws_msg *m = cws_msg_frame(CWS_OP_CLOSE, payload, n);
     if (!m) return -ENOMEM;
     int rc = 0;
-    if (cws_current_loop == l) {
+    if (cws_current_loop == l && !cws_posts_waiting(l, id)) { /* else behind what waits, not before it */
         cws_conn *c = cws_loop_conn(l, id);
         if (c) cws_loop_close(l, c, m, code);
         else rc = -ENOENT;
