@@ -425,6 +425,9 @@ var Socket = WebSocketClient.Socket;
     /// The client's heartbeat probe, which the service answers itself (with
     /// the same command) without calling the handler.
     public static let heartbeatCommand = "_heartbeat"
+    /// Sent to a member that joins a channel with a history: the channel's
+    /// epoch and last offset, and for a recovery whether it succeeded.
+    public static let joinedCommand = "_joined"
 
     private static let body = Array(javaScript.utf8)
 

@@ -64,6 +64,13 @@ public struct Configuration: Sendable {
     /// How channel messages, `writeAll` and `writeConnection` reach other
     /// servers: `.inProcess` (one server) or `.redis(...)` (a cluster).
     public var backplane: BackplaneConfiguration = .inProcess
+    /// Channels whose messages are kept for clients that reconnect (the
+    /// first entry whose pattern matches a channel applies); none by
+    /// default. See `History` and `ChannelPosition`.
+    public var history: [History] = []
+    /// Channels whose history is kept at once; past it a new one drops the
+    /// one written least recently (its clients are told `recovered: false`).
+    public var maxHistoryChannels = 10_000
 
     public var maxHeadSize: Int?
     /// From the TCP accept to a complete request head (nil: the engine's 10 s);

@@ -65,6 +65,9 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     let queue: InboundQueue<Message>?
     let rawQueue: InboundQueue<WireMessage>?
     nonisolated(unsafe) var task: Task<Void, Never>?
+    /// Where the client asked to recover each channel from (its upgrade's
+    /// `recover`), taken by the channel's first join; under the service's lock.
+    nonisolated(unsafe) var recoveryPositions: [String: ChannelPosition]?
 
 
     // nil for an anonymous connection (its userID is derived from the id).

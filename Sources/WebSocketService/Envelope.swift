@@ -1,17 +1,22 @@
 import Foundation
 
-/// The wire envelope: `{"from"?: uuid, "channel"?: string, "cmd": string, "param": any}`
+/// The wire envelope: `{"from"?: uuid, "channel"?: string, "offset"?: number, "cmd": string, "param": any}`
 /// as one compact JSON text message.
 public struct Envelope: Sendable, Equatable {
     /// The connection a message comes from (set by the server; ignored when a client sends it).
     public var from: UUID?
     public var channel: String?
+    /// Its place in the channel's history (`Configuration.History`), set by
+    /// the server on channel messages of a channel with one; ignored when a
+    /// client sends it.
+    public var offset: UInt64?
     public var cmd: String
     public var param: RawJSON
 
-    public init(from: UUID? = nil, channel: String? = nil, cmd: String, param: RawJSON = .null) {
+    public init(from: UUID? = nil, channel: String? = nil, offset: UInt64? = nil, cmd: String, param: RawJSON = .null) {
         self.from = from
         self.channel = channel
+        self.offset = offset
         self.cmd = cmd
         self.param = param
     }
@@ -32,6 +37,7 @@ public struct Envelope: Sendable, Equatable {
         var channel: String?
         var param: Range<Int>?
         var seenFrom = false
+        var seenOffset = false
         do {
             try scanner.skipWhitespace()
             try scanner.expect(UInt8(ascii: "{"))
@@ -69,6 +75,10 @@ public struct Envelope: Sendable, Equatable {
                         guard !seenFrom else { throw Invalid(description: "\"from\" given twice") }
                         seenFrom = true
                         try scanner.skipValue(depth: 1)
+                    case "offset":
+                        guard !seenOffset else { throw Invalid(description: "\"offset\" given twice") }
+                        seenOffset = true
+                        try scanner.skipValue(depth: 1)
                     default:
                         try scanner.skipValue(depth: 1)
                     }
@@ -103,7 +113,7 @@ public struct Envelope: Sendable, Equatable {
         return try result.get()
     }
 
-    /// The compact JSON text: members in the order from, channel, cmd, param.
+    /// The compact JSON text: members in the order from, channel, offset, cmd, param.
     public func encoded() -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(32 + cmd.utf8.count + (channel?.utf8.count ?? 0) + param.bytes.count + (from == nil ? 0 : 46))
@@ -116,6 +126,11 @@ public struct Envelope: Sendable, Equatable {
         if let channel {
             out.append(contentsOf: #""channel":"#.utf8)
             JSONWriter.appendString(channel, to: &out)
+            out.append(UInt8(ascii: ","))
+        }
+        if let offset {
+            out.append(contentsOf: #""offset":"#.utf8)
+            out.append(contentsOf: String(offset).utf8)
             out.append(UInt8(ascii: ","))
         }
         out.append(contentsOf: #""cmd":"#.utf8)

@@ -87,6 +87,7 @@ extension WebSocketServer {
                 id: UUID(), profile: profile, remoteAddress: request.remoteAddress, clientAddress: client,
                 path: request.path, handler: handler, firstChannel: channel, subprotocol: subprotocol,
                 limits: limits, authorization: authorization, logger: logger)
+            if !historyStore.isEmpty { connection.recoveryPositions = ChannelPosition.recoveryPositions(request) }
             if let channel, let reason = joinRefusal(connection, channel, askHook: true) {
                 limitCounters.joinsRefused.wrappingAdd(1, ordering: .relaxed)
                 let tooLong = channel.utf8.count > limits.maxChannelNameBytes

@@ -66,6 +66,8 @@ public final class WebSocketServer: Sendable {
     let isDistributed: Bool
     /// This server's origin id on the backplane.
     let serverID = UUID()
+    /// The kept messages of the channels `Configuration.history` names.
+    let historyStore: HistoryStore
     let limitCounters = LimitCounters()
     /// nil when `Configuration.metrics` is nil.
     let metrics: ServerMetrics?
@@ -120,6 +122,7 @@ public final class WebSocketServer: Sendable {
         metrics = configuration.metrics.map(ServerMetrics.init)
         backplane = configuration.backplane.makeBackplane(logger)
         isDistributed = backplane.isDistributed
+        historyStore = HistoryStore(rules: configuration.history, maxChannels: configuration.maxHistoryChannels)
 
         var cfg = cws_server_config()
         cws_server_config_init(&cfg)
@@ -363,9 +366,25 @@ public final class WebSocketServer: Sendable {
     /// and framed once, whatever the member count. Local members get it at
     /// once; with a distributed backplane it is also published for the other
     /// servers. Returns the local recipients.
+    ///
+    /// In a channel with a history (`Configuration.history`) it is kept
+    /// too, with the next `offset`; members receive offsets in order (the
+    /// channel's writes take turns), and `except` gets it only on recovery.
     @discardableResult
     public func writeChannel(cmd: String, param: RawJSON, channel: String, except: UUID? = nil,
                              from: UUID? = nil) -> Int {
+        if !historyStore.isEmpty, let count = historyStore.withLog(channel, { log -> Int in
+            let bytes = Envelope(from: from, channel: channel, offset: log.nextOffset, cmd: cmd, param: param).encoded()
+            log.append(bytes, now: .now)
+            let count = writeChannelLocally(bytes, channel: channel, except: except)
+            // The other servers' members get it live; the history is this server's own.
+            if isDistributed {
+                backplane.publish(BackplaneMessage(origin: serverID, target: .channel(channel, except: except), envelope: bytes))
+            }
+            return count
+        }) {
+            return count
+        }
         let bytes = Envelope(from: from, channel: channel, cmd: cmd, param: param).encoded()
         let count = writeChannelLocally(bytes, channel: channel, except: except)
         if isDistributed {
@@ -523,19 +542,36 @@ public final class WebSocketServer: Sendable {
         let engineID = connection.engineID
         let maxChannels = connection.limits.maxChannels
         var full = false
-        let others = state.withLock { s -> [cws_conn_id]? in
-            guard s.byEngineID[engineID] != nil, s.channels[channel]?[engineID] == nil else { return nil }
-            // Under the lock: joins racing on other threads cannot both take the last place.
-            guard connection.withJoined({ $0.count }) < maxChannels else {
-                full = true
-                return nil
+        var recoverFrom: ChannelPosition?
+        func addMember() -> [cws_conn_id]? {
+            state.withLock { s -> [cws_conn_id]? in
+                guard s.byEngineID[engineID] != nil, s.channels[channel]?[engineID] == nil else { return nil }
+                // Under the lock: joins racing on other threads cannot both take the last place.
+                guard connection.withJoined({ $0.count }) < maxChannels else {
+                    full = true
+                    return nil
+                }
+                let others = presence.map { Self.recipients(s.channels[channel] ?? [:], except: nil, bytes: $0.count) } ?? []
+                // Under the lock, so a racing last leave cannot reorder its unsubscribe after this.
+                if isDistributed && s.channels[channel] == nil { backplane.subscribe(channel: channel) }
+                s.channels[channel, default: [:]][engineID] = connection
+                connection.withJoined { $0.append(channel) }
+                recoverFrom = connection.recoveryPositions?.removeValue(forKey: channel)
+                return others
             }
-            let others = presence.map { Self.recipients(s.channels[channel] ?? [:], except: nil, bytes: $0.count) } ?? []
-            // Under the lock, so a racing last leave cannot reorder its unsubscribe after this.
-            if isDistributed && s.channels[channel] == nil { backplane.subscribe(channel: channel) }
-            s.channels[channel, default: [:]][engineID] = connection
-            connection.withJoined { $0.append(channel) }
+        }
+        let others: [cws_conn_id]?
+        // A channel with a history: the member is added, told its position and
+        // sent what it missed under the log's lock, which the channel's writes
+        // take too: the replay meets the live stream with no gap and no duplicate.
+        if !historyStore.isEmpty, let viaLog = historyStore.withLog(channel, { log -> [cws_conn_id]? in
+            let others = addMember()
+            if others != nil { sendPosition(log, channel: channel, recoveringFrom: recoverFrom, to: connection) }
             return others
+        }) {
+            others = viaLog
+        } else {
+            others = addMember()
         }
         guard let others else {
             if full { refuseJoin(connection, channel, reason: "in \(maxChannels) channels already, the most allowed") }
@@ -547,6 +583,36 @@ public final class WebSocketServer: Sendable {
             backplane.membersChanged(channel: channel)
         }
         return true
+    }
+
+    /// Tells a member that joined a channel with a history where the channel
+    /// is (`_joined`: its epoch and last offset) and, when it asked to
+    /// recover from a position, whether it could (`recovered`); the messages
+    /// it missed follow, oldest first. Under the log's lock.
+    private func sendPosition(_ log: ChannelLog, channel: String, recoveringFrom wanted: ChannelPosition?,
+                              to connection: Connection) {
+        let missed = wanted.flatMap { log.messages(after: $0, now: .now) }
+        var param = Array(#"{"epoch":"#.utf8)
+        JSONWriter.appendString(log.epoch, to: &param)
+        param += Array(#","offset":\#(log.top)"#.utf8)
+        if wanted != nil { param += Array(#","recovered":\#(missed != nil)"#.utf8) }
+        param.append(UInt8(ascii: "}"))
+        write(Envelope(channel: channel, cmd: ClientScript.joinedCommand, param: RawJSON(trusted: param)), to: connection)
+        for message in missed ?? [] {
+            message.bytes.withUnsafeBytes { _ = send($0, opcode: .text, to: connection) }
+        }
+    }
+
+    /// The channel's kept messages after `position` (nil: every kept one),
+    /// oldest first, and where the channel is now; nil for a channel that
+    /// `Configuration.history` gives no history.
+    public func history(_ channel: String, since position: ChannelPosition? = nil) -> ChannelHistory? {
+        historyStore.withLog(channel) { log in
+            let now = ContinuousClock.now
+            let found = position.map { log.messages(after: $0, now: now) } ?? log.newest(now: now)
+            return ChannelHistory(position: log.position, recovered: found != nil,
+                                  messages: (found ?? []).map { ($0.offset, RawJSON(trusted: $0.bytes)) })
+        }
     }
 
     /// Removes a connection from a channel; the other members get

@@ -35,6 +35,14 @@ final class TestClient: @unchecked Sendable {
     private init(fd: Int32) { self.fd = fd }
     deinit { Glibc.close(fd) }
 
+    /// Drops the connection as a dying client would: no close frame, the
+    /// socket shut down at once (the descriptor is closed by deinit).
+    func abort() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        shutdown(fd, Int32(SHUT_RDWR))
+    }
+
     /// A TCP connection to 127.0.0.1:port.
     static func tcp(port: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
