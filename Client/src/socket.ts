@@ -4,6 +4,8 @@ namespace WebSocketClient {
         /** The connection that sent it, when it came from another client. */
         from?: string;
         channel?: string;
+        /** Its place in the channel's history, when the channel keeps one. */
+        offset?: number;
         cmd: string;
         param: unknown;
     }
@@ -59,6 +61,13 @@ namespace WebSocketClient {
         stableAfter: number;
         /** Called on every state change (for a visible connection state). */
         onStateChange?: (state: SocketState, detail: { retryIn?: number; attempt?: number }) => void;
+        /**
+         * After a reconnect, once per channel with a history that the page
+         * rejoined: true when every message missed meanwhile follows (and
+         * `onMessage` sees each once, in order), false when the server no
+         * longer has them all: fetch fresh state then.
+         */
+        onRecovery?: (channel: string, recovered: boolean) => void;
         environment?: Partial<Environment>;
     }
 
@@ -98,7 +107,9 @@ namespace WebSocketClient {
      * queues sends while down (bounded, oldest dropped) and flushes them in
      * order on open before `onOpen` runs, and notices a dead connection with
      * a heartbeat. It stops for good after `close()`, after the server's
-     * `close-connection` command, and while the page unloads.
+     * `close-connection` command, and while the page unloads. In channels
+     * with a history it tracks the offsets it has seen and reconnects from
+     * there, so nothing sent meanwhile is lost and nothing is seen twice.
      */
     export class Socket {
         readonly url: string;
@@ -106,6 +117,7 @@ namespace WebSocketClient {
         private readonly options: SocketOptions;
         private readonly backoff: Backoff;
         private readonly queue: OfflineQueue<string>;
+        private readonly positions = new ChannelPositions();
         private ws: WebSocketLike | null = null;
         private currentState: SocketState = "closed";
         private stopped = false;
@@ -149,6 +161,11 @@ namespace WebSocketClient {
         /** Messages dropped from the offline queue so far. */
         get dropped(): number {
             return this.queue.dropped;
+        }
+
+        /** Where the page is in a channel with a history (undefined before its first `_joined`). */
+        position(channel: string): ChannelPosition | undefined {
+            return this.positions.get(channel);
         }
 
         /** Messages waiting for the connection. */
@@ -214,7 +231,7 @@ namespace WebSocketClient {
             this.setState("connecting", { attempt: this.backoff.attempts });
             let ws: WebSocketLike;
             try {
-                ws = new this.env.WebSocket(this.url);
+                ws = new this.env.WebSocket(this.positions.recoveringURL(this.url));
             } catch (error) {
                 this.onError(new SocketError("transport", `cannot open ${this.url}: ${error}`));
                 this.scheduleReconnect();
@@ -268,6 +285,18 @@ namespace WebSocketClient {
                 return;
             }
             if (value.cmd === heartbeatCommand) return;
+            const seen = this.positions.observe(value);
+            if (seen.kind === "duplicate") {
+                this.log("seen already, dropped:", value.channel, value.offset);
+                return;
+            }
+            if (seen.kind === "joined") {
+                if (seen.recovered !== undefined) {
+                    this.log(`${value.channel}: ${seen.recovered ? "recovered" : "not recovered"}`);
+                    this.options.onRecovery?.(value.channel as string, seen.recovered);
+                }
+                return;
+            }
             if (value.cmd === closeCommand) {
                 this.log("the server asked to close");
                 this.stop(1000, "close-connection");

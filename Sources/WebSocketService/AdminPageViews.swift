@@ -59,7 +59,27 @@ extension AdminPages {
             notice = "<p class=ok id=notice>Sent <code>\(Self.escape(sent))</code> to this connection.</p>"
         }
         let form = SendForm(id: id, channel: connection.channels.first ?? "", cmd: "", param: "{}")
-        return Self.html("Connection " + Self.short(id), notice + Self.details(connection) + Self.sendForm(form, error: nil))
+        return Self.html("Connection " + Self.short(id),
+                         notice + Self.details(connection) + Self.sendForm(form, error: nil) + Self.disconnectForm(id))
+    }
+
+    /// The disconnect form's target: closes the connection with 1001 (a
+    /// client that reconnects, as the browser client does, comes back),
+    /// then redirects (303) to the overview.
+    func disconnect(_ request: ServerRequest, _ service: WebSocketServer) -> ServerResponse {
+        if let refusal = Self.crossSiteRefusal(request) {
+            service.logger.notice("admin disconnect refused", metadata: ["reason": "\(refusal)", "remote": "\(request.remoteAddress)"])
+            return Self.html("Refused", "<p class=err>\(Self.escape(refusal))</p>", status: 403)
+        }
+        guard let id = UUID(uuidString: request.queryItem("id") ?? ""),
+              service.close(id, code: .goingAway, reason: "disconnected by an admin") else {
+            return Self.html("Disconnect", "<p class=err>No such connection (it may have closed).</p>", status: 404)
+        }
+        service.logger.info("admin disconnected a connection", metadata: [
+            "connection": "\(id.uuidString.lowercased())", "remote": "\(request.remoteAddress)",
+        ])
+        return ServerResponse(status: 303, headers: Self.securityHeaders(nonce: nil) + [HTTPHeader("Location", Self.root)],
+                              body: Array("See Other".utf8))
     }
 
     struct SendForm {
@@ -164,6 +184,17 @@ extension AdminPages {
         </form>
         """
         return html
+    }
+
+    private static func disconnectForm(_ id: UUID) -> String {
+        """
+        <h2>Disconnect</h2>
+        <form id=disconnect method=get action="\(root)/disconnect">
+        <input type=hidden name=token value="\(escape(csrfToken))">
+        <input type=hidden name=id value="\(id.uuidString.lowercased())">
+        <button id=disconnect-button>Close with 1001</button>
+        </form>
+        """
     }
 
     private static func more(_ count: Int) -> String {

@@ -33,6 +33,7 @@ final class AdminPages: Sendable {
         case Self.root + "/channel": return channel(request.queryItem("name") ?? "", service)
         case Self.root + "/connection": return connection(request, service)
         case Self.root + "/send": return send(request, service)
+        case Self.root + "/disconnect": return disconnect(request, service)
         case Self.root + "/tap": return tapPage()
         default: return Self.html("Not found", "<p>No admin page here.</p>", status: 404)
         }

@@ -134,6 +134,78 @@ var WebSocketClient;
 })(WebSocketClient || (WebSocketClient = {}));
 var WebSocketClient;
 (function (WebSocketClient) {
+    /** The command a server sends to a member that joins a channel with a history. */
+    WebSocketClient.joinedCommand = "_joined";
+    /**
+     * The page's position in each channel with a history: the epoch from the
+     * channel's `_joined`, and the offset of the last message seen. On a
+     * reconnect the positions go in the URL (`recover`), so the server
+     * replays what was missed; a message at or below the position is one
+     * already seen, and is dropped. At most `limit` channels are kept, the
+     * least recently heard from going first (the URL must stay short).
+     */
+    class ChannelPositions {
+        constructor(limit = 50) {
+            this.limit = limit;
+            this.positions = new Map();
+        }
+        /**
+         * Takes what `envelope` says of its channel's position. Returns
+         * "deliver", "duplicate" (seen already: drop it), or "joined" with
+         * `recovered` (true or false when the page asked to recover, undefined
+         * for a first join) for a `_joined`.
+         */
+        observe(envelope) {
+            const channel = envelope.channel;
+            if (channel === undefined)
+                return { kind: "deliver" };
+            if (envelope.cmd === WebSocketClient.joinedCommand) {
+                const param = envelope.param;
+                const recovered = typeof (param === null || param === void 0 ? void 0 : param.recovered) === "boolean" ? param.recovered : undefined;
+                // Recovered: the missed messages follow, from the page's own
+                // position. Else the stream starts over at the channel's now.
+                if (recovered !== true && param && typeof param.epoch === "string" && typeof param.offset === "number") {
+                    this.set(channel, { epoch: param.epoch, offset: param.offset });
+                }
+                return { kind: "joined", recovered };
+            }
+            const offset = envelope.offset;
+            const known = this.positions.get(channel);
+            if (typeof offset !== "number" || !known)
+                return { kind: "deliver" };
+            if (offset <= known.offset)
+                return { kind: "duplicate" };
+            this.set(channel, { epoch: known.epoch, offset });
+            return { kind: "deliver" };
+        }
+        get(channel) {
+            return this.positions.get(channel);
+        }
+        get size() {
+            return this.positions.size;
+        }
+        /** `url` with the positions in its `recover` query item (unchanged without any). */
+        recoveringURL(url) {
+            if (!this.positions.size)
+                return url;
+            const all = {};
+            this.positions.forEach((position, channel) => { all[channel] = position; });
+            return url + (url.includes("?") ? "&" : "?") + "recover=" + encodeURIComponent(JSON.stringify(all));
+        }
+        set(channel, position) {
+            // Re-inserted: a Map keeps insertion order, so the first key is the least recent.
+            this.positions.delete(channel);
+            this.positions.set(channel, position);
+            if (this.positions.size > this.limit) {
+                const oldest = this.positions.keys().next().value;
+                this.positions.delete(oldest);
+            }
+        }
+    }
+    WebSocketClient.ChannelPositions = ChannelPositions;
+})(WebSocketClient || (WebSocketClient = {}));
+var WebSocketClient;
+(function (WebSocketClient) {
     class SocketError extends Error {
         constructor(kind, message) {
             super(message);
@@ -171,7 +243,9 @@ var WebSocketClient;
      * queues sends while down (bounded, oldest dropped) and flushes them in
      * order on open before `onOpen` runs, and notices a dead connection with
      * a heartbeat. It stops for good after `close()`, after the server's
-     * `close-connection` command, and while the page unloads.
+     * `close-connection` command, and while the page unloads. In channels
+     * with a history it tracks the offsets it has seen and reconnects from
+     * there, so nothing sent meanwhile is lost and nothing is seen twice.
      */
     class Socket {
         constructor(debug, onOpen, onMessage, onError, url, options = {}) {
@@ -180,6 +254,7 @@ var WebSocketClient;
             this.onOpen = onOpen;
             this.onMessage = onMessage;
             this.onError = onError;
+            this.positions = new WebSocketClient.ChannelPositions();
             this.ws = null;
             this.currentState = "closed";
             this.stopped = false;
@@ -210,6 +285,10 @@ var WebSocketClient;
         /** Messages dropped from the offline queue so far. */
         get dropped() {
             return this.queue.dropped;
+        }
+        /** Where the page is in a channel with a history (undefined before its first `_joined`). */
+        position(channel) {
+            return this.positions.get(channel);
         }
         /** Messages waiting for the connection. */
         get queued() {
@@ -274,7 +353,7 @@ var WebSocketClient;
             this.setState("connecting", { attempt: this.backoff.attempts });
             let ws;
             try {
-                ws = new this.env.WebSocket(this.url);
+                ws = new this.env.WebSocket(this.positions.recoveringURL(this.url));
             }
             catch (error) {
                 this.onError(new SocketError("transport", `cannot open ${this.url}: ${error}`));
@@ -314,6 +393,7 @@ var WebSocketClient;
             this.onOpen();
         }
         received(ws, data) {
+            var _a, _b;
             if (ws !== this.ws)
                 return;
             this.lastReceived = this.env.now();
@@ -335,6 +415,18 @@ var WebSocketClient;
             }
             if (value.cmd === WebSocketClient.heartbeatCommand)
                 return;
+            const seen = this.positions.observe(value);
+            if (seen.kind === "duplicate") {
+                this.log("seen already, dropped:", value.channel, value.offset);
+                return;
+            }
+            if (seen.kind === "joined") {
+                if (seen.recovered !== undefined) {
+                    this.log(`${value.channel}: ${seen.recovered ? "recovered" : "not recovered"}`);
+                    (_b = (_a = this.options).onRecovery) === null || _b === void 0 ? void 0 : _b.call(_a, value.channel, seen.recovered);
+                }
+                return;
+            }
             if (value.cmd === WebSocketClient.closeCommand) {
                 this.log("the server asked to close");
                 this.stop(1000, "close-connection");

@@ -1,13 +1,14 @@
 import Logging
-import Synchronization
 import WebSocketService
 
 /// The chat's commands:
 /// - `hello` (channel: the room, default the first joined): answers `hello`
 ///   with `{id, userID, channels, online}` (`online`: the room's user ids, one
-///   per connection), then `history` with the room's last `say` envelopes, so
-///   a page that reconnects catches up (the page drops what it has seen by
-///   the id it puts in each message);
+///   per connection), then `history` with the room's last `say` envelopes
+///   (the library's channel history, `Configuration.history`), so a new page
+///   shows the latest lines; a page that reconnects is sent what it missed
+///   by the library itself, and drops what it has seen by the id it puts in
+///   each message;
 /// - `say` (param: any JSON, the page sends `{id, name, text}`): broadcast to the
 ///   channel named in the envelope (default: the first joined), sender included;
 /// - `join` / `leave` (param: `{"channel": name}`).
@@ -19,44 +20,8 @@ struct ChatHandler: EnvelopeHandler {
     /// never gets anyone closed (the maximum message is 1 MiB, so the
     /// newest few are always kept).
     static let historyBytes = 4 << 20
-    /// Rooms whose history is kept; past it a new room evicts one nobody is in.
+    /// Rooms whose history is kept; past it the room written least recently goes.
     static let historyRooms = 1000
-
-    /// One room's last `say` envelopes, oldest first, and their bytes.
-    struct Room {
-        var said: [[UInt8]] = []
-        var bytes = 0
-
-        mutating func keep(_ envelope: [UInt8]) {
-            guard envelope.count <= ChatHandler.historyBytes else { return }
-            said.append(envelope)
-            bytes += envelope.count
-            while said.count > ChatHandler.historyLength || bytes > ChatHandler.historyBytes {
-                bytes -= said.removeFirst().count
-            }
-        }
-    }
-
-    /// Room → its history.
-    final class History: Sendable {
-        let rooms = Mutex<[String: Room]>([:])
-
-        /// Keeps `envelope` in `room`'s history; a new room past the bound
-        /// first evicts a room without members here (any room if none is empty).
-        func keep(_ envelope: [UInt8], in room: String, occupied: () -> Set<String>) {
-            let full = rooms.withLock { $0[room] == nil && $0.count >= ChatHandler.historyRooms }
-            // Read outside the history's lock: the service takes its own.
-            let busy = full ? occupied() : []
-            rooms.withLock { rooms in
-                if rooms[room] == nil, rooms.count >= ChatHandler.historyRooms {
-                    let victim = rooms.keys.first { !busy.contains($0) } ?? rooms.keys.first
-                    if let victim { rooms[victim] = nil }
-                }
-                rooms[room, default: Room()].keep(envelope)
-            }
-        }
-    }
-    private let history = History()
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -81,10 +46,10 @@ struct ChatHandler: EnvelopeHandler {
             let hello = Hello(id: connection.id.uuidString.lowercased(), userID: connection.userID,
                               channels: connection.channels, online: online)
             service.write(Envelope(cmd: "hello", param: try RawJSON(encoding: hello)), to: connection)
-            if let room, connection.channels.contains(room) {
-                let kept = history.rooms.withLock { $0[room]?.said ?? [] }
-                let list = try RawJSON(validating: Array("[".utf8) + Array(kept.joined(separator: Array(",".utf8))) + Array("]".utf8))
-                service.write(Envelope(channel: room, cmd: "history", param: list), to: connection)
+            if let room, connection.channels.contains(room), let kept = service.history(room) {
+                let list = Array("[".utf8) + Array(kept.messages.map(\.envelope.bytes).joined(separator: Array(",".utf8)))
+                    + Array("]".utf8)
+                service.write(Envelope(channel: room, cmd: "history", param: try RawJSON(validating: list)), to: connection)
             }
         case "say":
             guard let channel = message.channel ?? connection.channels.first else {
@@ -93,8 +58,6 @@ struct ChatHandler: EnvelopeHandler {
             guard connection.channels.contains(channel) else {
                 throw Failure(description: "not a member of \(channel)")
             }
-            let said = Envelope(from: connection.id, channel: channel, cmd: "say", param: message.param).encoded()
-            history.keep(said, in: channel, occupied: { Set(service.channels().keys) })
             service.writeChannel(cmd: "say", param: message.param, channel: channel, from: connection.id)
         case "join":
             let channel = try message.param.decode(ChannelParam.self).channel

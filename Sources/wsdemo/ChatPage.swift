@@ -110,9 +110,15 @@ const socket = new Socket(
       el.textContent = stateLabel[state] + (state === "waiting" ? ", retrying in " + (detail.retryIn / 1000).toFixed(1) + " s" : "");
       if (state !== "open") { online.clear(); renderOnline(); }
     },
+    // Back after a drop: what was said meanwhile follows (recovered), or the
+    // server no longer has all of it and `hello`'s history is what we get.
+    onRecovery: (channel, recovered) => {
+      window.chat.recoveries.push([channel, recovered]);
+      if (!recovered) line("some messages in #" + channel + " were missed while offline", "sys");
+    },
   },
 );
-window.chat = { socket };
+window.chat = { socket, recoveries: [] };
 document.getElementById("form").onsubmit = (e) => {
   e.preventDefault();
   const text = document.getElementById("text");

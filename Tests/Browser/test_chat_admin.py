@@ -7,10 +7,13 @@ The script owns the server (it restarts it mid-test), binds only 127.0.0.1,
 bounds every wait, and stops the server and the browsers on the way out.
 ChatOverTLS runs the chat over https:// and wss:// with certificates from
 scripts/make-test-certs, the browser trusting exactly that server key.
+ChatRecovery drops a page from the server side and keeps it offline (DevTools
+network emulation) while the room goes on: back, it has missed nothing.
 """
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +21,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -298,6 +302,79 @@ class ChatOverTLS(unittest.TestCase):
             self.assertEqual(len(got), 6, got)
 
 
+class ChatRecovery(unittest.TestCase):
+    """A page dropped by the server and kept offline for 5 s, while the
+    room goes on: back online it shows every message once, in order, and
+    the client reports the channel recovered (the library's history, not
+    the page's own catch-up)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.demo = Demo(ARGS.demo, free_port(), os.path.join(ARGS.out, "server-recovery.log"))
+        cls.demo.start()
+        cls.drivers = []
+        try:
+            for _ in range(2):
+                cls.drivers.append(browser())
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        quit_all(cls.drivers, cls.demo)
+
+    def admin_get(self, path):
+        with urllib.request.urlopen(self.demo.url(path), timeout=WAIT) as answer:
+            return answer.read().decode()
+
+    def disconnect(self, user):
+        """The admin page's disconnect form, for the connection of `user` (close 1001)."""
+        overview = self.admin_get("/admin/sockets")
+        ids = re.findall(r'<tr data-id="([0-9a-f-]+)"><td>.*?</td><td class=user>' + re.escape(user) + "<", overview)
+        self.assertEqual(len(ids), 1, f"one connection of {user}: {ids}")
+        page = self.admin_get(f"/admin/sockets/connection?id={ids[0]}")
+        token = re.search(r'<form id=disconnect .*?name=token value="([0-9a-f]+)"', page, re.S).group(1)
+        self.admin_get(f"/admin/sockets/disconnect?token={token}&id={ids[0]}")
+
+    def test_a_page_offline_for_5_s_sees_every_message_once_in_order(self):
+        erin, frank = self.drivers
+        room = "recovery-test"
+        erin.get(self.demo.url(f"/?ch={room}&user=erin"))
+        frank.get(self.demo.url(f"/?ch={room}&user=frank"))
+        for d in (erin, frank):
+            wait(d, lambda d: state(d) == "open", "page never connected")
+            wait(d, lambda d: sorted(online(d)) == ["erin", "frank"], f"online list: {online(d)}")
+        for i in range(1, 4):
+            say(frank, f"before {i}")
+        wait(erin, lambda d: len(messages(d)) == 3, "the first messages never arrived")
+        before = messages(erin)
+
+        # Offline: its reconnects fail until it is back. Then the server drops it.
+        erin.execute_cdp_cmd("Network.enable", {})
+        offline = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+        erin.execute_cdp_cmd("Network.emulateNetworkConditions", offline)
+        self.disconnect("erin")
+        wait(erin, lambda d: state(d) != "open", "the page did not notice the drop")
+        said = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            said.append(f"frank: while away {len(said) + 1}")
+            say(frank, f"while away {len(said)}")
+            time.sleep(0.25)
+        self.assertNotEqual(state(erin), "open", "the page came back before the 5 s were over")
+        wait(frank, lambda d: len(messages(d)) == 3 + len(said), "frank's own lines did not all arrive")
+
+        erin.execute_cdp_cmd("Network.emulateNetworkConditions", {**offline, "offline": False})
+        wait(erin, lambda d: state(d) == "open", "the page did not come back")
+        wait(erin, lambda d: len(messages(d)) >= 3 + len(said), "the missed messages never arrived")
+        say(frank, "after")
+        wait(erin, lambda d: "frank: after" in messages(d), "the live stream did not continue")
+        time.sleep(0.3)  # a duplicate would arrive now
+        self.assertEqual(messages(erin), before + said + ["frank: after"], "every message once, in order")
+        self.assertEqual(erin.execute_script("return window.chat.recoveries"), [[room, True]])
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--demo", required=True, help="path to the wsdemo binary")
@@ -305,6 +382,7 @@ if __name__ == "__main__":
     ARGS = parser.parse_args()
     runner = unittest.TextTestRunner(verbosity=2, resultclass=TimedResult, failfast=True)
     suite = unittest.TestSuite([unittest.defaultTestLoader.loadTestsFromTestCase(ChatAndAdmin),
-                                unittest.defaultTestLoader.loadTestsFromTestCase(ChatOverTLS)])
+                                unittest.defaultTestLoader.loadTestsFromTestCase(ChatOverTLS),
+                                unittest.defaultTestLoader.loadTestsFromTestCase(ChatRecovery)])
     result = runner.run(suite)
     sys.exit(0 if result.wasSuccessful() else 1)

@@ -275,6 +275,28 @@ private func wrongToken(for token: String) -> String {
         _ = try client.whoami()
     }
 
+    /// The connection page's disconnect form closes that connection (1001)
+    /// and no other; without the token it is refused and closes nothing.
+    @Test(arguments: backends) func theDisconnectFormClosesThatConnectionOnly(_ backend: Configuration.Backend) throws {
+        guard let service = try startService(backend, routes: adminRoutes(authorize: byHeader)) else { return }
+        defer { service.stop() }
+        let alice = try TestClient.connect(port: service.port, path: "/ws?ch=d&user=alice")
+        let bob = try TestClient.connect(port: service.port, path: "/ws?ch=d&user=bob")
+        #expect(eventually { service.status().connections == 2 })
+        let id = try #require(service.connections(in: "d").first { $0.userID == "alice" }).id.uuidString.lowercased()
+        let page = try get(service.port, "/admin/sockets/connection?id=\(id)")
+        #expect(page.body.contains("<form id=disconnect method=get action=\"/admin/sockets/disconnect\">"))
+        #expect(try get(service.port, "/admin/sockets/disconnect?token=\(wrongToken(for: token))&id=\(id)").status == 403)
+        #expect(try get(service.port, "/admin/sockets/disconnect?token=\(token)&id=\(UUID())").status == 404)
+        #expect(service.status().connections == 2)
+        let done = try get(service.port, "/admin/sockets/disconnect?token=\(token)&id=\(id)")
+        #expect(done.status == 303 && header("Location", in: done.head) == "/admin/sockets")
+        var got: TestClient.Received
+        repeat { got = try alice.receive() } while got != .close(code: 1001, reason: "disconnected by an admin") && !alice.closedByPeer
+        #expect(got == .close(code: 1001, reason: "disconnected by an admin"))
+        _ = try bob.whoami() // still served
+    }
+
     @Test func escapingAndAges() {
         #expect(AdminPages.escape(#"<a href="x">'&'</a>"#) == "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;")
         #expect(AdminPages.percentEncode("a b/é&=") == "a%20b%2F%C3%A9%26%3D")
