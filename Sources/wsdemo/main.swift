@@ -17,7 +17,7 @@ func usage() -> Never {
     print("""
     usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
                   [--no-admin] [--deflate] [--redis redis://[:password@]host:port/db] [--presence-ttl SECONDS]
-                  [--redis-sharded] [--no-presence] [--no-history] [--no-rate-limit] [--max-per-address N]
+                  [--redis-sharded] [--no-presence] [--history N] [--no-rate-limit] [--max-per-address N]
                   [--envelope] [--async | --session] [--on-loops] [--tls-cert FILE --tls-key FILE [--tls-port N]]
                                        the chat example (a page at /, the socket at /ws?ch=room&user=name,
                                        admin pages at /admin/sockets for loopback peers only; --no-admin: none);
@@ -30,8 +30,8 @@ func usage() -> Never {
                                        following a Redis Cluster's slot map from the node given to --redis
                                        --no-presence: no online-update on join and leave (fan-out benchmarks:
                                        N members joining one room otherwise cost N^2/2 announcements)
-                                       --no-history: the rooms keep no history (Configuration.history; by
-                                       default each keeps its last 50 messages for pages that reconnect)
+                                       --history N: each room keeps its last N messages (at most 4 MiB) for pages
+                                       that reconnect (Configuration.history; default 50; 0: no history)
                                        --no-rate-limit: the chat's connections have no message or byte rate
                                        (benchmarks that flood on purpose); the echo server never has one
                                        --max-per-address N: at most N connections per client address (429 beyond)
@@ -76,7 +76,7 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
     var tlsCertificate: String?
     var tlsKey: String?
     var tlsPort: Int?
-    var keepsHistory = true
+    var historyLength = ChatHandler.historyLength
     enum Mode { case sync, async, session }
     var mode = Mode.sync
     var args = arguments.makeIterator()
@@ -100,7 +100,9 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
             presenceTTL = .milliseconds(Int(seconds * 1000))
         case "--redis-sharded": sharded = true
         case "--no-presence": configuration.announcesPresence = false
-        case "--no-history": keepsHistory = false
+        case "--history":
+            guard let n = Int(value(arg)), n >= 0 else { fail("--history takes a count >= 0") }
+            historyLength = n
         case "--no-rate-limit": rateLimited = false
         case "--envelope": envelopeEcho = true
         case "--async": mode = .async
@@ -179,11 +181,11 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
         }
     } else {
         routes.page("/") { _ in .html(chatPage) }
-        // Every room keeps its last 50 messages (at most 4 MiB of them, 1,000
-        // rooms): a page that reconnects gets what it missed, and `hello`
-        // shows a new one the latest lines.
-        if keepsHistory {
-            configuration.history = [Configuration.History(channels: "*", maxMessages: ChatHandler.historyLength,
+        // Every room keeps its last --history messages (50 by default; at most
+        // 4 MiB of them, 1,000 rooms): a page that reconnects gets what it
+        // missed, and `hello` shows a new one the latest lines.
+        if historyLength > 0 {
+            configuration.history = [Configuration.History(channels: "*", maxMessages: historyLength,
                                                            maxBytes: ChatHandler.historyBytes, maxAge: .seconds(3600))]
             configuration.maxHistoryChannels = ChatHandler.historyRooms
         }
