@@ -87,6 +87,17 @@ def browser(extra_args=()):
     return driver
 
 
+def open_browsers(cls, count, extra_args=()):
+    """`count` browsers in cls.drivers; on a failure, the class's teardown runs and it raises."""
+    cls.drivers = []
+    try:
+        for _ in range(count):
+            cls.drivers.append(browser(extra_args))
+    except Exception:
+        cls.tearDownClass()
+        raise
+
+
 def quit_all(drivers, demo):
     """Every browser, then the server; a browser that is gone already is no error."""
     for driver in drivers:
@@ -268,14 +279,7 @@ class ChatOverTLS(unittest.TestCase):
         cls.demo = Demo(ARGS.demo, free_port(), os.path.join(ARGS.out, "server-tls.log"),
                         extra=["--tls-cert", cert, "--tls-key", key], scheme="https", host="localhost")
         cls.demo.start()
-        trust = [f"--ignore-certificate-errors-spki-list={spki_hash(cert)}"]
-        cls.drivers = []
-        try:
-            for _ in range(2):
-                cls.drivers.append(browser(trust))
-        except Exception:
-            cls.tearDownClass()
-            raise
+        open_browsers(cls, 2, [f"--ignore-certificate-errors-spki-list={spki_hash(cert)}"])
 
     @classmethod
     def tearDownClass(cls):
@@ -312,13 +316,7 @@ class ChatRecovery(unittest.TestCase):
     def setUpClass(cls):
         cls.demo = Demo(ARGS.demo, free_port(), os.path.join(ARGS.out, "server-recovery.log"))
         cls.demo.start()
-        cls.drivers = []
-        try:
-            for _ in range(2):
-                cls.drivers.append(browser())
-        except Exception:
-            cls.tearDownClass()
-            raise
+        open_browsers(cls, 2)
 
     @classmethod
     def tearDownClass(cls):

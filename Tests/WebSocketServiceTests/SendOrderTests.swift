@@ -5,6 +5,16 @@ import Testing
 /// Sends the application ordered arrive in that order, whichever threads
 /// made them: a send on the connection's own loop thread waits behind the
 /// sends other threads made before it (they wait in the loop's inbox).
+/// Runs `body` on a new thread and waits until it is done.
+private func onAnotherThread(_ body: @escaping @Sendable () -> Void) {
+    let done = DispatchSemaphore(value: 0)
+    Thread {
+        body()
+        done.signal()
+    }.start()
+    done.wait()
+}
+
 @Suite struct SendOrderTests {
     @Test(arguments: backends) func aLoopSendWaitsBehindEarlierSendsFromOtherThreads(_ backend: Configuration.Backend) throws {
         var routes = WebSocketRoutes()
@@ -12,12 +22,9 @@ import Testing
             guard message.text == "go" else { return }
             // Another thread sends first and is done before this one sends;
             // then this (loop) thread sends, and closes.
-            let done = DispatchSemaphore(value: 0)
-            Thread {
+            onAnotherThread {
                 for i in 0..<3 { service.send(Array("other \(i)".utf8), opcode: .text, to: connection) }
-                done.signal()
-            }.start()
-            done.wait()
+            }
             service.send(Array("loop".utf8), opcode: .text, to: connection)
             service.close(connection, code: CloseCode(rawValue: 4000), reason: "after all")
         }, limits: .unlimited)
@@ -35,12 +42,7 @@ import Testing
         var routes = WebSocketRoutes()
         routes.socket("/ws", handler: EnvelopeHandlerFunction { service, connection, message, _ in
             guard message.cmd == "go" else { return }
-            let done = DispatchSemaphore(value: 0)
-            Thread {
-                service.write(Envelope(cmd: "first"), to: connection)
-                done.signal()
-            }.start()
-            done.wait()
+            onAnotherThread { service.write(Envelope(cmd: "first"), to: connection) }
             service.writeChannel(cmd: "second", param: .null, channel: "room")
         }, limits: .unlimited)
         guard let service = try startService(backend, routes: routes) else { return }

@@ -41,13 +41,7 @@ import Glibc
         let fd = try TestClient.tcp(port: tlsPort)
         defer { Glibc.close(fd) }
         try TestClient.writeAll(fd, Array(TestClient.upgradeRequest(path: "/ws").utf8))
-        var answer: [UInt8] = []
-        let deadline = ContinuousClock.now + .seconds(5)
-        while true {
-            let chunk = try TestClient.readSome(fd, deadline: deadline)
-            if chunk.isEmpty { break }
-            answer += chunk
-        }
+        let answer = try TestClient.readToEnd(fd)
         #expect(!String(decoding: answer, as: UTF8.self).hasPrefix("HTTP/"))
         #expect(eventually { service.status().tlsHandshakesFailed == 1 })
 

@@ -184,13 +184,7 @@ func startTLSService(_ backend: Configuration.Backend, identities: [Configuratio
                 if i > 0 { usleep(100_000) }
                 try TestClient.writeAll(fd, bytes)
             }
-            var answer: [UInt8] = []
-            let deadline = ContinuousClock.now + .seconds(5)
-            while true {
-                let chunk = try TestClient.readSome(fd, deadline: deadline)
-                if chunk.isEmpty { break }
-                answer += chunk
-            }
+            let answer = try TestClient.readToEnd(fd)
             #expect(!String(decoding: answer, as: UTF8.self).hasPrefix("HTTP/"), "no plaintext answer on the TLS port")
         }
         #expect(eventually { service.status().tlsHandshakesFailed == 4 })

@@ -97,6 +97,17 @@ final class TestClient: @unchecked Sendable {
         }
     }
 
+    /// Everything until the peer closes, waiting up to `timeout` in all.
+    static func readToEnd(_ fd: Int32, timeout: Duration = .seconds(5)) throws -> [UInt8] {
+        var all: [UInt8] = []
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let chunk = try readSome(fd, deadline: deadline)
+            if chunk.isEmpty { return all }
+            all += chunk
+        }
+    }
+
     /// A plain HTTP exchange: sends `request`, reads until the server closes
     /// (every answer here has Connection: close) or the head and body are in.
     static func http(port: Int, _ request: String, timeout: Duration = .seconds(5)) throws -> (status: Int, head: String, body: String) {
