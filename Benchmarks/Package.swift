@@ -11,6 +11,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.0.0"),
+        // hbecho's wss:// (--tls-cert/--tls-key): HummingbirdTLS over NIOSSL (BoringSSL).
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.0.0"),
         // Micro benchmarks with malloc counts (`swift package benchmark`).
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
@@ -36,7 +38,8 @@ let package = Package(
             path: "Sources/wsabuse",
             linkerSettings: [.linkedLibrary("z")] // zlib, for the bomb's deflate stream
         ),
-        // Echo peer on Hummingbird WebSocket, same semantics as `wsdemo --echo`.
+        // Echo peer on Hummingbird WebSocket, same semantics as `wsdemo --echo`; wss://
+        // with --tls-cert/--tls-key (HummingbirdTLS, NIOSSL), like `wsdemo --tls-cert`.
         // Command-line options shared by the two Hummingbird peers.
         .target(name: "PeerOptions", path: "Sources/PeerOptions"),
         .executableTarget(
@@ -46,8 +49,11 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdWSCompression", package: "hummingbird-websocket"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             path: "Sources/hbecho"
         ),

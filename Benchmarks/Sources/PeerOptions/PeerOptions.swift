@@ -6,10 +6,14 @@ public struct PeerOptions: Sendable {
     public var port = 0
     public var threads = 1
     public var deflate = false
+    /// PEM certificate chain and private key (`--tls-cert`, `--tls-key`): both or neither.
+    public var tlsCert: String?
+    public var tlsKey: String?
 
-    /// Parses `--host H --port P --threads N` (and `--deflate` when the peer
-    /// supports it); prints usage and exits on `--help`, fails on anything else.
-    public static func parse(program: String, allowDeflate: Bool = false) -> PeerOptions {
+    /// Parses `--host H --port P --threads N` (and `--deflate`, `--tls-cert FILE
+    /// --tls-key FILE` when the peer supports them); prints usage and exits on
+    /// `--help`, fails on anything else.
+    public static func parse(program: String, allowDeflate: Bool = false, allowTLS: Bool = false) -> PeerOptions {
         func fail(_ message: String) -> Never {
             FileHandle.standardError.write(Data("\(program): \(message)\n".utf8))
             exit(2)
@@ -26,13 +30,17 @@ public struct PeerOptions: Sendable {
             case "--port": o.port = Int(value(a)) ?? -1
             case "--threads": o.threads = Int(value(a)) ?? 0
             case "--deflate" where allowDeflate: o.deflate = true
+            case "--tls-cert" where allowTLS: o.tlsCert = value(a)
+            case "--tls-key" where allowTLS: o.tlsKey = value(a)
             case "-h", "--help":
-                print("usage: \(program) [--host H] [--port P] [--threads N]" + (allowDeflate ? " [--deflate]" : ""))
+                print("usage: \(program) [--host H] [--port P] [--threads N]" + (allowDeflate ? " [--deflate]" : "")
+                    + (allowTLS ? " [--tls-cert FILE --tls-key FILE]" : ""))
                 exit(0)
             default: fail("unknown argument \(a)")
             }
         }
         guard (0...65535).contains(o.port), o.threads >= 1 else { fail("bad --port or --threads") }
+        guard (o.tlsCert == nil) == (o.tlsKey == nil) else { fail("--tls-cert and --tls-key go together") }
         return o
     }
 }
