@@ -637,6 +637,9 @@ static void *canary_main(void *arg) {
         return NULL;
     }
     uint64_t next = now_ns();
+    /* The one other message the canary may get: its channel's position when
+     * the demo keeps a history of the room it joined (`_joined`, once). */
+    int joined = 0;
     while (atomic_load(&canary_on)) {
         uint64_t sent = now_ns();
         if (conn_send_text(&c, "{\"cmd\":\"_heartbeat\"}") != 0) { canary_error("send: %s", strerror(errno)); break; }
@@ -648,6 +651,7 @@ static void *canary_main(void *arg) {
             if (r <= 0) { canary_error("no heartbeat reply after round trip %ld: %s", canary.trips, end_name(r)); goto out; }
             if (f.op == 8) { canary_error("closed by the server: %d %.*s", f.code, (int)(f.n > 2 ? f.n - 2 : 0), (const char *)f.data + 2); goto out; }
             if (f.op == 1 && memmem(f.data, f.n, "\"cmd\":\"_heartbeat\"", 18)) got = 1;
+            else if (f.op == 1 && !joined && memmem(f.data, f.n, "\"cmd\":\"_joined\"", 15)) joined = 1;
             else if (f.op == 1) canary_error("unexpected message: %.100s", (const char *)f.data);
         }
         double rtt = (double)(now_ns() - sent) / 1e9;
