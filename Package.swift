@@ -82,6 +82,7 @@ let package = Package(
             dependencies: [
                 "WebSocketService",
                 "CHiredis",
+                "CWebSocket", // cws_sha1, for EVALSHA
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/WebSocketRedis"

@@ -8,6 +8,9 @@ import WebSocketService
 ///     <origin uuid> c[ <except uuid>]\n<envelope>
 ///     <origin uuid> a\n<envelope>
 ///     <origin uuid> u <connection uuid>\n<envelope>
+///     <origin uuid> h <epoch> <offset>[ <except uuid>]\n<envelope>
+///
+/// The last, a history message, is written by RedisHistory's script, not here.
 enum BackplaneWire {
     static func encode(_ message: BackplaneMessage) -> [UInt8] {
         var header = message.origin.uuidString
@@ -18,6 +21,8 @@ enum BackplaneWire {
             header += " a"
         case .connection(let id):
             header += " u \(id.uuidString)"
+        case .history(_, let epoch, let offset, let except):
+            header += " h \(epoch) \(offset)" + (except.map { " \($0.uuidString)" } ?? "")
         }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(header.utf8.count + 1 + message.envelope.count)
@@ -29,7 +34,7 @@ enum BackplaneWire {
 
     /// nil for anything malformed (a foreign publisher on our subjects).
     static func decode(_ bytes: UnsafeRawBufferPointer, channel: String?) -> BackplaneMessage? {
-        guard let newline = bytes.firstIndex(of: UInt8(ascii: "\n")), newline <= 80 else { return nil }
+        guard let newline = bytes.firstIndex(of: UInt8(ascii: "\n")), newline <= 160 else { return nil }
         let fields = String(decoding: bytes[..<newline], as: UTF8.self).split(separator: " ")
         guard fields.count >= 2, let origin = UUID(uuidString: String(fields[0])) else { return nil }
         let third = fields.count > 2 ? UUID(uuidString: String(fields[2])) : nil
@@ -43,6 +48,14 @@ enum BackplaneWire {
         case "u":
             guard let third else { return nil }
             target = .connection(third)
+        case "h":
+            guard let channel, fields.count == 4 || fields.count == 5, let offset = UInt64(fields[3]) else { return nil }
+            var except: UUID?
+            if fields.count == 5 {
+                guard let id = UUID(uuidString: String(fields[4])) else { return nil }
+                except = id
+            }
+            target = .history(channel, epoch: String(fields[2]), offset: offset, except: except)
         default:
             return nil
         }

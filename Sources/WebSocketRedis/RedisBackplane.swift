@@ -36,7 +36,12 @@ final class RedisBackplane: Backplane, @unchecked Sendable {
         var wanted: Set<String> = []
         /// Subjects Redis confirmed.
         var confirmed: Set<String> = []
-        var queue: [(subject: String, payload: [UInt8], attempts: Int)] = []
+        var queue: [Outgoing] = []
+        var historyHooks = BackplaneHistoryHooks.none
+        /// Subjects of channels whose history this server follows (RedisHistory.swift), with their bounds.
+        var followed: [String: Configuration.History] = [:]
+        /// Followed subjects to read: confirmed, and not read since.
+        var reads: [String] = []
         var publisherUp = false
         var subscriberUp = false
         var started = false
@@ -74,12 +79,14 @@ final class RedisBackplane: Backplane, @unchecked Sendable {
     var isDistributed: Bool { true }
 
     func start(serverID: UUID, deliver: @escaping @Sendable (BackplaneMessage) -> Void,
-               localMembers: @escaping @Sendable (String?) -> [String: [ClusterMember]]) {
+               localMembers: @escaping @Sendable (String?) -> [String: [ClusterMember]],
+               history: BackplaneHistoryHooks) {
         let first = locked { s -> Bool in
             guard !s.started else { return false }
             s.started = true
             s.serverID = serverID
             s.deliver = deliver
+            s.historyHooks = history
             return true
         }
         guard first else { return }
@@ -133,14 +140,52 @@ final class RedisBackplane: Backplane, @unchecked Sendable {
     func publish(_ message: BackplaneMessage) {
         let subject: String
         if case .channel(let channel, _) = message.target { subject = channelPrefix + channel } else { subject = allSubject }
-        let payload = BackplaneWire.encode(message)
+        enqueue(Outgoing(subject: subject, payload: BackplaneWire.encode(message)))
+    }
+
+    /// False (counted as not propagated) when down or full: deliver locally
+    /// only, and say so, rather than buffer without bound.
+    @discardableResult
+    private func enqueue(_ item: Outgoing) -> Bool {
         let queued = locked { s -> Bool in
-            // Down: deliver locally only, and say so, rather than buffer without bound.
             guard s.publisherUp, !s.stopping, s.queue.count < configuration.maxPendingPublishes else { return false }
-            s.queue.append((subject, payload, 0))
+            s.queue.append(item)
             return true
         }
         if queued { condition.signal() } else { notPropagated.wrappingAdd(1, ordering: .relaxed) }
+        return queued
+    }
+
+    var ordersHistory: Bool { true }
+
+    func publishToHistory(_ write: HistoryWrite) -> Bool {
+        enqueue(Outgoing(subject: channelPrefix + write.channel, payload: [], history: write))
+    }
+
+    func followHistory(channel: String, limits: Configuration.History) {
+        let subject = channelPrefix + channel
+        let now = locked { s -> Bool in
+            s.followed[subject] = limits
+            guard s.confirmed.contains(subject) else { return false }
+            if !s.reads.contains(subject) { s.reads.append(subject) }
+            return true
+        }
+        if now { condition.signal() }
+    }
+
+    func unfollowHistory(channel: String) {
+        locked { _ = $0.followed.removeValue(forKey: channelPrefix + channel) }
+    }
+
+    /// The subscriber saw Redis confirm a subject: a followed channel is read now.
+    func confirmed(_ subject: String) {
+        let read = locked { s -> Bool in
+            s.confirmed.insert(subject)
+            guard s.followed[subject] != nil, !s.reads.contains(subject) else { return false }
+            s.reads.append(subject)
+            return true
+        }
+        if read { condition.signal() }
     }
 
     var status: BackplaneStatus {

@@ -2,16 +2,47 @@ import CHiredis
 import Foundation
 import WebSocketService
 
+/// What the publisher thread sends: a publish, or a write to a channel's
+/// history (RedisHistory's script, which publishes too).
+struct Outgoing {
+    var subject: String
+    var payload: [UInt8]
+    var history: HistoryWrite? = nil
+    var attempts = 0
+    /// EVAL with the whole script: Redis answered NOSCRIPT to EVALSHA.
+    var fullScript = false
+}
+
 /// The publisher thread: drains the bounded queue, pipelining each batch to
 /// the node that owns each subject, and reconnects with backoff when a
-/// connection breaks (what was in flight is counted as not propagated).
+/// connection breaks (what was in flight is counted as not propagated). It
+/// also reads the followed channels' histories (`reads`).
 extension RedisBackplane {
-    typealias Publish = (subject: String, payload: [UInt8], attempts: Int)
+    typealias Publish = Outgoing
 
     func runPublisher() {
         let sharded = configuration.pubSub == .sharded
-        let command = Array((sharded ? "SPUBLISH" : "PUBLISH").utf8)
+        let publishCommand = sharded ? "SPUBLISH" : "PUBLISH"
+        let command = Array(publishCommand.utf8)
         let router = RedisRouter(configuration)
+        let hooks = locked { $0.historyHooks }
+        /// Where an item goes: a history's stream lives on its key's node in either mode.
+        func node(for item: Publish) -> RedisNode {
+            sharded || item.history != nil ? router.node(for: item.subject) : router.seed
+        }
+        func arguments(_ item: Publish) -> [[UInt8]] {
+            guard let write = item.history else { return [command, Array(item.subject.utf8), item.payload] }
+            return RedisHistory.writeCommand(write, subject: item.subject, full: item.fullScript, publish: publishCommand)
+        }
+        /// Counted as not propagated; a history write's local members get it without an offset.
+        func lose(_ items: some Sequence<Publish>) {
+            var count = 0
+            for item in items {
+                count += 1
+                if let write = item.history { hooks.lost(write) }
+            }
+            notPropagated.wrappingAdd(UInt64(count), ordering: .relaxed)
+        }
         var delay = configuration.reconnectDelay
         defer {
             // Best effort for what was queued before stop (the leaves of a graceful shutdown).
@@ -22,9 +53,9 @@ extension RedisBackplane {
             if !router.needsRefresh, !rest.isEmpty {
                 var used: Set<RedisNode> = []
                 for item in rest {
-                    let node = sharded ? router.node(for: item.subject) : router.seed
+                    let node = node(for: item)
                     guard let c = router.connection(to: node).connection else { continue }
-                    _ = RedisConnection.append(c, [command, Array(item.subject.utf8), item.payload])
+                    _ = RedisConnection.append(c, arguments(item))
                     used.insert(node)
                 }
                 for node in used { if let c = router.open[node] { _ = chr_flush(c) } }
@@ -33,13 +64,13 @@ extension RedisBackplane {
             locked { $0.publisherUp = false }
         }
         /// Counts the queue as not propagated and marks the publisher down.
-        func down(_ reason: String, lost: Int) {
-            let queued = locked { s -> Int in
+        func down(_ reason: String, lost: [Publish]) {
+            let queued = locked { s -> [Publish] in
                 s.publisherUp = false
                 defer { s.queue.removeAll() }
-                return s.queue.count
+                return s.queue
             }
-            notPropagated.wrappingAdd(UInt64(lost + queued), ordering: .relaxed)
+            lose(lost + queued)
             failed("publisher: " + reason)
             router.closeAll()
             router.needsRefresh = true
@@ -61,10 +92,13 @@ extension RedisBackplane {
             // under load). Each access below is a fresh one.
             condition.lock()
             // At most a second idle, so a dead connection is noticed (below) even without traffic.
-            if shared.queue.isEmpty, !shared.stopping { _ = condition.wait(until: Date(timeIntervalSinceNow: 1)) }
+            if shared.queue.isEmpty, shared.reads.isEmpty, !shared.stopping {
+                _ = condition.wait(until: Date(timeIntervalSinceNow: 1))
+            }
             let batch = shared.queue
             shared.queue.removeAll(keepingCapacity: true)
             condition.unlock()
+            defer { readHistories(router, hooks) }
             // Redis sends nothing unasked on these connections, so a readable
             // socket means it closed (a restart while we were idle): reconnect
             // now rather than lose the batch to a dead socket.
@@ -72,7 +106,7 @@ extension RedisBackplane {
             if !closed.isEmpty {
                 for node in closed { router.drop(node) }
                 if let error = router.refresh() {
-                    down(error, lost: batch.count)
+                    down(error, lost: batch)
                     continue
                 }
             }
@@ -81,20 +115,20 @@ extension RedisBackplane {
             var order: [RedisNode] = []
             var groups: [RedisNode: [Publish]] = [:]
             for item in batch {
-                let node = sharded ? router.node(for: item.subject) : router.seed
+                let node = node(for: item)
                 if groups[node] == nil { order.append(node) }
                 groups[node, default: []].append(item)
             }
             var sent = 0
-            var lost = 0
+            var lost: [Publish] = []
             var retry: [Publish] = []
             var broken: String?
             var pending: [(RedisNode, OpaquePointer, [Publish])] = []
             for node in order {
                 let items = groups[node]!
                 guard let c = router.connection(to: node).connection,
-                      items.allSatisfy({ RedisConnection.append(c, [command, Array($0.subject.utf8), $0.payload]) == 0 }) else {
-                    lost += items.count
+                      items.allSatisfy({ RedisConnection.append(c, arguments($0)) == 0 }) else {
+                    lost += items
                     broken = "\(node): cannot connect or write"
                     router.drop(node)
                     continue
@@ -109,15 +143,23 @@ extension RedisBackplane {
                         sent += 1
                     } else if rc == 1, RedisRouter.isRedirect(String(cString: chr_error(c))), item.attempts < 3 {
                         // The slot moved: publish where it lives now (MOVED says where; after an ASK, read the map).
-                        retry.append((item.subject, item.payload, item.attempts + 1))
+                        var again = item
+                        again.attempts += 1
+                        retry.append(again)
                         if router.redirect(String(cString: chr_error(c))) == nil { router.needsRefresh = true }
+                    } else if rc == 1, RedisHistory.isNoScript(String(cString: chr_error(c))), item.attempts < 3 {
+                        // This node has not seen the script yet: once with its text, then by its hash.
+                        var again = item
+                        again.attempts += 1
+                        again.fullScript = true
+                        retry.append(again)
                     } else if rc == 1 {
-                        lost += 1
+                        lost.append(item)
                         logger.warning("redis backplane: publish refused", metadata: [
                             "node": "\(node)", "error": "\(String(cString: chr_error(c)))"])
                     } else {
                         // An answer that never came: the PUBLISH may or may not have gone out.
-                        lost += items.count - index
+                        lost += items[index...]
                         broken = "\(node): " + String(cString: chr_error(c))
                         router.drop(node)
                         break
@@ -126,18 +168,80 @@ extension RedisBackplane {
             }
             published.wrappingAdd(UInt64(sent), ordering: .relaxed)
             if let broken {
-                down(broken, lost: lost + retry.count)
+                down(broken, lost: lost + retry)
                 continue
             }
-            notPropagated.wrappingAdd(UInt64(lost), ordering: .relaxed)
+            lose(lost)
             if !retry.isEmpty {
                 // Ahead of what came since, so each channel keeps its order.
                 if router.needsRefresh, let error = router.refresh() {
-                    down(error, lost: retry.count)
+                    down(error, lost: retry)
                 } else {
                     locked { $0.queue.insert(contentsOf: retry, at: 0) }
                 }
             }
         }
+    }
+}
+
+extension RedisBackplane {
+    /// Reads the histories of the followed channels Redis confirmed since
+    /// the last pass, each with one script call on its key's node; what fails
+    /// is read again on the next pass (or after the next confirmation).
+    func readHistories(_ router: RedisRouter, _ hooks: BackplaneHistoryHooks) {
+        let subjects = locked { s -> [(String, Configuration.History)] in
+            defer { s.reads.removeAll() }
+            return s.reads.compactMap { subject in s.followed[subject].map { (subject, $0) } }
+        }
+        guard !subjects.isEmpty, !router.needsRefresh else {
+            if !subjects.isEmpty { locked { $0.reads += subjects.map(\.0) } }
+            return
+        }
+        var failed: [String] = []
+        for (subject, limits) in subjects {
+            let channel = String(subject.dropFirst(channelPrefix.count))
+            let node = router.node(for: subject)
+            guard let c = router.connection(to: node).connection else {
+                failed.append(subject)
+                router.needsRefresh = true
+                continue
+            }
+            var rc = RedisConnection.append(c, RedisHistory.readCommand(subject: subject, limits: limits, full: false)) == 0
+                ? chr_reply(c) : -1
+            if rc == 1, RedisHistory.isNoScript(String(cString: chr_error(c))) {
+                rc = RedisConnection.append(c, RedisHistory.readCommand(subject: subject, limits: limits, full: true)) == 0
+                    ? chr_reply(c) : -1
+            }
+            if rc == 1, RedisRouter.isRedirect(String(cString: chr_error(c))) {
+                if router.redirect(String(cString: chr_error(c))) == nil { router.needsRefresh = true }
+                failed.append(subject)
+                continue
+            }
+            guard rc == 0 else {
+                logger.warning("redis backplane: history read failed", metadata: [
+                    "channel": "\(channel)", "error": "\(String(cString: chr_error(c)))"])
+                // A broken connection: read again once reconnected. A refusal would only be refused again.
+                if rc < 0 {
+                    router.drop(node)
+                    router.needsRefresh = true
+                    failed.append(subject)
+                }
+                hooks.read(channel, nil)
+                continue
+            }
+            var strings: [[UInt8]] = []
+            for index in 0..<chr_reply_count(c) {
+                var length = 0
+                guard let pointer = chr_reply_string(c, index, &length) else { break }
+                strings.append(Array(UnsafeRawBufferPointer(start: pointer, count: length)))
+            }
+            guard let read = RedisHistory.parseRead(strings) else {
+                logger.warning("redis backplane: history read unreadable", metadata: ["channel": "\(channel)"])
+                continue
+            }
+            hooks.read(channel, read)
+        }
+        // Still followed: read again on the next pass.
+        if !failed.isEmpty { locked { s in s.reads += failed.filter { s.followed[$0] != nil && !s.reads.contains($0) } } }
     }
 }

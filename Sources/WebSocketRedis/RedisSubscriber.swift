@@ -159,7 +159,7 @@ extension RedisBackplane {
                                          as: UTF8.self)
                     switch push.kind {
                     case Int32(CHR_PUSH_SUBSCRIBE.rawValue):
-                        locked { _ = $0.confirmed.insert(subject) }
+                        confirmed(subject)
                     case Int32(CHR_PUSH_UNSUBSCRIBE.rawValue):
                         locked { _ = $0.confirmed.remove(subject) }
                         // Unasked (its slot migrated to another node): subscribe again where it lives now.
@@ -171,8 +171,9 @@ extension RedisBackplane {
                         let channel = subject.hasPrefix(channelPrefix) ? String(subject.dropFirst(channelPrefix.count)) : nil
                         let payload = UnsafeRawBufferPointer(start: push.payload, count: push.payload_len)
                         guard let message = BackplaneWire.decode(payload, channel: channel) else { continue }
-                        // Our own copy, back from Redis: the local members had it already.
-                        guard message.origin != serverID else { continue }
+                        // Our own copy, back from Redis: the local members had it already
+                        // (but for a history message, which every server delivers from here).
+                        if case .history = message.target {} else if message.origin == serverID { continue }
                         received.wrappingAdd(1, ordering: .relaxed)
                         deliver?(message)
                     default:

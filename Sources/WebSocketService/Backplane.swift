@@ -18,7 +18,8 @@ package protocol Backplane: AnyObject, Sendable {
     /// each message another server published to a subject this one wants;
     /// `localMembers` answers for one channel, or every channel given nil.
     func start(serverID: UUID, deliver: @escaping @Sendable (BackplaneMessage) -> Void,
-               localMembers: @escaping @Sendable (String?) -> [String: [ClusterMember]])
+               localMembers: @escaping @Sendable (String?) -> [String: [ClusterMember]],
+               history: BackplaneHistoryHooks)
     /// Stops and joins its threads. Idempotent; safe when never started.
     func stop()
     /// Wants the subject's messages (a channel whose first local member joined).
@@ -33,6 +34,95 @@ package protocol Backplane: AnyObject, Sendable {
     /// The channel's members on every live server.
     func clusterMembers(in channel: String) async throws -> [ClusterMember]
     var status: BackplaneStatus { get }
+
+    /// True when the backplane keeps the channels' histories itself (Redis
+    /// Streams): every server's writes to a channel with a history then go
+    /// through it, which gives them their offsets in one order, and each
+    /// server keeps a copy of the channels it has members in
+    /// (`followHistory`). False in-process: the server's own log is the history.
+    var ordersHistory: Bool { get }
+    /// Appends a message to the channel's history and publishes it with its
+    /// offset to every server, this one included (`Target.history`); never
+    /// blocks. False when it cannot be queued (the backplane is down or its
+    /// queue is full): the caller delivers locally, without an offset.
+    func publishToHistory(_ write: HistoryWrite) -> Bool
+    /// Once subscribed to the channel (and again after every resubscribe),
+    /// reads its newest kept messages (`limits.maxMessages`) and hands them to
+    /// `BackplaneHistoryHooks.read`: with the live messages that arrive
+    /// meanwhile, the server's copy is continuous from there. Asked again
+    /// while followed: one more read (a gap was seen).
+    func followHistory(channel: String, limits: Configuration.History)
+    /// The channel's last local member left.
+    func unfollowHistory(channel: String)
+}
+
+extension Backplane {
+    package var ordersHistory: Bool { false }
+    package func publishToHistory(_ write: HistoryWrite) -> Bool { false }
+    package func followHistory(channel: String, limits: Configuration.History) {}
+    package func unfollowHistory(channel: String) {}
+}
+
+/// A message for a channel's history in the backplane (`publishToHistory`):
+/// its envelope in two parts, around the offset that the backplane assigns.
+package struct HistoryWrite: Sendable {
+    package var origin: UUID
+    package var channel: String
+    package var except: UUID?
+    /// The envelope up to its offset's digits, and after them.
+    package var before: [UInt8]
+    package var after: [UInt8]
+    /// Bounds of the backplane's copy: at least this many messages are kept,
+    /// and a channel not written for `maxAge` is dropped (its next write
+    /// starts a new epoch).
+    package var maxMessages: Int
+    package var maxAge: Duration
+    /// The envelope without an offset: what the local members get when the
+    /// write cannot reach the backplane.
+    package var withoutOffset: [UInt8]
+
+    package init(origin: UUID, channel: String, except: UUID?, before: [UInt8], after: [UInt8],
+                 maxMessages: Int, maxAge: Duration, withoutOffset: [UInt8]) {
+        self.origin = origin
+        self.channel = channel
+        self.except = except
+        self.before = before
+        self.after = after
+        self.maxMessages = maxMessages
+        self.maxAge = maxAge
+        self.withoutOffset = withoutOffset
+    }
+}
+
+/// What the backplane read of a channel's history (`followHistory`).
+package struct HistoryRead: Sendable {
+    package var epoch: String
+    /// The newest offset in the channel; 0 before its first message.
+    package var top: UInt64
+    /// Oldest first, each the whole envelope with its offset and when it was written.
+    package var messages: [(offset: UInt64, envelope: [UInt8], written: Date)]
+
+    package init(epoch: String, top: UInt64, messages: [(offset: UInt64, envelope: [UInt8], written: Date)]) {
+        self.epoch = epoch
+        self.top = top
+        self.messages = messages
+    }
+}
+
+/// How the backplane hands the service what concerns its histories.
+package struct BackplaneHistoryHooks: Sendable {
+    /// A `followHistory` read, on a backplane thread; nil when it failed
+    /// (it is tried again after the next resubscribe).
+    package var read: @Sendable (_ channel: String, _ read: HistoryRead?) -> Void
+    /// A `publishToHistory` that did not reach the backplane after it was queued.
+    package var lost: @Sendable (HistoryWrite) -> Void
+
+    package init(read: @escaping @Sendable (String, HistoryRead?) -> Void, lost: @escaping @Sendable (HistoryWrite) -> Void) {
+        self.read = read
+        self.lost = lost
+    }
+
+    package static let none = BackplaneHistoryHooks(read: { _, _ in }, lost: { _ in })
 }
 
 /// What travels between servers: an encoded envelope and where it goes.
@@ -44,6 +134,9 @@ package struct BackplaneMessage: Sendable, Equatable {
         case all
         /// One connection, wherever it lives.
         case connection(UUID)
+        /// A message of the channel's history, with its place in it, for
+        /// the members on every server (the one that wrote it too) but `except`.
+        case history(String, epoch: String, offset: UInt64, except: UUID?)
     }
 
     package var origin: UUID

@@ -63,7 +63,8 @@ public struct ChannelHistory: Sendable {
 /// members receive offsets in order and a join's replay meets the live
 /// stream with no gap and no duplicate.
 final class ChannelLog {
-    let epoch: String
+    /// Set once here; in a cluster, replaced by the backplane's (`replace`).
+    private(set) var epoch: String
     let limits: Configuration.History
     /// The newest message's offset; 0 before the first.
     private(set) var top: UInt64 = 0
@@ -71,6 +72,15 @@ final class ChannelLog {
     private var head = 0
     private var bytes = 0
     private(set) var lastWrite: ContinuousClock.Instant
+
+    // In a cluster whose backplane orders the histories (ClusterHistory.swift):
+    /// The kept messages are continuous up to the live stream; false from a
+    /// channel's first local member until the backplane's read comes.
+    var synced = true
+    /// Members that joined while not synced, told their position once it is.
+    var waitingJoins: [(connection: Connection, recoverFrom: ChannelPosition?)] = []
+    /// Live messages that came while not synced.
+    var buffered: [(epoch: String, offset: UInt64, except: UUID?, bytes: [UInt8])] = []
 
     init(limits: Configuration.History, now: ContinuousClock.Instant) {
         self.limits = limits
@@ -86,10 +96,31 @@ final class ChannelLog {
     var nextOffset: UInt64 { top + 1 }
 
     func append(_ envelope: [UInt8], now: ContinuousClock.Instant) {
-        top += 1
+        append(envelope, offset: top + 1, at: now, now: now)
+    }
+
+    /// A message whose offset the backplane gave (one above `top`).
+    func append(_ envelope: [UInt8], offset: UInt64, at written: ContinuousClock.Instant, now: ContinuousClock.Instant) {
+        top = offset
         lastWrite = now
-        entries.append((top, envelope, now))
+        entries.append((offset, envelope, written))
         bytes += envelope.count
+        trim(now: now)
+    }
+
+    /// Everything kept is replaced by what the backplane read (its messages
+    /// in offset order, ending at `top`).
+    func replace(epoch: String, top: UInt64, messages: [(offset: UInt64, envelope: [UInt8], at: ContinuousClock.Instant)],
+                 now: ContinuousClock.Instant) {
+        self.epoch = epoch
+        entries = []
+        head = 0
+        bytes = 0
+        for message in messages where message.offset <= top {
+            entries.append((message.offset, message.envelope, message.at))
+            bytes += message.envelope.count
+        }
+        self.top = top
         trim(now: now)
     }
 
@@ -125,7 +156,7 @@ final class ChannelLog {
 
     /// 8 characters of base 32 from 40 random bits: another epoch is told
     /// apart with near certainty, and it stays short on the wire.
-    private static func newEpoch() -> String {
+    static func newEpoch() -> String {
         let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz".utf8)
         var bits = UInt64.random(in: 0..<(1 << 40))
         var out: [UInt8] = []
@@ -143,6 +174,9 @@ final class ChannelLog {
 final class HistoryStore: Sendable {
     let rules: [Configuration.History]
     let maxChannels: Int
+    /// False when the backplane keeps the histories: a server's log is then
+    /// its copy for the channel's local members, and goes only with them.
+    let evicts: Bool
     private let logs = Locked<[String: Entry]>([:])
 
     /// A log and the lock a write holds while it fans out.
@@ -152,9 +186,10 @@ final class HistoryStore: Sendable {
         init(_ log: ChannelLog) { self.log = log }
     }
 
-    init(rules: [Configuration.History], maxChannels: Int) {
+    init(rules: [Configuration.History], maxChannels: Int, evicts: Bool = true) {
         self.rules = rules
         self.maxChannels = max(1, maxChannels)
+        self.evicts = evicts
     }
 
     var isEmpty: Bool { rules.isEmpty }
@@ -169,7 +204,7 @@ final class HistoryStore: Sendable {
         let entry: Entry? = logs.withLock { logs in
             if let entry = logs[channel] { return entry }
             guard create else { return nil }
-            if logs.count >= maxChannels, let idlest = logs.min(by: { $0.value.log.lastWrite < $1.value.log.lastWrite }) {
+            if evicts, logs.count >= maxChannels, let idlest = logs.min(by: { $0.value.log.lastWrite < $1.value.log.lastWrite }) {
                 logs[idlest.key] = nil
             }
             let entry = Entry(ChannelLog(limits: rule, now: now))
@@ -177,7 +212,23 @@ final class HistoryStore: Sendable {
             return entry
         }
         guard let entry else { return nil }
-        return try entry.lock.withLock { try body(entry.log) }
+        return try entry.lock.withLock {
+            // Dropped while this waited for its lock (`removeIfUnused`): the channel's log is a new one.
+            guard evicts || logs.withLock({ $0[channel] === entry }) else { return nil }
+            return try body(entry.log)
+        } ?? withLog(channel, create: create, body)
+    }
+
+    /// Drops the channel's log when `unused` says so, under the log's lock
+    /// (a join waiting for it then finds a new log, which reads the backplane again).
+    func removeIfUnused(_ channel: String, unused: () -> Bool) {
+        guard let entry = logs.withLock({ $0[channel] }) else { return }
+        entry.lock.withLock {
+            guard unused() else { return }
+            logs.withLock { logs in
+                if logs[channel] === entry { logs[channel] = nil }
+            }
+        }
     }
 
     var channelCount: Int { logs.withLock { $0.count } }

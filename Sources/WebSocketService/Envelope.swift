@@ -141,6 +141,20 @@ public struct Envelope: Sendable, Equatable {
         return out
     }
 
+    /// The encoding with an offset, in two parts: before the offset's digits
+    /// and after them (a cluster's history gives the offset; ClusterHistory.swift).
+    func encodedAroundOffset() -> (before: [UInt8], after: [UInt8]) {
+        var numbered = self
+        numbered.offset = 0
+        let bytes = numbered.encoded()
+        // The first `"offset":` is the member's name: inside a string every quote is escaped.
+        let name = Array(#""offset":"#.utf8)
+        var start = 0
+        while !bytes[start..<(start + name.count)].elementsEqual(name) { start += 1 }
+        let digit = start + name.count
+        return (Array(bytes[..<digit]), Array(bytes[(digit + 1)...]))
+    }
+
     /// `{"cmd":"error","param":{"message":...,"code"?:...,...}}`: `code`
     /// names a refusal by the service's limits and checks (`"rate-limited"`,
     /// `"join-refused"`...) so a client can tell it from a handler's error;

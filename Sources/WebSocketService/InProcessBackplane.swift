@@ -4,7 +4,7 @@ import Foundation
 final class InProcessBackplane: Backplane {
     var isDistributed: Bool { false }
     func start(serverID: UUID, deliver: @escaping @Sendable (BackplaneMessage) -> Void,
-               localMembers: @escaping @Sendable (String?) -> [String: [ClusterMember]]) {}
+               localMembers: @escaping @Sendable (String?) -> [String: [ClusterMember]], history: BackplaneHistoryHooks) {}
     func stop() {}
     func subscribe(channel: String) {}
     func unsubscribe(channel: String) {}

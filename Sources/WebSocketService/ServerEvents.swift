@@ -284,7 +284,7 @@ extension WebSocketServer {
                 let members = s.channels[channel] ?? [:]
                 if members.isEmpty {
                     s.channels[channel] = nil
-                    if isDistributed { backplane.unsubscribe(channel: channel) }
+                    if isDistributed { lastLocalMemberLeft(channel) }
                 }
                 // Remote members may remain when no local one does.
                 if !members.isEmpty || isDistributed, let presence = presenceUpdate(connection, channel: channel, connected: false) {
@@ -297,6 +297,7 @@ extension WebSocketServer {
             if isDistributed { publishPresence(update.presence, channel: update.channel) }
         }
         if isDistributed { for channel in left { backplane.membersChanged(channel: channel) } }
+        if historyInBackplane, !left.isEmpty { dropHistoryCopies(left) }
         if configuration.maxConnectionsPerAddress != nil { addresses.release(connection.clientAddress) }
         connection.queue?.finish()
         connection.rawQueue?.finish()

@@ -68,6 +68,9 @@ public final class WebSocketServer: Sendable {
     let serverID = UUID()
     /// The kept messages of the channels `Configuration.history` names.
     let historyStore: HistoryStore
+    /// The backplane orders and keeps the histories (Redis Streams): writes
+    /// to a channel with a history go through it (ClusterHistory.swift).
+    let historyInBackplane: Bool
     let limitCounters = LimitCounters()
     /// nil when `Configuration.metrics` is nil.
     let metrics: ServerMetrics?
@@ -122,7 +125,9 @@ public final class WebSocketServer: Sendable {
         metrics = configuration.metrics.map(ServerMetrics.init)
         backplane = configuration.backplane.makeBackplane(logger)
         isDistributed = backplane.isDistributed
-        historyStore = HistoryStore(rules: configuration.history, maxChannels: configuration.maxHistoryChannels)
+        historyInBackplane = isDistributed && backplane.ordersHistory && !configuration.history.isEmpty
+        historyStore = HistoryStore(rules: configuration.history, maxChannels: configuration.maxHistoryChannels,
+                                    evicts: !historyInBackplane)
 
         var cfg = cws_server_config()
         cws_server_config_init(&cfg)
@@ -268,7 +273,9 @@ public final class WebSocketServer: Sendable {
         }
         if isDistributed {
             backplane.start(serverID: serverID, deliver: { [weak self] message in self?.deliverFromBackplane(message) },
-                            localMembers: { [weak self] channel in self?.localMembers(channel) ?? [:] })
+                            localMembers: { [weak self] channel in self?.localMembers(channel) ?? [:] },
+                            history: BackplaneHistoryHooks(read: { [weak self] in self?.historyWasRead($0, $1) },
+                                                           lost: { [weak self] in self?.historyWriteLost($0) }))
         }
         var listening: Logger.Metadata = ["host": "\(configuration.host)", "port": "\(port)", "backend": "\(backend)"]
         if let tlsPort { listening["tls_port"] = "\(tlsPort)" }
@@ -373,6 +380,10 @@ public final class WebSocketServer: Sendable {
     @discardableResult
     public func writeChannel(cmd: String, param: RawJSON, channel: String, except: UUID? = nil,
                              from: UUID? = nil) -> Int {
+        if historyInBackplane, let rule = historyStore.rule(for: channel) {
+            return writeChannelThroughBackplane(Envelope(from: from, channel: channel, cmd: cmd, param: param),
+                                                except: except, rule: rule)
+        }
         if !historyStore.isEmpty, let count = historyStore.withLog(channel, { log -> Int in
             let bytes = Envelope(from: from, channel: channel, offset: log.nextOffset, cmd: cmd, param: param).encoded()
             log.append(bytes, now: .now)
@@ -394,7 +405,7 @@ public final class WebSocketServer: Sendable {
     }
 
     @discardableResult
-    private func writeChannelLocally(_ bytes: [UInt8], channel: String, except: UUID?) -> Int {
+    func writeChannelLocally(_ bytes: [UInt8], channel: String, except: UUID?) -> Int {
         let ids = state.withLock { s -> [cws_conn_id] in
             guard let members = s.channels[channel] else { return [] }
             return Self.recipients(members, except: except.flatMap { s.byID[$0]?.engineID }, bytes: bytes.count)
@@ -488,6 +499,8 @@ public final class WebSocketServer: Sendable {
             if let connection = connection(id) {
                 message.envelope.withUnsafeBytes { _ = send($0, opcode: .text, to: connection) }
             }
+        case .history(let channel, let epoch, let offset, let except):
+            deliverHistoryMessage(message.envelope, channel: channel, epoch: epoch, offset: offset, except: except)
         }
     }
 
@@ -543,6 +556,7 @@ public final class WebSocketServer: Sendable {
         let maxChannels = connection.limits.maxChannels
         var full = false
         var recoverFrom: ChannelPosition?
+        var firstLocalMember = false
         func addMember() -> [cws_conn_id]? {
             state.withLock { s -> [cws_conn_id]? in
                 guard s.byEngineID[engineID] != nil, s.channels[channel]?[engineID] == nil else { return nil }
@@ -553,7 +567,13 @@ public final class WebSocketServer: Sendable {
                 }
                 let others = presence.map { Self.recipients(s.channels[channel] ?? [:], except: nil, bytes: $0.count) } ?? []
                 // Under the lock, so a racing last leave cannot reorder its unsubscribe after this.
-                if isDistributed && s.channels[channel] == nil { backplane.subscribe(channel: channel) }
+                if isDistributed && s.channels[channel] == nil {
+                    firstLocalMember = true
+                    backplane.subscribe(channel: channel)
+                    if historyInBackplane, let rule = historyStore.rule(for: channel) {
+                        backplane.followHistory(channel: channel, limits: rule)
+                    }
+                }
                 s.channels[channel, default: [:]][engineID] = connection
                 connection.withJoined { $0.append(channel) }
                 recoverFrom = connection.recoveryPositions?.removeValue(forKey: channel)
@@ -566,7 +586,14 @@ public final class WebSocketServer: Sendable {
         // take too: the replay meets the live stream with no gap and no duplicate.
         if !historyStore.isEmpty, let viaLog = historyStore.withLog(channel, { log -> [cws_conn_id]? in
             let others = addMember()
-            if others != nil { sendPosition(log, channel: channel, recoveringFrom: recoverFrom, to: connection) }
+            guard others != nil else { return nil }
+            // In a cluster the server's copy is read from the backplane first.
+            if historyInBackplane && firstLocalMember { log.synced = false }
+            if log.synced {
+                sendPosition(log, channel: channel, recoveringFrom: recoverFrom, to: connection)
+            } else {
+                log.waitingJoins.append((connection, recoverFrom))
+            }
             return others
         }) {
             others = viaLog
@@ -589,7 +616,7 @@ public final class WebSocketServer: Sendable {
     /// is (`_joined`: its epoch and last offset) and, when it asked to
     /// recover from a position, whether it could (`recovered`); the messages
     /// it missed follow, oldest first. Under the log's lock.
-    private func sendPosition(_ log: ChannelLog, channel: String, recoveringFrom wanted: ChannelPosition?,
+    func sendPosition(_ log: ChannelLog, channel: String, recoveringFrom wanted: ChannelPosition?,
                               to connection: Connection) {
         let missed = wanted.flatMap { log.messages(after: $0, now: .now) }
         var param = Array(#"{"epoch":"#.utf8)
@@ -606,8 +633,12 @@ public final class WebSocketServer: Sendable {
     /// The channel's kept messages after `position` (nil: every kept one),
     /// oldest first, and where the channel is now; nil for a channel that
     /// `Configuration.history` gives no history.
+    ///
+    /// In a cluster whose backplane keeps the histories (Redis), this is the
+    /// server's copy, which it keeps for the channels it has members in: nil
+    /// for another channel.
     public func history(_ channel: String, since position: ChannelPosition? = nil) -> ChannelHistory? {
-        historyStore.withLog(channel) { log in
+        historyStore.withLog(channel, create: !historyInBackplane) { log in
             let now = ContinuousClock.now
             let found = position.map { log.messages(after: $0, now: now) } ?? log.newest(now: now)
             return ChannelHistory(position: log.position, recovered: found != nil,
@@ -633,11 +664,12 @@ public final class WebSocketServer: Sendable {
             let members = s.channels[channel] ?? [:]
             if members.isEmpty {
                 s.channels[channel] = nil
-                if isDistributed { backplane.unsubscribe(channel: channel) }
+                if isDistributed { lastLocalMemberLeft(channel) }
             }
             return presence.map { Self.recipients(members, except: nil, bytes: $0.count) } ?? []
         }
         guard let others else { return false }
+        if historyInBackplane { dropHistoryCopies([channel]) }
         if let presence { fanOut(presence, to: others) }
         if isDistributed {
             if let presence { publishPresence(presence, channel: channel) }

@@ -98,7 +98,7 @@ final class Cluster {
 
     /// nil (reason printed) without redis-server.
     static func start(servers: Int = 3, pubSub: RedisConfiguration.PubSub = .classic,
-                      redis: RedisServer? = nil) throws -> Cluster? {
+                      redis: RedisServer? = nil, history: [Configuration.History] = []) throws -> Cluster? {
         guard RedisServer.executable != nil else {
             print("SKIPPED: redis-server is not installed (Debian: apt-get install redis-server)")
             return nil
@@ -115,6 +115,7 @@ final class Cluster {
                 backplane.reconnectDelay = .milliseconds(20)
                 backplane.maxReconnectDelay = .milliseconds(250)
                 configuration.backplane = .redis(backplane)
+                configuration.history = history
             }
             services.append(try #require(service))
         }
