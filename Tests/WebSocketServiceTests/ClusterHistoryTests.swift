@@ -155,3 +155,98 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
         #expect(try receive(5, on: recent, "recent").map(\.offset) == Array(296...300))
     }
 }
+
+extension RedisClusterTests {
+    /// Histories on a three-master Redis Cluster, sharded: each channel's
+    /// stream lives on the master that owns its slot, beside its shard
+    /// channel, and a client that comes back through another server is
+    /// recovered there.
+    @Test func historiesLiveOnEachChannelsOwnMaster() throws {
+        guard let redis = try RedisClusterNodes.start() else { return }
+        guard let cluster = try Cluster.start(pubSub: .sharded, redis: redis.nodes[0],
+                                              history: ClusterHistoryTests.rooms) else { return }
+        var probe = RedisConfiguration(port: redis.nodes[0].port)
+        probe.pubSub = .sharded
+        let router = RedisRouter(probe)
+        #expect(router.refresh() == nil)
+        // Three rooms, each on another master.
+        var rooms: [String: RedisNode] = [:]
+        for n in 0..<100 where rooms.count < 3 {
+            let owner = router.node(for: "ws:c:room\(n)")
+            if !rooms.values.contains(owner) { rooms["room\(n)"] = owner }
+        }
+        router.closeAll()
+        for (room, owner) in rooms.sorted(by: { $0.key < $1.key }) {
+            let x = try TestClient.connect(port: cluster.services[0].port, path: "/ws?ch=\(room)")
+            let y = try TestClient.connect(port: cluster.services[1].port, path: "/ws?ch=\(room)")
+            let start = try #require(try x.joinedPosition().position)
+            #expect(try y.joinedPosition().position == start)
+            for n in 0..<10 { try y.say(room, n) }
+            #expect(try receive(10, on: x, room).map(\.offset) == Array(1...10))
+            _ = try receive(10, on: y, room)
+            x.abort()
+            for n in 10..<30 { try y.say(room, n) }
+            _ = try receive(20, on: y, room)
+            let node = try #require(redis.nodes.first { $0.port == owner.port })
+            // 30 messages and the entry that fixed the epoch at the first read (offset 0).
+            #expect(redis.cli(node, ["XLEN", "ws:c:\(room)"]).hasPrefix("31"), "\(room): the stream on its owner")
+            let back = try TestClient.connect(port: cluster.services[2].port,
+                                              path: TestClient.recoveringPath(room, from: ChannelPosition(epoch: start.epoch, offset: 10)))
+            #expect(try back.joinedPosition().recovered == true)
+            #expect(try receive(20, on: back, room).map(\.n) == Array(10..<30), "\(room): what it missed, in order")
+        }
+        for service in cluster.services { #expect(service.status().backplane.notPropagated == 0) }
+    }
+}
+
+extension ScaleOutProcessTests {
+    /// The chat across three wsdemo processes (which keep their rooms'
+    /// histories in Redis with --redis): a server is killed with SIGKILL
+    /// mid-stream; its client comes back through another server with its
+    /// position and gets every message once, in order.
+    @Test func aClientOfAKilledServerComesBackThroughAnotherWithNothingLost() throws {
+        guard RedisServer.executable != nil, let demo = DemoServer.executable else {
+            print("SKIPPED: needs redis-server and wsdemo next to the test bundle")
+            return
+        }
+        let redis = try RedisServer()
+        let servers = try (0..<3).map { _ in
+            try DemoServer(executable: demo, arguments: ["--redis", "redis://127.0.0.1:\(redis.port)/0", "--history", "500"])
+        }
+        let clients = try servers.enumerated().map { try TestClient.connect(port: $1.port, path: "/ws?ch=hall&user=u\($0)") }
+        // `_joined` says the server follows the room's stream: no wait for Redis's subscriptions.
+        let positions = try clients.map { try #require(try $0.receiveEnvelope(cmd: "_joined")["param"] as? [String: Any]) }
+        let epoch = try #require(positions[0]["epoch"] as? String)
+        #expect(positions.allSatisfy { $0["epoch"] as? String == epoch })
+
+        func says(_ count: Int, on client: TestClient) throws -> [(offset: UInt64, p: Int, n: Int)] {
+            try (0..<count).map { _ in
+                let envelope = try client.receiveEnvelope(cmd: "say")
+                let param = try #require(envelope["param"] as? [String: Any])
+                return (try #require((envelope["offset"] as? NSNumber)?.uint64Value),
+                        try #require(param["p"] as? Int), try #require(param["n"] as? Int))
+            }
+        }
+        for n in 0..<10 {
+            for s in 1...2 { try clients[s].send(text: #"{"cmd":"say","channel":"hall","param":{"p":\#(s),"n":\#(n)}}"#) }
+        }
+        let before = try says(20, on: clients[0])
+        #expect(before.map(\.offset) == Array(1...20))
+        servers[0].kill()
+        for n in 10..<60 {
+            for s in 1...2 { try clients[s].send(text: #"{"cmd":"say","channel":"hall","param":{"p":\#(s),"n":\#(n)}}"#) }
+        }
+        let all = try says(120, on: clients[1])
+        _ = try says(120, on: clients[2])
+        let json = #"{"hall":{"epoch":"\#(epoch)","offset":20}}"#
+        let back = try TestClient.connect(port: servers[1].port,
+                                          path: "/ws?ch=hall&user=u0&recover=" + json.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)
+        let rejoined = try #require(try back.receiveEnvelope(cmd: "_joined")["param"] as? [String: Any])
+        #expect(rejoined["recovered"] as? Bool == true)
+        let replay = try says(100, on: back)
+        #expect(replay.map(\.offset) == Array(21...120))
+        #expect(replay.map(\.n) == all.suffix(100).map(\.n) && replay.map(\.p) == all.suffix(100).map(\.p),
+                "every message once, in the order the others saw")
+        back.expectNothing("say", within: .milliseconds(200))
+    }
+}

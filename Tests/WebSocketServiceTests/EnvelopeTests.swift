@@ -112,6 +112,19 @@ import Testing
         #expect(RawJSON(string: "\u{1}\u{1F600}").description == "\"\\u0001\u{1F600}\"")
     }
 
+    /// The two parts a cluster's history script puts an offset between: a
+    /// channel name that spells `"offset":` inside its string does not fool it.
+    @Test func encodingAroundTheOffset() throws {
+        let id = UUID()
+        for channel in ["room", #"x","offset":7,"#, "\"offset\":"] {
+            let envelope = Envelope(from: id, channel: channel, cmd: "say", param: try RawJSON(validating: #"{"offset":1}"#))
+            let (before, after) = envelope.encodedAroundOffset()
+            var numbered = envelope
+            numbered.offset = 1234
+            #expect(before + Array("1234".utf8) + after == numbered.encoded(), "\(channel)")
+        }
+    }
+
     @Test func rawJSONValidation() throws {
         #expect(try RawJSON(validating: " [1, 2] ").description == "[1, 2]")
         #expect(throws: JSONSyntaxError.self) { try RawJSON(validating: "[1, 2] 3") }
