@@ -66,6 +66,19 @@ test("not recovered: the page is told, and the stream starts over at the channel
     assert.deepEqual(JSON.parse(new URL(ws().url).searchParams.get("recover")), { room: { epoch: "e2", offset: 41 } });
 });
 
+test("a _joined while connected (a cluster's stream started over) resets the position and reports it", () => {
+    const { messages, recoveries, ws, socket } = make();
+    ws().serverOpen();
+    ws().serverSend(joined("room", "e1", 0));
+    ws().serverSend(say("room", 1));
+    ws().serverSend(say("room", 2));
+    ws().serverSend(joined("room", "e2", 0, false));
+    assert.deepEqual(plain(socket.position("room")), { epoch: "e2", offset: 0 });
+    ws().serverSend(say("room", 1)); // the new stream's first: not a duplicate of the old one's
+    assert.deepEqual(messages, [1, 2, 1]);
+    assert.deepEqual(recoveries, [["room", false]]);
+});
+
 test("messages without an offset, or in channels without a position, are delivered as they are", () => {
     const { messages, ws } = make();
     ws().serverOpen();
