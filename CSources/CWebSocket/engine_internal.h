@@ -203,7 +203,7 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t handshakes_failed;
     _Atomic uint64_t deferred; /* upgrade requests waiting for a deferred answer */
     _Atomic uint64_t receive_buffers_held, input_held_bytes; /* io_uring's kept input */
-    _Atomic uint64_t tls_handshakes, tls_handshakes_failed;
+    _Atomic uint64_t tls_handshakes, tls_handshakes_failed, tls_kernel_offloads;
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;
@@ -540,6 +540,28 @@ void cws_tls_timed_out(cws_loop *l, cws_conn *c);
 void cws_tls_truncated(cws_loop *l, cws_conn *c);
 /* The application's log (on_log), printf-style. */
 void cws_log(cws_loop *l, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* 1 when the kernel encrypts what is written to c (kernel TLS): its queue's
+ * plaintext goes to the socket as it is. */
+int cws_tls_kernel_sends(const cws_conn *c);
+
+/* ---- kernel TLS for sending (engine_tls_kernel.c) ----------------------- */
+/* A TLS record's most plaintext. */
+#define CWS_TLS_MAX_PLAINTEXT 16384
+struct ssl_st;
+typedef struct cws_tls_tx cws_tls_tx;
+/* The server's application traffic secret from a key-log line
+ * (SERVER_TRAFFIC_SECRET_0): 1 and the secret, or 0 for another line. */
+int cws_tls_tx_secret(const char *line, uint8_t secret[48], size_t *len);
+/* Hands the session's sending keys (from the secret) over: mode 1 to the
+ * kernel (TCP_ULP "tls", TLS_TX), mode 2 to the emulation (*emulation, which
+ * writes the records the kernel would). 0, or -1 with why. */
+int cws_tls_tx_start(int fd, struct ssl_st *ssl, const uint8_t *secret, size_t secret_len, int mode,
+                     cws_tls_tx **emulation, char *why, size_t cap);
+/* The emulation: appends plaintext of a content type (23 data, 21 alert) as records. 0, or -1. */
+int cws_tls_tx_seal(cws_tls_tx *tx, cws_buffer *out, uint8_t type, const uint8_t *data, size_t len);
+/* The kernel: sends close_notify (the record type in a control message). 0, or -1. */
+int cws_tls_tx_kernel_close_notify(int fd);
+void cws_tls_tx_free(cws_tls_tx *tx);
 
 /* ---- timer wheel (engine_timer.c) --------------------------------------- */
 void cws_timer_set(cws_loop *l, cws_conn *c, uint32_t ms);

@@ -90,7 +90,7 @@ int cws_conn_iov(const cws_conn *c, struct iovec *iov, int max) {
     for (uint32_t i = 0; i < c->qcount && n < max; i++) {
         const cws_sendq_entry *e = &c->q[(c->qhead + i) & (c->qcap - 1)];
         /* TLS: plaintext not yet sealed never reaches the socket. */
-        if (c->tls && e->msg->opcode != CWS_MSG_SEALED) break;
+        if (c->tls && e->msg->opcode != CWS_MSG_SEALED && !cws_tls_kernel_sends(c)) break;
         iov[n].iov_base = e->msg->data + e->off;
         iov[n].iov_len = e->msg->len - e->off;
         n++;

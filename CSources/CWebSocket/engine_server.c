@@ -468,5 +468,6 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->input_held_bytes += atomic_load_explicit(&st->input_held_bytes, memory_order_relaxed);
         out->tls_handshakes += atomic_load_explicit(&st->tls_handshakes, memory_order_relaxed);
         out->tls_handshakes_failed += atomic_load_explicit(&st->tls_handshakes_failed, memory_order_relaxed);
+        out->tls_kernel_offloads += atomic_load_explicit(&st->tls_kernel_offloads, memory_order_relaxed);
     }
 }

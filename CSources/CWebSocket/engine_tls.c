@@ -23,10 +23,10 @@
  * - Certificates: one SSL_CTX per identity, chosen by SNI; a reload builds a
  *   new set and swaps it in for the next accept (open sessions keep theirs).
  *
- * Kernel TLS (the "tls" ULP) would let the kernel encrypt what io_uring
- * sends; handing it the session keys needs a record layer we do not drive
- * yet, and the machines we test on have no tls module, so it is only
- * detected (cws_tls_kernel_offload_available).
+ * Kernel TLS (kernel_offload): after a TLS 1.3 handshake the sending keys
+ * go to the kernel (engine_tls_kernel.c) and the queue's plaintext is
+ * written as it is; OpenSSL keeps reading, and never writes again (the BIO
+ * refuses it: its records would reuse the kernel's nonces).
  */
 #include "engine_internal.h"
 
@@ -51,6 +51,7 @@ struct cws_tls_identities {
     SSL_CTX *def;
     cws_tls_host *hosts;
     uint32_t nhosts;
+    uint8_t offload; /* what kernel_offload gives here: 0 none, 1 the kernel, 2 the emulation */
 };
 
 typedef struct cws_tls_conn {
@@ -61,6 +62,12 @@ typedef struct cws_tls_conn {
     size_t in_len;
     uint8_t handshaken;
     uint8_t notified;               /* close_notify queued (or a fatal alert sent) */
+    uint8_t offload;                /* the identities' mode at accept */
+    uint8_t kernel_tx;              /* sending handed over: 1 the kernel, 2 the emulation (tx) */
+    uint8_t refused_write;          /* OpenSSL tried to write after that */
+    uint8_t secret_len;
+    uint8_t secret[48];             /* SERVER_TRAFFIC_SECRET_0, until the hand-off */
+    cws_tls_tx *tx;
 } cws_tls_conn;
 
 /* Plaintext gathered into one record: what fits a TLS record. */
@@ -81,6 +88,10 @@ static int cws_bio_write(BIO *b, const char *data, int len) {
     cws_buffer *o = t->out;
     BIO_clear_retry_flags(b);
     if (len <= 0) return 0;
+    if (t->kernel_tx) {
+        t->refused_write = 1;
+        return -1;
+    }
     if (o->len + (size_t)len > o->cap) {
         size_t cap = o->cap ? o->cap : 32768;
         while (cap < o->len + (size_t)len) cap *= 2;
@@ -188,7 +199,15 @@ static int cws_tls_sni(SSL *ssl, int *alert, void *arg) {
     return SSL_TLSEXT_ERR_OK; /* an unknown name gets the default certificate */
 }
 
-static SSL_CTX *cws_tls_ctx_new(const cws_tls_config *cfg, const cws_tls_identity *id, char *err, size_t cap) {
+/* Only the server's application traffic secret is kept, for the hand-off. */
+static void cws_tls_keylog(const SSL *ssl, const char *line) {
+    cws_tls_conn *t = SSL_get_app_data(ssl);
+    size_t len = 0;
+    if (t && t->offload && cws_tls_tx_secret(line, t->secret, &len)) t->secret_len = (uint8_t)len;
+}
+
+static SSL_CTX *cws_tls_ctx_new(const cws_tls_config *cfg, const cws_tls_identity *id, int offload, char *err,
+                                size_t cap) {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
         cws_tls_error(err, cap, "SSL_CTX_new", NULL);
@@ -203,7 +222,8 @@ static SSL_CTX *cws_tls_ctx_new(const cws_tls_config *cfg, const cws_tls_identit
     /* Resumption by tickets only: a server-side session cache would grow
      * with every client that ever connected. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_num_tickets(ctx, 1);
+    SSL_CTX_set_num_tickets(ctx, offload ? 0 : 1);
+    if (offload) SSL_CTX_set_keylog_callback(ctx, cws_tls_keylog);
     SSL_CTX_set_alpn_select_cb(ctx, cws_tls_alpn, NULL);
     if (SSL_CTX_use_certificate_chain_file(ctx, id->certificate_chain_file) != 1) {
         cws_tls_error(err, cap, "certificate chain", id->certificate_chain_file);
@@ -265,6 +285,7 @@ static struct cws_tls_identities *cws_tls_ids_new(const cws_tls_config *cfg, cha
         return NULL;
     }
     atomic_init(&ids->refs, 1);
+    ids->offload = cfg->kernel_offload == 2 ? 2 : cfg->kernel_offload == 1 && cws_tls_kernel_offload_available() ? 1 : 0;
     uint32_t def = 0;
     for (uint32_t i = 0; i < cfg->identity_count; i++)
         if (!cfg->identities[i].server_name || !*cfg->identities[i].server_name) {
@@ -273,7 +294,7 @@ static struct cws_tls_identities *cws_tls_ids_new(const cws_tls_config *cfg, cha
         }
     for (uint32_t i = 0; i < cfg->identity_count; i++) {
         const cws_tls_identity *id = &cfg->identities[i];
-        SSL_CTX *ctx = cws_tls_ctx_new(cfg, id, err, cap);
+        SSL_CTX *ctx = cws_tls_ctx_new(cfg, id, ids->offload, err, cap);
         if (!ctx) goto fail;
         if (i == def) {
             SSL_CTX_up_ref(ctx);
@@ -350,6 +371,7 @@ int cws_tls_conn_new(cws_loop *l, cws_conn *c) {
     pthread_mutex_unlock(&s->tls_lock);
     t->ids = ids;
     t->out = &l->tls_out;
+    t->offload = ids->offload;
     t->ssl = SSL_new(ids->def);
     BIO *b = t->ssl ? BIO_new(cws_bio_method) : NULL;
     if (!b) {
@@ -360,6 +382,7 @@ int cws_tls_conn_new(cws_loop *l, cws_conn *c) {
         return -ENOMEM;
     }
     BIO_set_data(b, t);
+    SSL_set_app_data(t->ssl, t); /* for the key log */
     SSL_set_bio(t->ssl, b, b); /* one BIO both ways: SSL_set_bio takes its one reference */
     SSL_set_accept_state(t->ssl);
     c->tls = t;
@@ -371,8 +394,42 @@ void cws_tls_conn_free(cws_conn *c) {
     if (!t) return;
     SSL_free(t->ssl);
     cws_tls_ids_release(t->ids);
+    cws_tls_tx_free(t->tx);
+    OPENSSL_cleanse(t->secret, sizeof t->secret);
     free(t);
     c->tls = NULL;
+}
+
+int cws_tls_kernel_sends(const cws_conn *c) { return c->tls && c->tls->kernel_tx == 1; }
+
+/* The handshake is over: the sending keys go to the kernel (or the
+ * emulation), unless this session cannot (TLS 1.2, a suite the kernel lacks)
+ * or something is still queued under OpenSSL's records; then it stays in
+ * user space, which is always correct. */
+static void cws_tls_hand_off(cws_loop *l, cws_conn *c) {
+    cws_tls_conn *t = c->tls;
+    char why[160] = "";
+    if (SSL_version(t->ssl) != TLS1_3_VERSION) {
+        snprintf(why, sizeof why, "%s, not TLS 1.3", SSL_get_version(t->ssl));
+    } else if (c->qcount) {
+        snprintf(why, sizeof why, "records still queued");
+    } else if (cws_tls_tx_start(c->fd, t->ssl, t->secret, t->secret_len, t->offload, &t->tx, why, sizeof why) == 0) {
+        t->kernel_tx = t->offload;
+        CWS_STAT_ADD(l, tls_kernel_offloads, 1);
+    }
+    OPENSSL_cleanse(t->secret, sizeof t->secret);
+    t->secret_len = 0;
+    if (!t->kernel_tx) {
+        char peer[64];
+        cws_format_peer(c->fd, peer, sizeof peer);
+        cws_log(l, CWS_LOG_DEBUG, "TLS from %s: sending stays in user space: %s", peer, why);
+    }
+}
+
+/* Encrypts plaintext into tls_out: OpenSSL's records, or the emulation's. */
+static int cws_tls_write(cws_loop *l, cws_tls_conn *t, const uint8_t *data, size_t len) {
+    if (t->kernel_tx == 2) return cws_tls_tx_seal(t->tx, &l->tls_out, 23, data, len);
+    return SSL_write(t->ssl, data, (int)len) > 0 ? 0 : -1;
 }
 
 const char *cws_tls_server_name(const cws_conn *c) {
@@ -437,7 +494,7 @@ static void cws_tls_fail(cws_loop *l, cws_conn *c, const char *what) {
 
 int cws_tls_seal(cws_loop *l, cws_conn *c) {
     cws_tls_conn *t = c->tls;
-    if (!t || !t->handshaken || c->state == CWS_CONN_DEAD) return 0;
+    if (!t || !t->handshaken || c->state == CWS_CONN_DEAD || t->kernel_tx == 1) return 0;
     uint32_t first = cws_tls_unsealed(c);
     uint32_t k = c->qcount - first;
     if (!k) return 0;
@@ -461,7 +518,7 @@ int cws_tls_seal(cws_loop *l, cws_conn *c) {
     for (uint32_t i = 0; i <= k && rc == 0; i++) {
         const cws_msg *m = i < k ? plain[i] : NULL;
         if (gathered && (!m || m->len > CWS_TLS_GATHER_MAX || gathered + m->len > sizeof gather)) {
-            if (SSL_write(t->ssl, gather, (int)gathered) <= 0) rc = -1;
+            if (cws_tls_write(l, t, gather, gathered) < 0) rc = -1;
             else if (l->tls_out.len >= CWS_TLS_COMMIT_BYTES && cws_tls_commit(l, c) < 0) rc = -1;
             gathered = 0;
         }
@@ -472,7 +529,7 @@ int cws_tls_seal(cws_loop *l, cws_conn *c) {
         } else {
             for (size_t off = 0; off < m->len && rc == 0; off += CWS_TLS_COMMIT_BYTES) {
                 size_t n = m->len - off < CWS_TLS_COMMIT_BYTES ? m->len - off : CWS_TLS_COMMIT_BYTES;
-                if (SSL_write(t->ssl, m->data + off, (int)n) <= 0) rc = -1;
+                if (cws_tls_write(l, t, m->data + off, n) < 0) rc = -1;
                 else if (l->tls_out.len >= CWS_TLS_COMMIT_BYTES && cws_tls_commit(l, c) < 0) rc = -1;
             }
         }
@@ -491,12 +548,40 @@ int cws_tls_close_notify(cws_loop *l, cws_conn *c) {
     cws_tls_conn *t = c->tls;
     if (!t || t->notified || !t->handshaken) return 0;
     t->notified = 1;
-    SSL_shutdown(t->ssl); /* writes close_notify; the peer's is not waited for here */
-    ERR_clear_error();
+    if (t->kernel_tx == 1) {
+        /* The queue is written: the alert goes now, sealed by the kernel. */
+        if (cws_tls_tx_kernel_close_notify(c->fd) < 0) {
+            char peer[64];
+            cws_format_peer(c->fd, peer, sizeof peer);
+            cws_log(l, CWS_LOG_DEBUG, "TLS close_notify to %s not sent: %s", peer, strerror(errno));
+        }
+        return 0;
+    }
+    static const uint8_t close_notify[2] = { 1, 0 }; /* warning, close_notify */
+    if (t->kernel_tx == 2) {
+        if (cws_tls_tx_seal(t->tx, &l->tls_out, 21, close_notify, sizeof close_notify) < 0) return 0;
+    } else {
+        SSL_shutdown(t->ssl); /* writes close_notify; the peer's is not waited for here */
+        ERR_clear_error();
+    }
     return cws_tls_commit(l, c) == 0 && c->qcount;
 }
 
 /* ---- input ------------------------------------------------------------------ */
+
+/* A key update the peer asked for must be answered before our next record,
+ * and the kernel cannot send one: the session ends. 1 if it did. */
+static int cws_tls_key_update_refused(cws_loop *l, cws_conn *c) {
+    cws_tls_conn *t = c->tls;
+    if (!t->kernel_tx || (!t->refused_write && SSL_get_key_update_type(t->ssl) == SSL_KEY_UPDATE_NONE)) return 0;
+    char peer[64];
+    cws_format_peer(c->fd, peer, sizeof peer);
+    cws_log(l, CWS_LOG_DEBUG, "TLS from %s asked for a key update, which kernel TLS cannot send: closing", peer);
+    ERR_clear_error();
+    l->tls_out.len = 0;
+    cws_conn_finish(l, c);
+    return 1;
+}
 
 void cws_tls_input(cws_loop *l, cws_conn *c, uint8_t *data, size_t len) {
     cws_tls_conn *t = c->tls;
@@ -526,6 +611,7 @@ void cws_tls_input(cws_loop *l, cws_conn *c, uint8_t *data, size_t len) {
             cws_conn_finish(l, c);
             return;
         }
+        if (t->offload) cws_tls_hand_off(l, c);
     }
     /* One record's plaintext at a time, all of what this read brought. */
     uint8_t plain[CWS_TLS_RECORD];
@@ -551,10 +637,11 @@ void cws_tls_input(cws_loop *l, cws_conn *c, uint8_t *data, size_t len) {
             cws_conn_eof(l, c, 0);
             return;
         }
-        cws_tls_fail(l, c, "record layer failed");
+        if (!cws_tls_key_update_refused(l, c)) cws_tls_fail(l, c, "record layer failed");
         return;
     }
     t->in_len = 0;
+    if (cws_tls_key_update_refused(l, c)) return;
     /* What reading wrote (a key update's answer) goes out before any reply. */
     if (c->state != CWS_CONN_DEAD && cws_tls_commit(l, c) < 0) cws_conn_finish(l, c);
 }

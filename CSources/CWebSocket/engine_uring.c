@@ -320,7 +320,7 @@ static uint32_t cws_ur_send_iov(cws_conn *c, cws_usend *s) {
     uint32_t i;
     for (i = 0; i < c->qcount; i++) {
         const cws_sendq_entry *e = &c->q[(c->qhead + i) & (c->qcap - 1)];
-        if (c->tls && e->msg->opcode != CWS_MSG_SEALED) break; /* not encrypted yet */
+        if (c->tls && e->msg->opcode != CWS_MSG_SEALED && !cws_tls_kernel_sends(c)) break; /* not encrypted yet */
         uint8_t *p = e->msg->data + e->off;
         size_t len = e->msg->len - e->off;
         if (gather && len <= CWS_UR_GATHER_SMALL) {

@@ -27,6 +27,7 @@ final class ServerMetrics: Sendable {
     let handshakesFailed: Counter
     let tlsHandshakes: Counter
     let tlsHandshakesFailed: Counter
+    let tlsKernelOffloads: Counter
     let messagesIn: Counter
     let messagesOut: Counter
     let bytesIn: Counter
@@ -52,6 +53,7 @@ final class ServerMetrics: Sendable {
         handshakesFailed = Counter(label: prefix + "handshakes_failed_total", factory: factory)
         tlsHandshakes = Counter(label: prefix + "tls_handshakes_total", factory: factory)
         tlsHandshakesFailed = Counter(label: prefix + "tls_handshakes_failed_total", factory: factory)
+        tlsKernelOffloads = Counter(label: prefix + "tls_kernel_offloads_total", factory: factory)
         messagesIn = Counter(label: prefix + "messages_in_total", factory: factory)
         messagesOut = Counter(label: prefix + "messages_out_total", factory: factory)
         bytesIn = Counter(label: prefix + "bytes_in_total", factory: factory)
@@ -114,6 +116,7 @@ final class ServerMetrics: Sendable {
         add(handshakesFailed, now.handshakes_failed, before.handshakes_failed)
         add(tlsHandshakes, now.tls_handshakes, before.tls_handshakes)
         add(tlsHandshakesFailed, now.tls_handshakes_failed, before.tls_handshakes_failed)
+        add(tlsKernelOffloads, now.tls_kernel_offloads, before.tls_kernel_offloads)
         // The engine answers 503 at maxConnections itself: the Swift layer never sees those upgrades.
         if now.refused_full > before.refused_full {
             counter(in: upgradesRefused, key: 503, label: "upgrades_refused_total", dimension: ("status", "503"))

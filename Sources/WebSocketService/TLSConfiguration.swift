@@ -45,6 +45,20 @@ extension Configuration {
         /// the loops, the routes and the limits; `ServerRequest.isSecure`
         /// tells them apart. Fixed when the server is made: a reload keeps it.
         public var port: Int?
+        /// Kernel TLS for sending: after a TLS 1.3 handshake the session's
+        /// sending keys go to the kernel (Linux's "tls" module), which
+        /// encrypts what the engine writes, so a message is never copied
+        /// into a record in user space; reading stays in user space. Where
+        /// the kernel has no such module (`WebSocketServer.kernelTLSAvailable`
+        /// is false), or for a TLS 1.2 session, records are made in user space
+        /// as without it. With it in use, sessions get no resumption tickets,
+        /// and a client that asks for a key update is closed (the kernel
+        /// cannot send one). Off by default.
+        public var kernelOffload = false
+        /// Tests only: the hand-off goes to a user-space writer of the records
+        /// the kernel would make, so the keys and sequence a kernel would get
+        /// are checked on a machine without the module.
+        var emulatesKernelOffload = false
 
         /// One certificate for every host name.
         public init(certificateChainFile: String, privateKeyFile: String) {
@@ -75,6 +89,7 @@ extension Configuration {
                 cfg.identity_count = UInt32(buffer.count)
                 cfg.client_ca_file = copy(clientCertificateAuthorityFile)
                 cfg.require_client_certificate = requiresClientCertificate ? 1 : 0
+                cfg.kernel_offload = emulatesKernelOffload ? 2 : kernelOffload ? 1 : 0
                 return withUnsafePointer(to: cfg) { body($0) }
             }
         }

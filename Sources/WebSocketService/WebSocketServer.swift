@@ -43,6 +43,8 @@ public final class WebSocketServer: Sendable {
         /// HTTP on the TLS port, a refused or a stalled handshake (each is
         /// logged at debug level).
         public var tlsHandshakesFailed: UInt64 = 0
+        /// TLS connections whose sending went to the kernel (`Configuration.TLS.kernelOffload`).
+        public var tlsKernelOffloads: UInt64 = 0
         /// What the endpoints' limits and checks refused.
         public var limits: LimitStatus
         /// Seconds since `start()`.
@@ -255,6 +257,9 @@ public final class WebSocketServer: Sendable {
     }
     /// "io_uring" or "epoll".
     public var backend: String { String(cString: cws_server_backend_name(server)) }
+    /// Whether this kernel offers kernel TLS (Linux's "tls" module, listed in
+    /// /proc/sys/net/ipv4/tcp_available_ulp), which `Configuration.TLS.kernelOffload` needs.
+    public static var kernelTLSAvailable: Bool { cws_tls_kernel_offload_available() != 0 }
 
     /// Starts the event loops (once; a second call throws, as does a start after `stop`).
     public func start() throws(WebSocketServer.Error) {
@@ -749,6 +754,7 @@ public final class WebSocketServer: Sendable {
                       backplane: backplane.status)
         status.tlsHandshakes = stats.tls_handshakes
         status.tlsHandshakesFailed = stats.tls_handshakes_failed
+        status.tlsKernelOffloads = stats.tls_kernel_offloads
         return status
     }
 }

@@ -18,7 +18,7 @@ func usage() -> Never {
     usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
                   [--no-admin] [--deflate] [--redis redis://[:password@]host:port/db] [--presence-ttl SECONDS]
                   [--redis-sharded] [--no-presence] [--history N] [--no-rate-limit] [--max-per-address N]
-                  [--envelope] [--async | --session] [--on-loops] [--tls-cert FILE --tls-key FILE [--tls-port N]]
+                  [--envelope] [--async | --session] [--on-loops] [--tls-cert FILE --tls-key FILE [--tls-port N] [--tls-kernel]]
                                        the chat example (a page at /, the socket at /ws?ch=room&user=name,
                                        admin pages at /admin/sockets for loopback peers only; --no-admin: none);
                                        --echo echoes every message unchanged at every path
@@ -44,7 +44,8 @@ func usage() -> Never {
                                        --tls-cert/--tls-key serve wss:// and https:// with this PEM certificate
                                        chain and key (scripts/make-test-certs makes throw-away ones); SIGHUP
                                        reads them again for new connections; --tls-port N keeps --port plain
-                                       and serves TLS beside it on port N (0: any free port)
+                                       and serves TLS beside it on port N (0: any free port); --tls-kernel hands
+                                       TLS 1.3 sending to the kernel where it has the tls module (kernel TLS)
                                        defaults: --host 127.0.0.1 --port 8080 --loops 0 (one per CPU) --backend auto
            wsdemo info                 SIMD levels of this CPU and the one in use
            wsdemo validate FILE...     UTF-8 validation, fail-fast, in 64 KiB chunks
@@ -76,6 +77,7 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
     var tlsCertificate: String?
     var tlsKey: String?
     var tlsPort: Int?
+    var tlsKernel = false
     var historyLength = ChatHandler.historyLength
     enum Mode { case sync, async, session }
     var mode = Mode.sync
@@ -113,6 +115,7 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
             configuration.maxConnectionsPerAddress = most
         case "--tls-cert": tlsCertificate = value(arg)
         case "--tls-key": tlsKey = value(arg)
+        case "--tls-kernel": tlsKernel = true
         case "--tls-port":
             guard let port = Int(value(arg)), (0...65535).contains(port) else { fail("--tls-port takes 0...65535") }
             tlsPort = port
@@ -137,6 +140,10 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
     case let (certificate?, key?): configuration.tls = Configuration.TLS(certificateChainFile: certificate, privateKeyFile: key)
     case (nil, nil): break
     default: fail("--tls-cert and --tls-key go together")
+    }
+    if tlsKernel {
+        guard configuration.tls != nil else { fail("--tls-kernel needs --tls-cert and --tls-key") }
+        configuration.tls?.kernelOffload = true
     }
     if let tlsPort {
         guard configuration.tls != nil else { fail("--tls-port needs --tls-cert and --tls-key") }

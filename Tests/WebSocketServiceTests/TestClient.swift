@@ -283,6 +283,10 @@ struct TestTLS {
     var certificateFile: String? = nil
     var keyFile: String? = nil
     var alpn: [String] = ["http/1.1"]
+    /// Offer TLS 1.2 at most.
+    var tls12Only = false
+    /// The TLS 1.3 suites to offer (OpenSSL's syntax); nil: its default.
+    var ciphersuites: String? = nil
 }
 
 /// A client TLS session over a test's socket (Tests/Support/CTestTLS).
@@ -295,8 +299,9 @@ final class TestTLSSession {
         var err = [CChar](repeating: 0, count: 256)
         let made = wire.withUnsafeBufferPointer { alpn in
             alpn.baseAddress!.withMemoryRebound(to: CChar.self, capacity: max(1, wire.count)) { alpnChars in
-                cttls_connect(fd, tls.caFile, tls.serverName, tls.certificateFile, tls.keyFile,
-                              wire.isEmpty ? nil : alpnChars, wire.count, Int32(TestTLSSession.ms(timeout)), &err, err.count)
+                cttls_connect_with(fd, tls.caFile, tls.serverName, tls.certificateFile, tls.keyFile,
+                                   wire.isEmpty ? nil : alpnChars, wire.count, tls.tls12Only ? 1 : 0, tls.ciphersuites,
+                                   Int32(TestTLSSession.ms(timeout)), &err, err.count)
             }
         }
         guard let made else {
@@ -329,6 +334,11 @@ final class TestTLSSession {
     }
 
     func sendCloseNotify() { _ = cttls_close_notify(session) }
+    /// A KeyUpdate that asks the server for one too.
+    func requestKeyUpdate() throws {
+        guard cttls_request_key_update(session, 5_000) == 0 else { throw ClientError("TLS: key update not sent") }
+    }
+    var cipher: String { String(cString: cttls_cipher(session)) }
     var receivedCloseNotify: Bool { cttls_received_close_notify(session) != 0 }
     var peerCommonName: String { String(cString: cttls_peer_common_name(session)) }
     var peerSerial: String { String(cString: cttls_peer_serial(session)) }

@@ -471,6 +471,16 @@ typedef struct cws_tls_config {
      * asked for. */
     const char *client_ca_file;
     uint8_t require_client_certificate; /* with client_ca_file: refuse a client without one */
+    /* Kernel TLS for sending: after a TLS 1.3 handshake the session's sending
+     * keys go to the kernel (the "tls" ULP), which encrypts what the backend
+     * writes; reading stays in user space. 0: off. 1: where the kernel offers
+     * it (cws_tls_kernel_offload_available), else records stay in user space.
+     * 2: tests only: the same hand-off to a user-space writer of the records
+     * the kernel would make. With 1 (on such a kernel) or 2, sessions get no
+     * resumption tickets (nothing may be sent under the keys before the
+     * hand-off), and a peer that asks for a key update is closed (the kernel
+     * cannot send one). */
+    uint8_t kernel_offload;
 } cws_tls_config;
 
 /* Log levels of on_log. */
@@ -617,8 +627,7 @@ void cws_server_destroy(cws_server *s);
  * connections keep theirs. 0, or -1 with the reason in err (the old ones stay
  * in use); -EINVAL for a server without TLS. */
 int cws_server_tls_reload(cws_server *s, const cws_tls_config *tls, char *err, size_t err_cap);
-/* 1 when the kernel offers kernel TLS (the "tls" upper-layer protocol). The
- * engine does not hand records to the kernel yet (see engine_tls.c). */
+/* 1 when the kernel offers kernel TLS (the "tls" upper-layer protocol). */
 int cws_tls_kernel_offload_available(void);
 
 typedef struct cws_server_stats {
@@ -649,6 +658,7 @@ typedef struct cws_server_stats {
     uint64_t tls_handshakes;        /* TLS handshakes completed */
     uint64_t tls_handshakes_failed; /* TLS connections that ended before their handshake did: not
                                        TLS (plain HTTP on the TLS port), refused, or stalled */
+    uint64_t tls_kernel_offloads;   /* TLS connections whose sending went to the kernel (kernel_offload) */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 

@@ -47,11 +47,23 @@ static void fail(char *err, size_t cap, const char *what) {
 cttls *cttls_connect(int fd, const char *ca_file, const char *server_name, const char *cert_file,
                      const char *key_file, const char *alpn, size_t alpn_len, int timeout_ms, char *err,
                      size_t err_cap) {
+    return cttls_connect_with(fd, ca_file, server_name, cert_file, key_file, alpn, alpn_len, 0, NULL, timeout_ms, err,
+                              err_cap);
+}
+
+cttls *cttls_connect_with(int fd, const char *ca_file, const char *server_name, const char *cert_file,
+                          const char *key_file, const char *alpn, size_t alpn_len, int tls12_only,
+                          const char *ciphersuites, int timeout_ms, char *err, size_t err_cap) {
     cttls *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->fd = fd;
     t->ctx = SSL_CTX_new(TLS_client_method());
     if (!t->ctx) goto fail;
+    if (tls12_only) SSL_CTX_set_max_proto_version(t->ctx, TLS1_2_VERSION);
+    if (ciphersuites && SSL_CTX_set_ciphersuites(t->ctx, ciphersuites) != 1) {
+        fail(err, err_cap, "ciphersuites");
+        goto out;
+    }
     /* The server's FIN without close_notify reads as an end of stream. */
     SSL_CTX_set_options(t->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
     if (ca_file) {
@@ -177,3 +189,19 @@ void cttls_free(cttls *t) {
     SSL_CTX_free(t->ctx);
     free(t);
 }
+
+int cttls_request_key_update(cttls *t, int timeout_ms) {
+    if (SSL_key_update(t->ssl, SSL_KEY_UPDATE_REQUESTED) != 1) return -1;
+    /* Sent by the next write or handshake step: push it out now. */
+    long long deadline = now_ms() + timeout_ms;
+    for (;;) {
+        int rc = SSL_do_handshake(t->ssl);
+        if (rc == 1) return 0;
+        int e = SSL_get_error(t->ssl, rc);
+        if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && wait_for(t, e, deadline) == 0) continue;
+        ERR_clear_error();
+        return -1;
+    }
+}
+
+const char *cttls_cipher(const cttls *t) { return SSL_get_cipher_name(t->ssl); }

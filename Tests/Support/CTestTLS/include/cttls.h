@@ -15,6 +15,15 @@ typedef struct cttls cttls;
 cttls *cttls_connect(int fd, const char *ca_file, const char *server_name, const char *cert_file,
                      const char *key_file, const char *alpn, size_t alpn_len, int timeout_ms, char *err,
                      size_t err_cap);
+/* cttls_connect, and: tls12_only: offer TLS 1.2 at most; ciphersuites: the
+ * TLS 1.3 suites to offer (OpenSSL's list syntax; NULL: its default). */
+cttls *cttls_connect_with(int fd, const char *ca_file, const char *server_name, const char *cert_file,
+                          const char *key_file, const char *alpn, size_t alpn_len, int tls12_only,
+                          const char *ciphersuites, int timeout_ms, char *err, size_t err_cap);
+/* TLS 1.3: a KeyUpdate asking the server for one too, sent now. 0, or -1. */
+int cttls_request_key_update(cttls *t, int timeout_ms);
+/* The negotiated suite's name. */
+const char *cttls_cipher(const cttls *t);
 /* Writes everything: 0, or -1. */
 int cttls_write(cttls *t, const void *data, size_t len, int timeout_ms);
 /* Up to cap bytes: n > 0, 0 at the end of the stream, -1 on error, -2 when
