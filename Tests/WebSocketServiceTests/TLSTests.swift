@@ -316,7 +316,8 @@ func startTLSService(_ backend: Configuration.Backend, identities: [Configuratio
         } else {
             #expect(service.status().tlsKernelOffloads == 0)
             print("SKIPPED: kernel TLS on \(backend): this kernel offers no \"tls\" ULP (/proc/sys/net/ipv4/tcp_available_ulp); "
-                  + "records were made in user space (the hand-off itself is checked by the emulated-kernel tests)")
+                  + "records were made in user space (the hand-off is checked by the emulated-kernel tests here, and on "
+                  + "Debian's kernel with the tls module by scripts/ktls-vm)")
         }
     }
 
