@@ -9,6 +9,7 @@ import WebSocketService
 ///     <origin uuid> a\n<envelope>
 ///     <origin uuid> u <connection uuid>\n<envelope>
 ///     <origin uuid> h <epoch> <offset>[ <except uuid>]\n<envelope>
+///     <origin uuid> r t|b[ <except uuid>]\n<bytes>   (raw: text or binary; the channel's subject or "all")
 ///
 /// The last, a history message, is written by RedisHistory's script, not here.
 enum BackplaneWire {
@@ -23,6 +24,8 @@ enum BackplaneWire {
             header += " u \(id.uuidString)"
         case .history(_, let epoch, let offset, let except):
             header += " h \(epoch) \(offset)" + (except.map { " \($0.uuidString)" } ?? "")
+        case .raw(_, let except, let opcode):
+            header += (opcode == Opcode.text.rawValue ? " r t" : " r b") + (except.map { " \($0.uuidString)" } ?? "")
         }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(header.utf8.count + 1 + message.envelope.count)
@@ -48,6 +51,15 @@ enum BackplaneWire {
         case "u":
             guard let third else { return nil }
             target = .connection(third)
+        case "r":
+            guard fields.count == 3 || fields.count == 4, fields[2] == "t" || fields[2] == "b" else { return nil }
+            var except: UUID?
+            if fields.count == 4 {
+                guard let id = UUID(uuidString: String(fields[3])) else { return nil }
+                except = id
+            }
+            target = .raw(channel: channel, except: except,
+                          opcode: fields[2] == "t" ? Opcode.text.rawValue : Opcode.binary.rawValue)
         case "h":
             guard let channel, fields.count == 4 || fields.count == 5, let offset = UInt64(fields[3]) else { return nil }
             var except: UUID?

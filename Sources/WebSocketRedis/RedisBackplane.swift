@@ -139,7 +139,10 @@ final class RedisBackplane: Backplane, @unchecked Sendable {
 
     func publish(_ message: BackplaneMessage) {
         let subject: String
-        if case .channel(let channel, _) = message.target { subject = channelPrefix + channel } else { subject = allSubject }
+        switch message.target {
+        case .channel(let channel, _), .raw(let channel?, _, _), .history(let channel, _, _, _): subject = channelPrefix + channel
+        case .all, .connection, .raw(nil, _, _): subject = allSubject
+        }
         enqueue(Outgoing(subject: subject, payload: BackplaneWire.encode(message)))
     }
 

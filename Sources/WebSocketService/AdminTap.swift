@@ -49,9 +49,9 @@ final class TrafficTap: Sendable {
         publish(direction: "out", connection: connection, recipients: 1, data, opcode: opcode.rawValue, service: service)
     }
 
-    func fannedOut(_ bytes: [UInt8], recipients: Int, service: WebSocketServer) {
+    func fannedOut(_ bytes: [UInt8], opcode: Opcode = .text, recipients: Int, service: WebSocketServer) {
         bytes.withUnsafeBytes {
-            publish(direction: "out", connection: nil, recipients: recipients, $0, opcode: Opcode.text.rawValue, service: service)
+            publish(direction: "out", connection: nil, recipients: recipients, $0, opcode: opcode.rawValue, service: service)
         }
     }
 

@@ -137,6 +137,10 @@ package struct BackplaneMessage: Sendable, Equatable {
         /// A message of the channel's history, with its place in it, for
         /// the members on every server (the one that wrote it too) but `except`.
         case history(String, epoch: String, offset: UInt64, except: UUID?)
+        /// Raw bytes, not an envelope, as one message with this opcode (text
+        /// or binary): to the channel's members but `except`, or (channel
+        /// nil) to every connection, raw endpoints' included.
+        case raw(channel: String?, except: UUID?, opcode: UInt8)
     }
 
     package var origin: UUID

@@ -506,6 +506,8 @@ public final class WebSocketServer: Sendable {
             }
         case .history(let channel, let epoch, let offset, let except):
             deliverHistoryMessage(message.envelope, channel: channel, epoch: epoch, offset: offset, except: except)
+        case .raw(let channel, let except, let opcode):
+            writeRawLocally(message.envelope, opcode: Opcode(rawValue: opcode) ?? .binary, channel: channel, except: except)
         }
     }
 
@@ -521,10 +523,10 @@ public final class WebSocketServer: Sendable {
     }
 
     /// One framed, reference-counted message for every recipient.
-    func fanOut(_ bytes: [UInt8], to ids: [cws_conn_id]) {
+    func fanOut(_ bytes: [UInt8], opcode: Opcode = .text, to ids: [cws_conn_id]) {
         guard !ids.isEmpty else { return }
-        if tap.isWatched { tap.fannedOut(bytes, recipients: ids.count, service: self) }
-        guard let message = bytes.withUnsafeBytes({ cws_msg_new(Opcode.text.rawValue, $0.baseAddress, $0.count) }) else {
+        if tap.isWatched { tap.fannedOut(bytes, opcode: opcode, recipients: ids.count, service: self) }
+        guard let message = bytes.withUnsafeBytes({ cws_msg_new(opcode.rawValue, $0.baseAddress, $0.count) }) else {
             logger.error("cws_msg_new failed", metadata: ["bytes": "\(bytes.count)"])
             return
         }
