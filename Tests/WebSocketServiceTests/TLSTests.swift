@@ -49,6 +49,18 @@ func startTLSService(_ backend: Configuration.Backend, identities: [Configuratio
     }
 }
 
+/// `count` small text frames in one write, echoed in order (the replies of a turn sealed together).
+func expectBurstEchoed(_ count: Int, on client: TestClient, _ what: String = "") throws {
+    var burst: [UInt8] = []
+    for i in 0..<count { burst += FrameEncoder.encode(.text, payload: Array("m\(i)".utf8), fin: true, maskKey: 0x0102_0304) }
+    try client.write(burst)
+    for i in 0..<count {
+        let got = try client.receive()
+        #expect(got == .text("m\(i)"), "\(what) \(got)")
+        if got != .text("m\(i)") { break }
+    }
+}
+
 @Suite struct TLSTests {
     @Test(arguments: backends) func messagesOfEverySizeEchoOverTLS(_ backend: Configuration.Backend) throws {
         let seen = SeenRequests()
@@ -68,14 +80,7 @@ func startTLSService(_ backend: Configuration.Backend, identities: [Configuratio
         try client.send(.continuation, Array("mented".utf8))
         #expect(try client.receive() == .text("fragmented"))
         // 3,000 in one write: a turn's replies (hundreds) are sealed at once, many to a record.
-        var burst: [UInt8] = []
-        for i in 0..<3000 { burst += FrameEncoder.encode(.text, payload: Array("m\(i)".utf8), fin: true, maskKey: 0x0102_0304) }
-        try client.write(burst)
-        for i in 0..<3000 {
-            let got = try client.receive()
-            #expect(got == .text("m\(i)"), "\(got)")
-            if got != .text("m\(i)") { break }
-        }
+        try expectBurstEchoed(3000, on: client)
         #expect(service.status().tlsHandshakes == 1)
     }
 
@@ -343,14 +348,7 @@ func startTLSService(_ backend: Configuration.Backend, identities: [Configuratio
                 try client.send(.binary, payload)
                 #expect(try client.receive(timeout: .seconds(20)) == .binary(payload), "\(suite): \(size) bytes")
             }
-            var burst: [UInt8] = []
-            for i in 0..<500 { burst += FrameEncoder.encode(.text, payload: Array("m\(i)".utf8), fin: true, maskKey: 0x0102_0304) }
-            try client.write(burst)
-            for i in 0..<500 {
-                let got = try client.receive()
-                #expect(got == .text("m\(i)"), "\(suite): \(got)")
-                if got != .text("m\(i)") { break }
-            }
+            try expectBurstEchoed(500, on: client, suite)
             try client.sendClose(code: 1000)
             #expect(try client.receive() == .close(code: 1000, reason: ""))
             try client.waitForEOF()
