@@ -140,6 +140,7 @@ let package = Package(
                 "CWebSocket",
                 "WebSocketService",
                 "WebSocketRedis", // ScaleOutTests
+                "CHiredis", // ClusterHistoryTests: DUMP and RESTORE of a stream
                 "ChildProcess",
                 "CTestTLS", // TLSTests
                 .product(name: "Logging", package: "swift-log"),

@@ -42,6 +42,9 @@ final class RedisBackplane: Backplane, @unchecked Sendable {
         var followed: [String: Configuration.History] = [:]
         /// Followed subjects to read: confirmed, and not read since.
         var reads: [String] = []
+        /// After a failed read: none before this, and the wait before the next.
+        var readsNotBefore = Date.distantPast
+        var readDelay: Duration = .zero
         var publisherUp = false
         var subscriberUp = false
         var started = false
@@ -174,6 +177,10 @@ final class RedisBackplane: Backplane, @unchecked Sendable {
             return true
         }
         if now { condition.signal() }
+    }
+
+    func restartHistory(channel: String) {
+        enqueue(Outgoing(subject: channelPrefix + channel, payload: [], deletesStream: true))
     }
 
     func unfollowHistory(channel: String) {

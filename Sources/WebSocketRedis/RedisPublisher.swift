@@ -11,6 +11,8 @@ struct Outgoing {
     var attempts = 0
     /// EVAL with the whole script: Redis answered NOSCRIPT to EVALSHA.
     var fullScript = false
+    /// DEL of the history's stream (`restartHistory`).
+    var deletesStream = false
 }
 
 /// The publisher thread: drains the bounded queue, pipelining each batch to
@@ -28,18 +30,22 @@ extension RedisBackplane {
         let hooks = locked { $0.historyHooks }
         /// Where an item goes: a history's stream lives on its key's node in either mode.
         func node(for item: Publish) -> RedisNode {
-            sharded || item.history != nil ? router.node(for: item.subject) : router.seed
+            sharded || item.history != nil || item.deletesStream ? router.node(for: item.subject) : router.seed
         }
         func arguments(_ item: Publish) -> [[UInt8]] {
+            if item.deletesStream { return [Array("DEL".utf8), Array(item.subject.utf8)] }
             guard let write = item.history else { return [command, Array(item.subject.utf8), item.payload] }
             return RedisHistory.writeCommand(write, subject: item.subject, full: item.fullScript, publish: publishCommand)
         }
-        /// Counted as not propagated; a history write's local members get it without an offset.
-        func lose(_ items: some Sequence<Publish>) {
+        /// Counted as not propagated; a history write that surely did not run
+        /// reaches the local members without an offset. One whose answer never
+        /// came (`unsure`) may have run, and then comes back through the
+        /// subscription or the next read: it is only counted, never delivered twice.
+        func lose(_ items: some Sequence<Publish>, unsure: Bool = false) {
             var count = 0
             for item in items {
                 count += 1
-                if let write = item.history { hooks.lost(write) }
+                if let write = item.history, !unsure { hooks.lost(write) }
             }
             notPropagated.wrappingAdd(UInt64(count), ordering: .relaxed)
         }
@@ -92,8 +98,10 @@ extension RedisBackplane {
             // under load). Each access below is a fresh one.
             condition.lock()
             // At most a second idle, so a dead connection is noticed (below) even without traffic.
-            if shared.queue.isEmpty, shared.reads.isEmpty, !shared.stopping {
-                _ = condition.wait(until: Date(timeIntervalSinceNow: 1))
+            let readsDue = !shared.reads.isEmpty && shared.readsNotBefore <= Date()
+            if shared.queue.isEmpty, !readsDue, !shared.stopping {
+                let idle = Date(timeIntervalSinceNow: 1)
+                _ = condition.wait(until: shared.reads.isEmpty ? idle : min(idle, shared.readsNotBefore))
             }
             let batch = shared.queue
             shared.queue.removeAll(keepingCapacity: true)
@@ -121,6 +129,7 @@ extension RedisBackplane {
             }
             var sent = 0
             var lost: [Publish] = []
+            var unsure: [Publish] = []
             var retry: [Publish] = []
             var broken: String?
             var pending: [(RedisNode, OpaquePointer, [Publish])] = []
@@ -159,7 +168,7 @@ extension RedisBackplane {
                             "node": "\(node)", "error": "\(String(cString: chr_error(c)))"])
                     } else {
                         // An answer that never came: the PUBLISH may or may not have gone out.
-                        lost += items[index...]
+                        unsure += items[index...]
                         broken = "\(node): " + String(cString: chr_error(c))
                         router.drop(node)
                         break
@@ -167,6 +176,7 @@ extension RedisBackplane {
                 }
             }
             published.wrappingAdd(UInt64(sent), ordering: .relaxed)
+            lose(unsure, unsure: true)
             if let broken {
                 down(broken, lost: lost + retry)
                 continue
@@ -187,9 +197,10 @@ extension RedisBackplane {
 extension RedisBackplane {
     /// Reads the histories of the followed channels Redis confirmed since
     /// the last pass, each with one script call on its key's node; what fails
-    /// is read again on the next pass (or after the next confirmation).
+    /// is read again after a backoff (`readsNotBefore`).
     func readHistories(_ router: RedisRouter, _ hooks: BackplaneHistoryHooks) {
         let subjects = locked { s -> [(String, Configuration.History)] in
+            guard s.readsNotBefore <= Date() else { return [] }
             defer { s.reads.removeAll() }
             return s.reads.compactMap { subject in s.followed[subject].map { (subject, $0) } }
         }
@@ -220,12 +231,13 @@ extension RedisBackplane {
             guard rc == 0 else {
                 logger.warning("redis backplane: history read failed", metadata: [
                     "channel": "\(channel)", "error": "\(String(cString: chr_error(c)))"])
-                // A broken connection: read again once reconnected. A refusal would only be refused again.
+                // Read again after a backoff: a broken connection once reconnected, and a
+                // refusal (LOADING, OOM, CLUSTERDOWN…) once Redis may take it, or members wait for good.
                 if rc < 0 {
                     router.drop(node)
                     router.needsRefresh = true
-                    failed.append(subject)
                 }
+                failed.append(subject)
                 hooks.read(channel, nil)
                 continue
             }
@@ -237,11 +249,20 @@ extension RedisBackplane {
             }
             guard let read = RedisHistory.parseRead(strings) else {
                 logger.warning("redis backplane: history read unreadable", metadata: ["channel": "\(channel)"])
+                failed.append(subject)
                 continue
             }
             hooks.read(channel, read)
         }
-        // Still followed: read again on the next pass.
-        if !failed.isEmpty { locked { s in s.reads += failed.filter { s.followed[$0] != nil && !s.reads.contains($0) } } }
+        // Still followed: read again after a backoff that doubles while reads fail.
+        locked { s in
+            if failed.isEmpty {
+                s.readDelay = .zero
+                return
+            }
+            s.readDelay = s.readDelay == .zero ? configuration.reconnectDelay : min(s.readDelay * 2, configuration.maxReconnectDelay)
+            s.readsNotBefore = Date(timeIntervalSinceNow: Double(Self.milliseconds(s.readDelay)) / 1000)
+            s.reads += failed.filter { s.followed[$0] != nil && !s.reads.contains($0) }
+        }
     }
 }

@@ -54,6 +54,10 @@ package protocol Backplane: AnyObject, Sendable {
     func followHistory(channel: String, limits: Configuration.History)
     /// The channel's last local member left.
     func unfollowHistory(channel: String)
+    /// The channel's history went back (a Redis failover lost writes that
+    /// were delivered): it is dropped, so the next read or write starts a new
+    /// epoch and clients are told they were not recovered.
+    func restartHistory(channel: String)
 }
 
 extension Backplane {
@@ -61,6 +65,7 @@ extension Backplane {
     package func publishToHistory(_ write: HistoryWrite) -> Bool { false }
     package func followHistory(channel: String, limits: Configuration.History) {}
     package func unfollowHistory(channel: String) {}
+    package func restartHistory(channel: String) {}
 }
 
 /// A message for a channel's history in the backplane (`publishToHistory`):

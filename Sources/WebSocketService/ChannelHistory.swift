@@ -81,6 +81,9 @@ final class ChannelLog {
     var waitingJoins: [(connection: Connection, recoverFrom: ChannelPosition?)] = []
     /// Live messages that came while not synced.
     var buffered: [(epoch: String, offset: UInt64, except: UUID?, bytes: [UInt8])] = []
+    /// The epoch the last read found (a second read of it makes buffered
+    /// messages of other epochs stale).
+    var lastReadEpoch: String?
 
     init(limits: Configuration.History, now: ContinuousClock.Instant) {
         self.limits = limits
@@ -146,6 +149,12 @@ final class ChannelLog {
         guard position.epoch == epoch, position.offset <= top, position.offset + 1 >= oldest else { return nil }
         let first = head + Int(position.offset + 1 - oldest)
         return entries[first...].map { ($0.offset, $0.bytes) }
+    }
+
+    /// The kept message at this offset, if it is still kept.
+    func message(at offset: UInt64) -> [UInt8]? {
+        guard offset >= oldest, offset <= top else { return nil }
+        return entries[head + Int(offset - oldest)].bytes
     }
 
     /// The newest kept messages, oldest first.

@@ -51,7 +51,11 @@ extension WebSocketServer {
                 buffer(bytes, epoch: epoch, offset: offset, except: except, in: log)
                 return
             }
-            if epoch == log.epoch && offset <= log.top { return }  // had it already (from a read)
+            if epoch == log.epoch && offset <= log.top {
+                // Had it already (from a read), unless Redis went back and gave the offset to another message.
+                if let kept = log.message(at: offset), kept != bytes { restart(channel, log) }
+                return
+            }
             if epoch == log.epoch && offset == log.top + 1 {
                 let now = ContinuousClock.now
                 log.append(bytes, offset: offset, at: now, now: now)
@@ -83,11 +87,15 @@ extension WebSocketServer {
             let now = ContinuousClock.now
             let wall = Date()
             let (wasEpoch, wasTop) = (log.epoch, log.top)
-            // Older than what the copy has (reads cross live messages): never step back.
-            guard read.epoch != wasEpoch || read.top >= wasTop else {
-                if !log.synced { backplane.followHistory(channel: channel, limits: log.limits) }
+            if read.epoch == wasEpoch && read.top < wasTop {
+                // Synced: a read that crossed live messages; never step back. Not synced, the copy
+                // stopped at wasTop before this read was asked for: Redis went back (a failover
+                // that lost writes already delivered), and its next offsets would repeat ours.
+                if !log.synced { restart(channel, log) }
                 return
             }
+            let sameEpochAgain = log.lastReadEpoch == read.epoch
+            log.lastReadEpoch = read.epoch
             log.replace(epoch: read.epoch, top: read.top,
                         messages: read.messages.map { ($0.offset, $0.envelope, now - .seconds(max(0, wall.timeIntervalSince($0.written)))) },
                         now: now)
@@ -105,8 +113,13 @@ extension WebSocketServer {
                 log.append(message.bytes, offset: message.offset, at: now, now: now)
                 fresh.append((message.bytes, message.except))
             }
-            // Another epoch in the buffer is newer than this read: read again.
-            gap = gap || log.buffered.contains { $0.epoch != log.epoch }
+            // Another epoch in the buffer: newer than this read (read again), or, when two reads
+            // in a row found this epoch, older than it (dropped).
+            if sameEpochAgain {
+                log.buffered.removeAll { $0.epoch != log.epoch }
+            } else {
+                gap = gap || log.buffered.contains { $0.epoch != log.epoch }
+            }
             log.buffered.removeAll { $0.epoch == log.epoch && $0.offset <= log.top }
 
             let waiting = log.waitingJoins
@@ -117,9 +130,15 @@ extension WebSocketServer {
             }
             if !live.isEmpty {
                 if read.epoch != wasEpoch {
-                    // Their offsets are of a stream that is gone: they start over, not recovered.
+                    // Their offsets are of a stream that is gone: they start over, not recovered,
+                    // from the new stream's oldest kept message (its first, when it just began).
+                    let kept = log.newest(now: now)
+                    let from = (kept.first?.offset ?? log.top + 1) - 1
                     for connection in live.values {
-                        sendJoined(log, channel: channel, recovered: false, to: connection)
+                        sendJoined(log, channel: channel, offset: from, recovered: false, to: connection)
+                    }
+                    for message in kept {
+                        fanOut(message.bytes, to: Self.recipients(live, except: nil, bytes: message.bytes.count))
                     }
                 } else {
                     for message in fresh {
@@ -136,11 +155,20 @@ extension WebSocketServer {
         }
     }
 
-    /// `_joined` with the channel's position now and whether the member was recovered.
-    private func sendJoined(_ log: ChannelLog, channel: String, recovered: Bool, to connection: Connection) {
+    /// The copy went back (see `restartHistory`): the stream is dropped and
+    /// read again, which starts a new epoch; members are told on that read.
+    private func restart(_ channel: String, _ log: ChannelLog) {
+        logger.warning("channel history went back in Redis (a failover?): starting a new epoch", metadata: ["channel": "\(channel)"])
+        log.synced = false
+        backplane.restartHistory(channel: channel)
+        backplane.followHistory(channel: channel, limits: log.limits)
+    }
+
+    /// `_joined` with the epoch, the offset the member is at, and whether it was recovered.
+    private func sendJoined(_ log: ChannelLog, channel: String, offset: UInt64, recovered: Bool, to connection: Connection) {
         var param = Array(#"{"epoch":"#.utf8)
         JSONWriter.appendString(log.epoch, to: &param)
-        param += Array(#","offset":\#(log.top),"recovered":\#(recovered)}"#.utf8)
+        param += Array(#","offset":\#(offset),"recovered":\#(recovered)}"#.utf8)
         write(Envelope(channel: channel, cmd: ClientScript.joinedCommand, param: RawJSON(trusted: param)), to: connection)
     }
 

@@ -599,6 +599,8 @@ public final class WebSocketServer: Sendable {
             if log.synced {
                 sendPosition(log, channel: channel, recoveringFrom: recoverFrom, to: connection)
             } else {
+                // Once per member: one that left and came back while waiting is told once.
+                log.waitingJoins.removeAll { $0.connection === connection }
                 log.waitingJoins.append((connection, recoverFrom))
             }
             return others

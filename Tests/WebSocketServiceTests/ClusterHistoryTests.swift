@@ -1,3 +1,4 @@
+import CHiredis
 import Foundation
 import Testing
 @testable import WebSocketRedis
@@ -132,6 +133,98 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
         #expect(rejoined.position == ChannelPosition(epoch: second.epoch, offset: 1))
         try y.say("room", 101)
         #expect(try receive(1, on: back, "back").first?.offset == 2)
+    }
+
+    /// A stream that expired (no write for `maxAge`) is made again by the next
+    /// write, with another epoch: members that were live are told they were
+    /// not recovered and get the new stream's messages from its first.
+    @Test func aStreamThatExpiredStartsOverAndItsFirstMessageArrives() throws {
+        let brief = [Configuration.History(channels: "room*", maxMessages: 100, maxAge: .seconds(1))]
+        guard let cluster = try Cluster.start(servers: 2, history: brief) else { return }
+        let (a, b) = (cluster.services[0], cluster.services[1])
+        let x = try TestClient.connect(port: a.port, path: "/ws?ch=room")
+        let y = try TestClient.connect(port: b.port, path: "/ws?ch=room")
+        let first = try #require(try x.joinedPosition().position)
+        _ = try y.joinedPosition()
+        try y.say("room", 1)
+        #expect(try receive(1, on: x, "x").first?.offset == 1)
+        _ = try receive(1, on: y, "y")
+        #expect(eventually(timeout: .seconds(10)) { cluster.redis.cli(["EXISTS", "ws:c:room"]).hasPrefix("0") }, "expired")
+        try y.say("room", 2)
+        for (name, client) in [("x", x), ("y", y)] {
+            let told = try client.joinedPosition()
+            #expect(told.recovered == false, "\(name)")
+            let now = try #require(told.position)
+            #expect(now.epoch != first.epoch && now.offset == 0, "\(name): before the new stream's first")
+            let got = try receive(1, on: client, name)
+            #expect(got.first?.offset == 1 && got.first?.n == 2, "\(name): the new stream's first message")
+        }
+    }
+
+    /// Redis refuses the read (here OOM, as it would LOADING after a restart
+    /// or CLUSTERDOWN): the server reads again after a backoff, so the
+    /// joining member gets `_joined` once Redis takes it.
+    @Test func aRefusedReadIsTriedAgainUntilRedisTakesIt() throws {
+        guard let cluster = try Cluster.start(servers: 1, history: Self.rooms) else { return }
+        let a = cluster.services[0]
+        #expect(cluster.redis.cli(["CONFIG", "SET", "maxmemory-policy", "noeviction"]).hasPrefix("OK"))
+        #expect(cluster.redis.cli(["CONFIG", "SET", "maxmemory", "1"]).hasPrefix("OK"))
+        let x = try TestClient.connect(port: a.port, path: "/ws?ch=room")
+        #expect(cluster.waitSubscribed("room"))
+        x.expectNothing("_joined", within: .milliseconds(500))
+        #expect(cluster.redis.cli(["CONFIG", "SET", "maxmemory", "0"]).hasPrefix("OK"))
+        let joined = try x.joinedPosition()
+        #expect(joined.position?.offset == 0)
+        try x.say("room", 7)
+        #expect(try receive(1, on: x, "x").first?.n == 7)
+    }
+
+    /// Redis goes back (a replica promoted without the last writes, here a
+    /// RESTORE of an older copy of the stream): its next offsets repeat ones
+    /// the members already had, with other messages. The servers see it,
+    /// drop the stream and start a new epoch, and members are told they were
+    /// not recovered instead of silently missing what follows.
+    @Test func aStreamThatWentBackStartsANewEpochInsteadOfRepeatingOffsets() throws {
+        guard let cluster = try Cluster.start(servers: 2, history: Self.rooms) else { return }
+        let (a, b) = (cluster.services[0], cluster.services[1])
+        let x = try TestClient.connect(port: a.port, path: "/ws?ch=room")
+        let y = try TestClient.connect(port: b.port, path: "/ws?ch=room")
+        let first = try #require(try x.joinedPosition().position)
+        _ = try y.joinedPosition()
+        for n in 1...3 { try y.say("room", n) }
+        #expect(try receive(3, on: x, "x").map(\.offset) == [1, 2, 3])
+        _ = try receive(3, on: y, "y")
+        let redis = try #require(RedisConnection.open(RedisConfiguration(port: cluster.redis.port)).connection)
+        defer { chr_free(redis) }
+        func command(_ args: [String], _ extra: [[UInt8]] = []) -> Int32 {
+            guard RedisConnection.append(redis, args.map { Array($0.utf8) } + extra) == 0 else { return -1 }
+            return chr_reply(redis)
+        }
+        // The stream as it was at offset 3.
+        #expect(command(["EVAL", "return {redis.call('DUMP', KEYS[1])}", "1", "ws:c:room"]) == 0)
+        var length = 0
+        let dumped = try #require(chr_reply_string(redis, 0, &length).map { Array(UnsafeRawBufferPointer(start: $0, count: length)) })
+        for n in 4...5 { try y.say("room", n) }
+        #expect(try receive(2, on: x, "x").map(\.offset) == [4, 5])
+        _ = try receive(2, on: y, "y")
+        #expect(command(["RESTORE", "ws:c:room", "0"], [dumped, Array("REPLACE".utf8)]) == 0)
+
+        // The next write gets offset 4 again, with another message.
+        try y.say("room", 6)
+        var told = false
+        while true {
+            let got = try x.nextHistoryEnvelope()
+            if got.cmd == "_joined" {
+                #expect(got.recovered == false && got.position?.epoch != first.epoch)
+                if !told { try y.say("room", 7) }
+                told = true
+                continue
+            }
+            // Nothing of the old epoch's repeated offsets; the new stream's first message.
+            #expect(told, "told before any message: \(got.offset ?? 0) \(String(describing: got.param))")
+            #expect(got.offset == 1 && (got.param as? Int) == 7)
+            break
+        }
     }
 
     /// A channel past its bound in Redis: a client asking from before the
