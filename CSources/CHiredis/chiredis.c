@@ -111,6 +111,12 @@ size_t chr_reply_count(const chr_conn *c) {
     return c->last && c->last->type == REDIS_REPLY_ARRAY ? c->last->elements : 0;
 }
 
+int chr_reply_integer(const chr_conn *c, long long *out) {
+    if (!c->last || c->last->type != REDIS_REPLY_INTEGER) return 0;
+    *out = c->last->integer;
+    return 1;
+}
+
 const char *chr_reply_string(const chr_conn *c, size_t i, size_t *len) {
     if (i >= chr_reply_count(c)) return NULL;
     const redisReply *e = c->last->element[i];

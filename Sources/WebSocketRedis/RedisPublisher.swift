@@ -150,6 +150,10 @@ extension RedisBackplane {
                     let rc = chr_reply(c)
                     if rc == 0 {
                         sent += 1
+                        var offset: Int64 = 0
+                        if let write = item.history, chr_reply_integer(c, &offset) == 1, offset > 0 {
+                            hooks.written(write, UInt64(offset))
+                        }
                     } else if rc == 1, RedisRouter.isRedirect(String(cString: chr_error(c))), item.attempts < 3 {
                         // The slot moved: publish where it lives now (MOVED says where; after an ASK, read the map).
                         var again = item

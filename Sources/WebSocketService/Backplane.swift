@@ -85,6 +85,9 @@ package struct HistoryWrite: Sendable {
     /// The envelope without an offset: what the local members get when the
     /// write cannot reach the backplane.
     package var withoutOffset: [UInt8]
+    /// The writer's count of its writes to the channel, handed back with the
+    /// offset the write got (`BackplaneHistoryHooks.written`).
+    package var sequence: UInt64 = 0
 
     package init(origin: UUID, channel: String, except: UUID?, before: [UInt8], after: [UInt8],
                  maxMessages: Int, maxAge: Duration, withoutOffset: [UInt8]) {
@@ -121,13 +124,18 @@ package struct BackplaneHistoryHooks: Sendable {
     package var read: @Sendable (_ channel: String, _ read: HistoryRead?) -> Void
     /// A `publishToHistory` that did not reach the backplane after it was queued.
     package var lost: @Sendable (HistoryWrite) -> Void
+    /// The offset a `publishToHistory` got, on the backplane thread that
+    /// reads the channel's history too, and before a read that saw the write.
+    package var written: @Sendable (HistoryWrite, _ offset: UInt64) -> Void
 
-    package init(read: @escaping @Sendable (String, HistoryRead?) -> Void, lost: @escaping @Sendable (HistoryWrite) -> Void) {
+    package init(read: @escaping @Sendable (String, HistoryRead?) -> Void, lost: @escaping @Sendable (HistoryWrite) -> Void,
+                 written: @escaping @Sendable (HistoryWrite, UInt64) -> Void) {
         self.read = read
         self.lost = lost
+        self.written = written
     }
 
-    package static let none = BackplaneHistoryHooks(read: { _, _ in }, lost: { _ in })
+    package static let none = BackplaneHistoryHooks(read: { _, _ in }, lost: { _ in }, written: { _, _ in })
 }
 
 /// What travels between servers: an encoded envelope and where it goes.

@@ -78,7 +78,14 @@ final class ChannelLog {
     /// channel's first local member until the backplane's read comes.
     var synced = true
     /// Members that joined while not synced, told their position once it is.
-    var waitingJoins: [(connection: Connection, recoverFrom: ChannelPosition?)] = []
+    /// `afterWrite`: `localWrites` when it joined.
+    var waitingJoins: [(connection: Connection, recoverFrom: ChannelPosition?, afterWrite: UInt64)] = []
+    /// This server's writes to the channel so far, and the offsets of those
+    /// made while not synced, as the backplane reported them: a member that
+    /// joined before such a write gets it, though it is older than the
+    /// position the read finds.
+    var localWrites: UInt64 = 0
+    var writeOffsets: [(sequence: UInt64, offset: UInt64)] = []
     /// Live messages that came while not synced.
     var buffered: [(epoch: String, offset: UInt64, except: UUID?, bytes: [UInt8])] = []
     /// The epoch the last read found (a second read of it makes buffered

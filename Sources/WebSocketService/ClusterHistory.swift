@@ -25,8 +25,13 @@ extension WebSocketServer {
     func writeChannelThroughBackplane(_ envelope: Envelope, except: UUID?, rule: Configuration.History) -> Int {
         let channel = envelope.channel ?? ""
         let (before, after) = envelope.encodedAroundOffset()
-        let write = HistoryWrite(origin: serverID, channel: channel, except: except, before: before, after: after,
+        var write = HistoryWrite(origin: serverID, channel: channel, except: except, before: before, after: after,
                                  maxMessages: rule.maxMessages, maxAge: rule.maxAge, withoutOffset: envelope.encoded())
+        // Counted where there is a copy: a member waiting for it gets the writes made after it joined.
+        write.sequence = historyStore.withLog(channel, create: false) { log in
+            log.localWrites += 1
+            return log.localWrites
+        } ?? 0
         guard backplane.publishToHistory(write) else {
             // The backplane is down: the local members still get it, without an offset (it is not kept).
             return writeChannelLocally(write.withoutOffset, channel: channel, except: except)
@@ -42,6 +47,15 @@ extension WebSocketServer {
     /// A queued history write that never reached the backplane: local members get it without an offset.
     func historyWriteLost(_ write: HistoryWrite) {
         writeChannelLocally(write.withoutOffset, channel: write.channel, except: write.except)
+    }
+
+    /// The offset one of this server's writes got: kept while the copy waits
+    /// for its read, so members that joined before the write get it.
+    func historyWritten(_ write: HistoryWrite, offset: UInt64) {
+        guard write.sequence > 0 else { return }
+        _ = historyStore.withLog(write.channel, create: false) { log in
+            if !log.synced { log.writeOffsets.append((write.sequence, offset)) }
+        }
     }
 
     /// A history message from the backplane (any server's, this one's too).
@@ -148,8 +162,13 @@ extension WebSocketServer {
                 }
             }
             for join in waiting where join.connection.channels.contains(channel) {
-                sendPosition(log, channel: channel, recoveringFrom: join.recoverFrom, to: join.connection)
+                // A first join before this server's own writes (a join announcement, say) starts before them.
+                let own = log.writeOffsets.filter { $0.sequence > join.afterWrite }.map(\.offset).min()
+                sendPosition(log, channel: channel, recoveringFrom: join.recoverFrom,
+                             startingAfter: join.recoverFrom == nil && own.map { $0 <= log.top } == true ? own! - 1 : nil,
+                             to: join.connection)
             }
+            if !gap { log.writeOffsets = [] }
             log.synced = !gap
             if gap { backplane.followHistory(channel: channel, limits: log.limits) }
         }

@@ -280,7 +280,8 @@ public final class WebSocketServer: Sendable {
             backplane.start(serverID: serverID, deliver: { [weak self] message in self?.deliverFromBackplane(message) },
                             localMembers: { [weak self] channel in self?.localMembers(channel) ?? [:] },
                             history: BackplaneHistoryHooks(read: { [weak self] in self?.historyWasRead($0, $1) },
-                                                           lost: { [weak self] in self?.historyWriteLost($0) }))
+                                                           lost: { [weak self] in self?.historyWriteLost($0) },
+                                                           written: { [weak self] in self?.historyWritten($0, offset: $1) }))
         }
         var listening: Logger.Metadata = ["host": "\(configuration.host)", "port": "\(port)", "backend": "\(backend)"]
         if let tlsPort { listening["tls_port"] = "\(tlsPort)" }
@@ -601,7 +602,7 @@ public final class WebSocketServer: Sendable {
             } else {
                 // Once per member: one that left and came back while waiting is told once.
                 log.waitingJoins.removeAll { $0.connection === connection }
-                log.waitingJoins.append((connection, recoverFrom))
+                log.waitingJoins.append((connection, recoverFrom, log.localWrites))
             }
             return others
         }) {
@@ -625,12 +626,16 @@ public final class WebSocketServer: Sendable {
     /// is (`_joined`: its epoch and last offset) and, when it asked to
     /// recover from a position, whether it could (`recovered`); the messages
     /// it missed follow, oldest first. Under the log's lock.
+    /// `startingAfter` (a first join, no recovery): the member's position is
+    /// that older offset, and the kept messages after it follow.
     func sendPosition(_ log: ChannelLog, channel: String, recoveringFrom wanted: ChannelPosition?,
-                              to connection: Connection) {
-        let missed = wanted.flatMap { log.messages(after: $0, now: .now) }
+                      startingAfter start: UInt64? = nil, to connection: Connection) {
+        let now = ContinuousClock.now
+        let from = start.flatMap { offset in log.messages(after: ChannelPosition(epoch: log.epoch, offset: offset), now: now) }
+        let missed = wanted.flatMap { log.messages(after: $0, now: now) } ?? from
         var param = Array(#"{"epoch":"#.utf8)
         JSONWriter.appendString(log.epoch, to: &param)
-        param += Array(#","offset":\#(log.top)"#.utf8)
+        param += Array(#","offset":\#(from != nil ? start! : log.top)"#.utf8)
         if wanted != nil { param += Array(#","recovered":\#(missed != nil)"#.utf8) }
         param.append(UInt8(ascii: "}"))
         write(Envelope(channel: channel, cmd: ClientScript.joinedCommand, param: RawJSON(trusted: param)), to: connection)

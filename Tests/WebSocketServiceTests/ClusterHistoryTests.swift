@@ -227,6 +227,30 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
         }
     }
 
+    /// A write right after a channel's first local join (a welcome, say)
+    /// goes to Redis before the server has read the stream: its offset is
+    /// below the position the read finds, and the member still gets it.
+    @Test(arguments: RedisConfiguration.PubSub.allCases)
+    func aWriteRightAfterTheFirstJoinReachesTheMember(_ pubSub: RedisConfiguration.PubSub) throws {
+        guard let cluster = try Cluster.start(servers: 2, pubSub: pubSub, history: Self.rooms) else { return }
+        let (a, b) = (cluster.services[0], cluster.services[1])
+        let y = try TestClient.connect(port: b.port, path: "/ws?ch=room")
+        _ = try y.joinedPosition()
+        for n in 1...3 { try y.say("room", n) }
+        _ = try receive(3, on: y, "y")
+        let x = try TestClient.connect(port: a.port, path: "/ws")
+        _ = try x.whoami()
+        let connection = try #require(a.connections().first)
+        #expect(a.join(connection, "room"))
+        a.writeChannel(cmd: "said", param: RawJSON(100), channel: "room")
+        let joined = try x.joinedPosition()
+        #expect(joined.position?.offset == 3, "placed before the welcome")
+        let got = try receive(1, on: x, "x")
+        #expect(got.first?.offset == 4 && got.first?.n == 100, "the welcome")
+        try y.say("room", 5)
+        #expect(try receive(1, on: x, "x").first?.offset == 5, "then live, nothing twice")
+    }
+
     /// A channel past its bound in Redis: a client asking from before the
     /// oldest kept message is told it was not recovered.
     @Test func aPositionOlderThanTheStreamKeepsIsNotRecovered() throws {

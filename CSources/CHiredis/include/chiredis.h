@@ -30,6 +30,8 @@ int chr_reply(chr_conn *c);
 /// The last reply's elements when it is an array (else 0), and element i
 /// when it is a string (else NULL); valid until the next call on c.
 size_t chr_reply_count(const chr_conn *c);
+/// The last reply as an integer: 1 and *out when it is one, else 0.
+int chr_reply_integer(const chr_conn *c, long long *out);
 const char *chr_reply_string(const chr_conn *c, size_t i, size_t *len);
 
 /// What a subscribed connection receives (the sharded forms, "smessage",
