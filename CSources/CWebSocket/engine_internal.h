@@ -543,6 +543,8 @@ void cws_log(cws_loop *l, int level, const char *fmt, ...) __attribute__((format
 /* 1 when the kernel encrypts what is written to c (kernel TLS): its queue's
  * plaintext goes to the socket as it is. */
 int cws_tls_kernel_sends(const cws_conn *c);
+/* cws_tls_kernel_offload_available, after asking the kernel to load the module. */
+int cws_tls_kernel_offload_load(void);
 
 /* ---- kernel TLS for sending (engine_tls_kernel.c) ----------------------- */
 /* A TLS record's most plaintext. */

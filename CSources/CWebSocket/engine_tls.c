@@ -31,6 +31,8 @@
 #include "engine_internal.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdarg.h>
@@ -38,6 +40,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
 
 typedef struct cws_tls_host {
     char *name; /* lower case; "*.example.com" for a wildcard */
@@ -285,7 +293,7 @@ static struct cws_tls_identities *cws_tls_ids_new(const cws_tls_config *cfg, cha
         return NULL;
     }
     atomic_init(&ids->refs, 1);
-    ids->offload = cfg->kernel_offload == 2 ? 2 : cfg->kernel_offload == 1 && cws_tls_kernel_offload_available() ? 1 : 0;
+    ids->offload = cfg->kernel_offload == 2 ? 2 : cfg->kernel_offload == 1 && cws_tls_kernel_offload_load() ? 1 : 0;
     uint32_t def = 0;
     for (uint32_t i = 0; i < cfg->identity_count; i++)
         if (!cfg->identities[i].server_name || !*cfg->identities[i].server_name) {
@@ -357,6 +365,20 @@ int cws_tls_kernel_offload_available(void) {
             if (strcmp(tok, "tls") == 0) found = 1;
     fclose(f);
     return found;
+}
+
+/* The module is often not loaded until a socket asks for it: asking on a
+ * socket of our own makes the kernel load it (with CAP_NET_ADMIN; else an
+ * operator's `modprobe tls`). The socket need not be connected: the module is
+ * looked up before the state is checked. */
+int cws_tls_kernel_offload_load(void) {
+    if (cws_tls_kernel_offload_available()) return 1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        (void)setsockopt(fd, SOL_TCP, TCP_ULP, "tls", sizeof "tls");
+        close(fd);
+    }
+    return cws_tls_kernel_offload_available();
 }
 
 /* ---- sessions --------------------------------------------------------------- */

@@ -10,7 +10,10 @@ extension WebSocketServer {
     /// `channel` but `except`, framed once; with a distributed backplane the
     /// other servers' members get it too. Text must be UTF-8: invalid text,
     /// or an opcode other than text and binary, sends nothing. Not kept in a
-    /// channel's history (which keeps envelopes). Returns the local recipients.
+    /// channel's history (which keeps envelopes); on a channel whose history
+    /// a cluster keeps in Redis, an envelope written just before reaches the
+    /// local members after its round trip to Redis, so this can arrive
+    /// first. Returns the local recipients.
     @discardableResult
     public func writeChannel(raw bytes: [UInt8], opcode: Opcode = .binary, channel: String, except: UUID? = nil) -> Int {
         guard Self.isBroadcastable(bytes, opcode) else { return 0 }

@@ -48,10 +48,11 @@ extension Configuration {
         /// Kernel TLS for sending: after a TLS 1.3 handshake the session's
         /// sending keys go to the kernel (Linux's "tls" module), which
         /// encrypts what the engine writes, so a message is never copied
-        /// into a record in user space; reading stays in user space. Where
-        /// the kernel has no such module (`WebSocketServer.kernelTLSAvailable`
-        /// is false), or for a TLS 1.2 session, records are made in user space
-        /// as without it. With it in use, sessions get no resumption tickets,
+        /// into a record in user space; reading stays in user space. The
+        /// server asks the kernel to load the module when it starts (which
+        /// takes CAP_NET_ADMIN; else `modprobe tls`). Where the kernel has no
+        /// such module (`WebSocketServer.kernelTLSAvailable` is false), or for
+        /// a TLS 1.2 session, records are made in user space as without it. With it in use, sessions get no resumption tickets,
         /// and a client that asks for a key update is closed (the kernel
         /// cannot send one). Off by default.
         public var kernelOffload = false
