@@ -24,6 +24,11 @@ extension TestClient {
         return joined
     }
 
+    /// Connects to `channel` asking to recover from `position` (in the channel's epoch).
+    static func recovering(port: Int, _ channel: String, epoch: String, offset: UInt64) throws -> TestClient {
+        try connect(port: port, path: recoveringPath(channel, from: ChannelPosition(epoch: epoch, offset: offset)))
+    }
+
     /// `say` with a number: ScaleOutHandler writes it to the channel as `said`.
     func say(_ channel: String, _ number: Int) throws {
         try send(text: #"{"cmd":"say","channel":"\#(channel)","param":\#(number)}"#)
@@ -48,6 +53,16 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
 /// back through another server gets exactly what it missed.
 @Suite(.serialized) struct ClusterHistoryTests {
     static let rooms = [Configuration.History(channels: "room*", maxMessages: 1_000)]
+
+    /// X on the first server and Y on the second in "room", both told their
+    /// position; the position X was told.
+    static func membersOnTwoServers(_ cluster: Cluster) throws -> (x: TestClient, y: TestClient, first: ChannelPosition) {
+        let x = try TestClient.connect(port: cluster.services[0].port, path: "/ws?ch=room")
+        let y = try TestClient.connect(port: cluster.services[1].port, path: "/ws?ch=room")
+        let first = try #require(try x.joinedPosition().position)
+        _ = try y.joinedPosition()
+        return (x, y, first)
+    }
 
     @Test(arguments: RedisConfiguration.PubSub.allCases)
     func aClientThatComesBackThroughAnotherServerGetsEveryMessageOnceInOrder(_ pubSub: RedisConfiguration.PubSub) throws {
@@ -83,8 +98,7 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
         _ = try receive(100, on: z, "z")
 
         // Back through server B, from offset 40.
-        let back = try TestClient.connect(port: b.port,
-                                          path: TestClient.recoveringPath("room", from: ChannelPosition(epoch: start.epoch, offset: 40)))
+        let back = try TestClient.recovering(port: b.port, "room", epoch: start.epoch, offset: 40)
         let rejoined = try back.joinedPosition()
         #expect(rejoined.recovered == true)
         #expect(rejoined.position == ChannelPosition(epoch: start.epoch, offset: 140))
@@ -104,10 +118,7 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
     @Test func aStreamRedisLostStartsANewEpoch() throws {
         guard let cluster = try Cluster.start(servers: 2, history: Self.rooms) else { return }
         let (a, b) = (cluster.services[0], cluster.services[1])
-        let x = try TestClient.connect(port: a.port, path: "/ws?ch=room")
-        let y = try TestClient.connect(port: b.port, path: "/ws?ch=room")
-        let first = try #require(try x.joinedPosition().position)
-        _ = try y.joinedPosition()
+        let (x, y, first) = try Self.membersOnTwoServers(cluster)
         for n in 0..<5 { try y.say("room", n) }
         #expect(try receive(5, on: x, "x").map(\.offset) == Array(1...5))
         _ = try receive(5, on: y, "y")
@@ -126,8 +137,7 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
 
         try y.say("room", 100)
         #expect(try receive(1, on: y, "y").first?.offset == 1, "the new stream's first")
-        let back = try TestClient.connect(port: a.port,
-                                          path: TestClient.recoveringPath("room", from: ChannelPosition(epoch: first.epoch, offset: 5)))
+        let back = try TestClient.recovering(port: a.port, "room", epoch: first.epoch, offset: 5)
         let rejoined = try back.joinedPosition()
         #expect(rejoined.recovered == false, "another epoch: the application fetches fresh state")
         #expect(rejoined.position == ChannelPosition(epoch: second.epoch, offset: 1))
@@ -141,11 +151,7 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
     @Test func aStreamThatExpiredStartsOverAndItsFirstMessageArrives() throws {
         let brief = [Configuration.History(channels: "room*", maxMessages: 100, maxAge: .seconds(1))]
         guard let cluster = try Cluster.start(servers: 2, history: brief) else { return }
-        let (a, b) = (cluster.services[0], cluster.services[1])
-        let x = try TestClient.connect(port: a.port, path: "/ws?ch=room")
-        let y = try TestClient.connect(port: b.port, path: "/ws?ch=room")
-        let first = try #require(try x.joinedPosition().position)
-        _ = try y.joinedPosition()
+        let (x, y, first) = try Self.membersOnTwoServers(cluster)
         try y.say("room", 1)
         #expect(try receive(1, on: x, "x").first?.offset == 1)
         _ = try receive(1, on: y, "y")
@@ -186,11 +192,7 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
     /// not recovered instead of silently missing what follows.
     @Test func aStreamThatWentBackStartsANewEpochInsteadOfRepeatingOffsets() throws {
         guard let cluster = try Cluster.start(servers: 2, history: Self.rooms) else { return }
-        let (a, b) = (cluster.services[0], cluster.services[1])
-        let x = try TestClient.connect(port: a.port, path: "/ws?ch=room")
-        let y = try TestClient.connect(port: b.port, path: "/ws?ch=room")
-        let first = try #require(try x.joinedPosition().position)
-        _ = try y.joinedPosition()
+        let (x, y, first) = try Self.membersOnTwoServers(cluster)
         for n in 1...3 { try y.say("room", n) }
         #expect(try receive(3, on: x, "x").map(\.offset) == [1, 2, 3])
         _ = try receive(3, on: y, "y")
@@ -261,13 +263,11 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
         let start = try #require(try y.joinedPosition().position)
         for n in 0..<300 { try y.say("room", n) }
         _ = try receive(300, on: y, "y")
-        let late = try TestClient.connect(port: a.port,
-                                          path: TestClient.recoveringPath("room", from: ChannelPosition(epoch: start.epoch, offset: 1)))
+        let late = try TestClient.recovering(port: a.port, "room", epoch: start.epoch, offset: 1)
         let rejoined = try late.joinedPosition()
         #expect(rejoined.recovered == false)
         #expect(rejoined.position == ChannelPosition(epoch: start.epoch, offset: 300))
-        let recent = try TestClient.connect(port: a.port,
-                                            path: TestClient.recoveringPath("room", from: ChannelPosition(epoch: start.epoch, offset: 295)))
+        let recent = try TestClient.recovering(port: a.port, "room", epoch: start.epoch, offset: 295)
         #expect(try recent.joinedPosition().recovered == true)
         #expect(try receive(5, on: recent, "recent").map(\.offset) == Array(296...300))
     }
@@ -307,8 +307,7 @@ extension RedisClusterTests {
             let node = try #require(redis.nodes.first { $0.port == owner.port })
             // 30 messages and the entry that fixed the epoch at the first read (offset 0).
             #expect(redis.cli(node, ["XLEN", "ws:c:\(room)"]).hasPrefix("31"), "\(room): the stream on its owner")
-            let back = try TestClient.connect(port: cluster.services[2].port,
-                                              path: TestClient.recoveringPath(room, from: ChannelPosition(epoch: start.epoch, offset: 10)))
+            let back = try TestClient.recovering(port: cluster.services[2].port, room, epoch: start.epoch, offset: 10)
             #expect(try back.joinedPosition().recovered == true)
             #expect(try receive(20, on: back, room).map(\.n) == Array(10..<30), "\(room): what it missed, in order")
         }
