@@ -120,7 +120,7 @@ package struct HistoryRead: Sendable {
 /// How the backplane hands the service what concerns its histories.
 package struct BackplaneHistoryHooks: Sendable {
     /// A `followHistory` read, on a backplane thread; nil when it failed
-    /// (it is tried again after the next resubscribe).
+    /// (it is tried again after a backoff).
     package var read: @Sendable (_ channel: String, _ read: HistoryRead?) -> Void
     /// A `publishToHistory` that did not reach the backplane after it was queued.
     package var lost: @Sendable (HistoryWrite) -> Void

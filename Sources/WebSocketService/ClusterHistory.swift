@@ -95,7 +95,7 @@ extension WebSocketServer {
     /// `_joined` saying they were not recovered), and waiting joins are told
     /// their positions.
     func historyWasRead(_ channel: String, _ read: HistoryRead?) {
-        // nil: it failed, and the backplane reads again after it resubscribes.
+        // nil: it failed, and the backplane reads again after a backoff.
         guard let read else { return }
         _ = historyStore.withLog(channel, create: false) { log in
             let now = ContinuousClock.now
