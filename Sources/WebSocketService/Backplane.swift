@@ -83,14 +83,15 @@ package struct HistoryWrite: Sendable {
     package var maxMessages: Int
     package var maxAge: Duration
     /// The envelope without an offset: what the local members get when the
-    /// write cannot reach the backplane.
-    package var withoutOffset: [UInt8]
+    /// write cannot reach the backplane (`before` ends in `"offset":`,
+    /// `after` starts with the comma after the number).
+    package var withoutOffset: [UInt8] { Array(before.dropLast(#""offset":"#.utf8.count)) + after.dropFirst() }
     /// The writer's count of its writes to the channel, handed back with the
     /// offset the write got (`BackplaneHistoryHooks.written`).
     package var sequence: UInt64 = 0
 
     package init(origin: UUID, channel: String, except: UUID?, before: [UInt8], after: [UInt8],
-                 maxMessages: Int, maxAge: Duration, withoutOffset: [UInt8]) {
+                 maxMessages: Int, maxAge: Duration) {
         self.origin = origin
         self.channel = channel
         self.except = except
@@ -98,7 +99,6 @@ package struct HistoryWrite: Sendable {
         self.after = after
         self.maxMessages = maxMessages
         self.maxAge = maxAge
-        self.withoutOffset = withoutOffset
     }
 }
 

@@ -26,7 +26,7 @@ extension WebSocketServer {
         let channel = envelope.channel ?? ""
         let (before, after) = envelope.encodedAroundOffset()
         var write = HistoryWrite(origin: serverID, channel: channel, except: except, before: before, after: after,
-                                 maxMessages: rule.maxMessages, maxAge: rule.maxAge, withoutOffset: envelope.encoded())
+                                 maxMessages: rule.maxMessages, maxAge: rule.maxAge)
         // Counted where there is a copy: a member waiting for it gets the writes made after it joined.
         write.sequence = historyStore.withLog(channel, create: false) { log in
             log.localWrites += 1

@@ -64,9 +64,10 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
         return (x, y, first)
     }
 
-    @Test(arguments: RedisConfiguration.PubSub.allCases)
-    func aClientThatComesBackThroughAnotherServerGetsEveryMessageOnceInOrder(_ pubSub: RedisConfiguration.PubSub) throws {
-        guard let cluster = try Cluster.start(pubSub: pubSub, history: Self.rooms) else { return }
+    @Test(arguments: RedisConfiguration.PubSub.allCases, backends)
+    func aClientThatComesBackThroughAnotherServerGetsEveryMessageOnceInOrder(_ pubSub: RedisConfiguration.PubSub,
+                                                                             _ backend: Configuration.Backend) throws {
+        guard let cluster = try Cluster.start(pubSub: pubSub, history: Self.rooms, backend: backend) else { return }
         let (a, b, c) = (cluster.services[0], cluster.services[1], cluster.services[2])
         // `_joined` comes once the server's copy is continuous with Redis: nothing after it is missed,
         // with no wait for the subscriptions (the gap plain pub/sub has).
@@ -115,8 +116,8 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
     /// Redis loses the stream (restarted without persistence): the next
     /// read makes a new epoch; members that were live are told they were not
     /// recovered, and a client coming back with the old epoch is told so too.
-    @Test func aStreamRedisLostStartsANewEpoch() throws {
-        guard let cluster = try Cluster.start(servers: 2, history: Self.rooms) else { return }
+    @Test(arguments: backends) func aStreamRedisLostStartsANewEpoch(_ backend: Configuration.Backend) throws {
+        guard let cluster = try Cluster.start(servers: 2, history: Self.rooms, backend: backend) else { return }
         let (a, b) = (cluster.services[0], cluster.services[1])
         let (x, y, first) = try Self.membersOnTwoServers(cluster)
         for n in 0..<5 { try y.say("room", n) }
@@ -148,9 +149,9 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
     /// A stream that expired (no write for `maxAge`) is made again by the next
     /// write, with another epoch: members that were live are told they were
     /// not recovered and get the new stream's messages from its first.
-    @Test func aStreamThatExpiredStartsOverAndItsFirstMessageArrives() throws {
+    @Test(arguments: backends) func aStreamThatExpiredStartsOverAndItsFirstMessageArrives(_ backend: Configuration.Backend) throws {
         let brief = [Configuration.History(channels: "room*", maxMessages: 100, maxAge: .seconds(1))]
-        guard let cluster = try Cluster.start(servers: 2, history: brief) else { return }
+        guard let cluster = try Cluster.start(servers: 2, history: brief, backend: backend) else { return }
         let (x, y, first) = try Self.membersOnTwoServers(cluster)
         try y.say("room", 1)
         #expect(try receive(1, on: x, "x").first?.offset == 1)
@@ -170,8 +171,8 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
     /// Redis refuses the read (here OOM, as it would LOADING after a restart
     /// or CLUSTERDOWN): the server reads again after a backoff, so the
     /// joining member gets `_joined` once Redis takes it.
-    @Test func aRefusedReadIsTriedAgainUntilRedisTakesIt() throws {
-        guard let cluster = try Cluster.start(servers: 1, history: Self.rooms) else { return }
+    @Test(arguments: backends) func aRefusedReadIsTriedAgainUntilRedisTakesIt(_ backend: Configuration.Backend) throws {
+        guard let cluster = try Cluster.start(servers: 1, history: Self.rooms, backend: backend) else { return }
         let a = cluster.services[0]
         #expect(cluster.redis.cli(["CONFIG", "SET", "maxmemory-policy", "noeviction"]).hasPrefix("OK"))
         #expect(cluster.redis.cli(["CONFIG", "SET", "maxmemory", "1"]).hasPrefix("OK"))
@@ -190,8 +191,8 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
     /// the members already had, with other messages. The servers see it,
     /// drop the stream and start a new epoch, and members are told they were
     /// not recovered instead of silently missing what follows.
-    @Test func aStreamThatWentBackStartsANewEpochInsteadOfRepeatingOffsets() throws {
-        guard let cluster = try Cluster.start(servers: 2, history: Self.rooms) else { return }
+    @Test(arguments: backends) func aStreamThatWentBackStartsANewEpochInsteadOfRepeatingOffsets(_ backend: Configuration.Backend) throws {
+        guard let cluster = try Cluster.start(servers: 2, history: Self.rooms, backend: backend) else { return }
         let (x, y, first) = try Self.membersOnTwoServers(cluster)
         for n in 1...3 { try y.say("room", n) }
         #expect(try receive(3, on: x, "x").map(\.offset) == [1, 2, 3])
@@ -232,9 +233,9 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
     /// A write right after a channel's first local join (a welcome, say)
     /// goes to Redis before the server has read the stream: its offset is
     /// below the position the read finds, and the member still gets it.
-    @Test(arguments: RedisConfiguration.PubSub.allCases)
-    func aWriteRightAfterTheFirstJoinReachesTheMember(_ pubSub: RedisConfiguration.PubSub) throws {
-        guard let cluster = try Cluster.start(servers: 2, pubSub: pubSub, history: Self.rooms) else { return }
+    @Test(arguments: RedisConfiguration.PubSub.allCases, backends)
+    func aWriteRightAfterTheFirstJoinReachesTheMember(_ pubSub: RedisConfiguration.PubSub, _ backend: Configuration.Backend) throws {
+        guard let cluster = try Cluster.start(servers: 2, pubSub: pubSub, history: Self.rooms, backend: backend) else { return }
         let (a, b) = (cluster.services[0], cluster.services[1])
         let y = try TestClient.connect(port: b.port, path: "/ws?ch=room")
         _ = try y.joinedPosition()
@@ -255,9 +256,9 @@ private func receive(_ count: Int, on client: TestClient, _ where: String) throw
 
     /// A channel past its bound in Redis: a client asking from before the
     /// oldest kept message is told it was not recovered.
-    @Test func aPositionOlderThanTheStreamKeepsIsNotRecovered() throws {
+    @Test(arguments: backends) func aPositionOlderThanTheStreamKeepsIsNotRecovered(_ backend: Configuration.Backend) throws {
         let small = [Configuration.History(channels: "room*", maxMessages: 10)]
-        guard let cluster = try Cluster.start(servers: 2, history: small) else { return }
+        guard let cluster = try Cluster.start(servers: 2, history: small, backend: backend) else { return }
         let (a, b) = (cluster.services[0], cluster.services[1])
         let y = try TestClient.connect(port: b.port, path: "/ws?ch=room")
         let start = try #require(try y.joinedPosition().position)

@@ -122,6 +122,9 @@ import Testing
             var numbered = envelope
             numbered.offset = 1234
             #expect(before + Array("1234".utf8) + after == numbered.encoded(), "\(channel)")
+            let write = HistoryWrite(origin: id, channel: channel, except: nil, before: before, after: after,
+                                     maxMessages: 1, maxAge: .seconds(1))
+            #expect(write.withoutOffset == envelope.encoded(), "\(channel): the same envelope without its offset")
         }
     }
 
