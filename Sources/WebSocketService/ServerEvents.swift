@@ -266,6 +266,10 @@ extension WebSocketServer {
     }
 
     func closed(_ connection: Connection, code: UInt16, reason: String) {
+        // Counted before the connection leaves the tables: whoever sees it
+        // gone (connections(), the connections gauge) sees its close counted.
+        limitCounters.closed(code: code)
+        metrics?.closed(code: code)
         let engineID = connection.engineID
         var updates: [(channel: String, presence: [UInt8], ids: [cws_conn_id])] = []
         var left: [String] = []
@@ -303,8 +307,6 @@ extension WebSocketServer {
         connection.rawQueue?.finish()
         connection.task?.cancel()
         connection.drainClosed()
-        limitCounters.closed(code: code)
-        metrics?.closed(code: code)
         tap.closed(connection)
         connection.logger.debug("closed", metadata: ["code": "\(code)"])
         hooks.withLock { $0.onClose }?(connection, CloseCode(rawValue: code), reason)
