@@ -13,7 +13,7 @@
 
 /* ---- send queue ------------------------------------------------------------ */
 
-static void cws_mark_dirty(cws_loop *l, cws_conn *c) {
+void cws_conn_mark_dirty(cws_loop *l, cws_conn *c) {
     if (c->flags & CWS_CF_DIRTY) return;
     if (l->ndirty == l->dirty_cap) {
         uint32_t cap = l->dirty_cap ? l->dirty_cap * 2 : 64;
@@ -53,7 +53,7 @@ int cws_sendq_insert(cws_loop *l, cws_conn *c, uint32_t at, cws_msg *m) {
     c->qcount++;
     c->qbytes += m->len;
     atomic_store_explicit(&c->slotp->queued, c->qbytes, memory_order_relaxed);
-    cws_mark_dirty(l, c);
+    cws_conn_mark_dirty(l, c);
     return 0;
 }
 
@@ -65,7 +65,7 @@ int cws_sendq_push(cws_loop *l, cws_conn *c, cws_msg *m) {
     c->qcount++;
     c->qbytes += m->len;
     atomic_store_explicit(&c->slotp->queued, c->qbytes, memory_order_relaxed);
-    cws_mark_dirty(l, c);
+    cws_conn_mark_dirty(l, c);
     return 0;
 }
 
@@ -86,15 +86,39 @@ int cws_sendq_replace_tail_pong(cws_conn *c, cws_msg *pong) {
 }
 
 int cws_conn_iov(const cws_conn *c, struct iovec *iov, int max) {
-    int n = 0;
-    for (uint32_t i = 0; i < c->qcount && n < max; i++) {
+    return cws_conn_gather_iov(c, iov, max, NULL, 0, 0, NULL);
+}
+
+int cws_conn_gather_iov(const cws_conn *c, struct iovec *iov, int max, uint8_t *gather, size_t cap, size_t small,
+                        uint32_t *entries) {
+    int n = 0, gi = -1; /* gi: the iovec that ends where the gather buffer's used part does */
+    size_t used = 0;
+    uint32_t i;
+    for (i = 0; i < c->qcount; i++) {
         const cws_sendq_entry *e = &c->q[(c->qhead + i) & (c->qcap - 1)];
         /* TLS: plaintext not yet sealed never reaches the socket. */
         if (c->tls && e->msg->opcode != CWS_MSG_SEALED && !cws_tls_kernel_sends(c)) break;
-        iov[n].iov_base = e->msg->data + e->off;
-        iov[n].iov_len = e->msg->len - e->off;
-        n++;
+        uint8_t *p = e->msg->data + e->off;
+        size_t len = e->msg->len - e->off;
+        if (gather && len <= small) {
+            if (used + len > cap) break;
+            if (gi < 0 || gi != n - 1) {
+                if (n == max) break;
+                gi = n++;
+                iov[gi].iov_base = gather + used;
+                iov[gi].iov_len = 0;
+            }
+            memcpy(gather + used, p, len);
+            used += len;
+            iov[gi].iov_len += len;
+        } else {
+            if (n == max) break;
+            iov[n].iov_base = p;
+            iov[n].iov_len = len;
+            n++;
+        }
     }
+    if (entries) *entries = i;
     return n;
 }
 

@@ -28,6 +28,7 @@ final class ServerMetrics: Sendable {
     let tlsHandshakes: Counter
     let tlsHandshakesFailed: Counter
     let tlsKernelOffloads: Counter
+    let socketWrites: Counter
     let messagesIn: Counter
     let messagesOut: Counter
     let bytesIn: Counter
@@ -54,6 +55,7 @@ final class ServerMetrics: Sendable {
         tlsHandshakes = Counter(label: prefix + "tls_handshakes_total", factory: factory)
         tlsHandshakesFailed = Counter(label: prefix + "tls_handshakes_failed_total", factory: factory)
         tlsKernelOffloads = Counter(label: prefix + "tls_kernel_offloads_total", factory: factory)
+        socketWrites = Counter(label: prefix + "socket_writes_total", factory: factory)
         messagesIn = Counter(label: prefix + "messages_in_total", factory: factory)
         messagesOut = Counter(label: prefix + "messages_out_total", factory: factory)
         bytesIn = Counter(label: prefix + "bytes_in_total", factory: factory)
@@ -117,6 +119,7 @@ final class ServerMetrics: Sendable {
         add(tlsHandshakes, now.tls_handshakes, before.tls_handshakes)
         add(tlsHandshakesFailed, now.tls_handshakes_failed, before.tls_handshakes_failed)
         add(tlsKernelOffloads, now.tls_kernel_offloads, before.tls_kernel_offloads)
+        add(socketWrites, now.socket_writes, before.socket_writes)
         // The engine answers 503 at maxConnections itself: the Swift layer never sees those upgrades.
         if now.refused_full > before.refused_full {
             counter(in: upgradesRefused, key: 503, label: "upgrades_refused_total", dimension: ("status", "503"))

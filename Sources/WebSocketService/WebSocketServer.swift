@@ -45,6 +45,9 @@ public final class WebSocketServer: Sendable {
         public var tlsHandshakesFailed: UInt64 = 0
         /// TLS connections whose sending went to the kernel (`Configuration.TLS.kernelOffload`).
         public var tlsKernelOffloads: UInt64 = 0
+        /// Writes to sockets: sendmsg calls (epoll) or send requests (io_uring).
+        /// Over `messagesOut`: how many queued messages one write carries.
+        public var socketWrites: UInt64 = 0
         /// What the endpoints' limits and checks refused.
         public var limits: LimitStatus
         /// Seconds since `start()`.
@@ -764,6 +767,7 @@ public final class WebSocketServer: Sendable {
         status.tlsHandshakes = stats.tls_handshakes
         status.tlsHandshakesFailed = stats.tls_handshakes_failed
         status.tlsKernelOffloads = stats.tls_kernel_offloads
+        status.socketWrites = stats.socket_writes
         return status
     }
 }

@@ -659,6 +659,8 @@ typedef struct cws_server_stats {
     uint64_t tls_handshakes_failed; /* TLS connections that ended before their handshake did: not
                                        TLS (plain HTTP on the TLS port), refused, or stalled */
     uint64_t tls_kernel_offloads;   /* TLS connections whose sending went to the kernel (kernel_offload) */
+    uint64_t socket_writes;         /* writes to sockets: sendmsg calls (epoll), send requests (io_uring);
+                                       over messages_out, how well queued messages are batched */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 
