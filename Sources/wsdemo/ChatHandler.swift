@@ -78,6 +78,18 @@ struct EchoHandler: RawHandler {
     }
 }
 
+/// `--raw`: a room below the envelope. A connection to /ws?ch=ROOM joins
+/// ROOM (default "room") and every message it sends goes, as it came, to
+/// every member, sender included: `writeChannel(raw:)`, framed once (the raw
+/// fan-out benchmark, against a peer that publishes the same bytes).
+struct RoomRelayHandler: RawHandler {
+    let room: String
+
+    func handle(service: WebSocketServer, connection: Connection, message: RawMessage, logger: Logger) {
+        service.writeChannel(raw: [UInt8](message.bytes), opcode: message.opcode, channel: room)
+    }
+}
+
 /// Envelope echo: `{"cmd","param"}` back with the same cmd and param (the
 /// benchmark's envelope echo, beside its async forms).
 struct EnvelopeEchoHandler: EnvelopeHandler {

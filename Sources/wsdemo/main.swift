@@ -18,7 +18,7 @@ func usage() -> Never {
     usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
                   [--no-admin] [--deflate] [--redis redis://[:password@]host:port/db] [--presence-ttl SECONDS]
                   [--redis-sharded] [--no-presence] [--history N] [--no-rate-limit] [--max-per-address N]
-                  [--envelope] [--async | --session] [--on-loops] [--tls-cert FILE --tls-key FILE [--tls-port N] [--tls-kernel]]
+                  [--envelope] [--async | --session] [--on-loops] [--raw] [--tls-cert FILE --tls-key FILE [--tls-port N] [--tls-kernel]]
                                        the chat example (a page at /, the socket at /ws?ch=room&user=name,
                                        admin pages at /admin/sockets for loopback peers only; --no-admin: none);
                                        --echo echoes every message unchanged at every path
@@ -35,6 +35,8 @@ func usage() -> Never {
                                        --no-rate-limit: the chat's connections have no message or byte rate
                                        (benchmarks that flood on purpose); the echo server never has one
                                        --max-per-address N: at most N connections per client address (429 beyond)
+                                       --raw: the chat's /ws?ch=ROOM relays raw messages, unparsed, to every
+                                       member of ROOM (writeChannel(raw:); the raw fan-out benchmark)
                                        --echo --envelope echoes envelopes ({"cmd","param"} back) instead of bytes
                                        --async: the chat (or the envelope echo) as an AsyncEnvelopeHandler;
                                        --session: as an envelope session (routes.socket { inbound, outbound, .. }),
@@ -74,6 +76,7 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
     var sharded = false
     var rateLimited = true
     var envelopeEcho = false
+    var rawRooms = false
     var tlsCertificate: String?
     var tlsKey: String?
     var tlsPort: Int?
@@ -107,6 +110,7 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
             historyLength = n
         case "--no-rate-limit": rateLimited = false
         case "--envelope": envelopeEcho = true
+        case "--raw": rawRooms = true
         case "--async": mode = .async
         case "--session": mode = .session
         case "--on-loops": configuration.asyncExecution = .eventLoops
@@ -140,6 +144,9 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
     case let (certificate?, key?): configuration.tls = Configuration.TLS(certificateChainFile: certificate, privateKeyFile: key)
     case (nil, nil): break
     default: fail("--tls-cert and --tls-key go together")
+    }
+    if rawRooms && (echo || mode != .sync) {
+        fail("--raw is the chat's raw relay: not with --echo, --async or --session")
     }
     if tlsKernel {
         guard configuration.tls != nil else { fail("--tls-kernel needs --tls-cert and --tls-key") }
@@ -207,6 +214,12 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
             return .accept(Profile(userID: String(user.prefix(40))))
         }
         switch mode {
+        case _ where rawRooms:
+            let limits = limits
+            routes.socket("/ws") { request in
+                let room = request.queryItem("ch").flatMap { $0.isEmpty ? nil : $0 } ?? "room"
+                return .accept(profile: nil, channel: room, handler: .raw(RoomRelayHandler(room: room)), limits: limits)
+            }
         case .sync: routes.socket("/ws", handler: ChatHandler(), limits: limits, authenticate: authenticate)
         case .async:
             routes.socket("/ws", handler: AsyncAdapter(sync: ChatHandler()), limits: limits, authenticate: authenticate)
