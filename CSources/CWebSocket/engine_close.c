@@ -41,9 +41,7 @@ void cws_conn_finish(cws_loop *l, cws_conn *c) {
     c->state = CWS_CONN_DEAD;
     cws_timer_clear(l, c);
     cws_conn_report(l, c);
-    free(c->rbuf);
-    c->rbuf = NULL;
-    c->rlen = c->rcap = 0;
+    cws_rbuf_free(c);
     free(c->ctrl);
     c->ctrl = NULL;
     cws_conn_zfree(l, c);

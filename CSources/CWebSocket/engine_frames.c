@@ -4,6 +4,7 @@
 #include "engine_internal.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,56 @@ void cws_conn_deliver(cws_loop *l, cws_conn *c, uint8_t opcode, const void *data
     if (c->flags & CWS_CF_CLOSE_SENT) return;
     const cws_callbacks *cb = &l->srv->cfg.callbacks;
     if (cb->on_message) cb->on_message(cb->ctx, cws_conn_id_of(l, c), c->user, opcode, data, len);
+}
+
+/*
+ * A message of one frame that does not arrive in one read is gathered in a
+ * pooled message block, with room in front for the server's own header for
+ * that payload: an application that sends the delivered bytes back (an echo)
+ * or on (a relay) gets this block queued as its frame, with no copy and no
+ * allocation (cws_delivered_frame), where it used to cost a malloc'd
+ * reassembly buffer (freed, and faulted in again, per message) and a second
+ * copy into a new frame.
+ */
+static int cws_rmsg_start(cws_conn *c, uint64_t payload_len) {
+    if (payload_len > UINT32_MAX) return -1;
+    size_t h = cws_frame_header_size(payload_len, 0);
+    cws_msg *m = cws_msg_alloc(h + (size_t)payload_len);
+    if (!m) return -1;
+    m->hdr_len = (uint8_t)h; /* the opcode stays CWS_MSG_RAW until a send frames it */
+    c->rbuf = m->data + h;
+    c->rlen = 0;
+    c->rcap = (uint32_t)payload_len;
+    c->flags |= CWS_CF_RMSG;
+    return 0;
+}
+
+static cws_msg *cws_rmsg_of(const cws_conn *c) {
+    size_t h = cws_frame_header_size(c->rcap, 0);
+    return (cws_msg *)(void *)(c->rbuf - h - offsetof(cws_msg, data));
+}
+
+void cws_rbuf_free(cws_conn *c) {
+    if (c->flags & CWS_CF_RMSG) cws_msg_release(cws_rmsg_of(c));
+    else free(c->rbuf);
+    c->flags &= (uint16_t)~CWS_CF_RMSG;
+    c->rbuf = NULL;
+    c->rlen = c->rcap = 0;
+}
+
+cws_msg *cws_delivered_frame(uint8_t opcode, const void *data, size_t len) {
+    cws_loop *l = cws_current_loop;
+    cws_msg *d = l ? l->delivering : NULL;
+    if (!d || (opcode != CWS_OP_TEXT && opcode != CWS_OP_BINARY)) return NULL;
+    if ((const uint8_t *)data != d->data + d->hdr_len || len != d->len - d->hdr_len) return NULL;
+    if (d->opcode == CWS_MSG_RAW) {
+        /* Only this loop's thread has the block until it is queued. */
+        cws_frame_header_encode(d->data, 1, 0, opcode, len, 0, 0);
+        d->opcode = opcode;
+    }
+    if (d->opcode != opcode) return NULL; /* framed as the other opcode already: a copy */
+    CWS_STAT_ADD(l, in_place_sends, 1);
+    return d;
 }
 
 int cws_rbuf_reserve(cws_conn *c, uint64_t extra) {
@@ -159,8 +210,10 @@ void cws_conn_frames(cws_loop *l, cws_conn *c, uint8_t *p, size_t len) {
                 cws_conn_fail(l, c, CWS_CLOSE_MESSAGE_TOO_BIG);
                 return;
             }
-            /* Reserve the whole frame at once: one allocation per frame. */
-            if (cws_rbuf_reserve(c, ev.header.payload_len) < 0) {
+            /* Reserve the whole frame at once: one allocation per frame (a
+             * message block when the frame is the whole message). */
+            int whole = ev.message_start && ev.header.fin && !c->rbuf;
+            if ((whole ? cws_rmsg_start(c, ev.header.payload_len) : cws_rbuf_reserve(c, ev.header.payload_len)) < 0) {
                 cws_conn_fail(l, c, CWS_CLOSE_MESSAGE_TOO_BIG);
                 return;
             }
@@ -170,11 +223,11 @@ void cws_conn_frames(cws_loop *l, cws_conn *c, uint8_t *p, size_t len) {
             c->rlen += (uint32_t)ev.payload_len;
         }
         if (last) {
+            if (c->flags & CWS_CF_RMSG) l->delivering = cws_rmsg_of(c);
             cws_conn_deliver(l, c, op, c->rbuf, c->rlen);
+            l->delivering = NULL;
             /* Free the reassembly buffer: idle connections stay small. */
-            free(c->rbuf);
-            c->rbuf = NULL;
-            c->rlen = c->rcap = 0;
+            cws_rbuf_free(c);
         }
     }
 }

@@ -109,6 +109,7 @@ enum cws_conn_flags {
     CWS_CF_ZMSG = 1 << 9,         /* the data message being received is compressed */
     CWS_CF_PAUSED = 1 << 10,      /* read_holds > 0: the application stopped reading */
     CWS_CF_WANT_DRAIN = 1 << 11,  /* cws_request_drain: on_drain once the queue is down to send_low_water */
+    CWS_CF_RMSG = 1 << 12,        /* rbuf is the payload of a pooled message block (cws_rmsg_start) */
 };
 
 struct cws_conn {
@@ -209,6 +210,7 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t receive_buffers_held, input_held_bytes; /* io_uring's kept input */
     _Atomic uint64_t tls_handshakes, tls_handshakes_failed, tls_kernel_offloads;
     _Atomic uint64_t socket_writes; /* sendmsg / send calls (epoll) and send requests (io_uring) */
+    _Atomic uint64_t in_place_sends; /* sends of a delivered message's own block (cws_delivered_frame) */
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;
@@ -268,6 +270,10 @@ struct cws_loop {
     uint8_t *rbuf;             /* receive buffer (epoll backend) */
     cws_http_request http;     /* scratch for request heads */
     cws_msg_pool pool;
+    /* The block whose payload on_message is being handed (a one-frame
+     * message gathered by cws_rmsg_start), for cws_send to queue itself;
+     * NULL outside such a call. */
+    cws_msg *delivering;
     /* permessage-deflate without context takeover: one compressor per window
      * size (index bits - 8) and a few idle decompressors, shared by every
      * connection of the loop; scratch for whole messages. */
@@ -371,6 +377,12 @@ int cws_conn_iov(const cws_conn *c, struct iovec *iov, int max);
  * one contiguous span where it would take each tiny frame as a segment of
  * its own. Stops at a message that does not fit; *entries (if not NULL):
  * how many queue entries the iovecs cover. */
+/* engine_frames.c: the reassembly buffer. Frees it (or lets its message
+ * block go), whichever it is. */
+void cws_rbuf_free(cws_conn *c);
+/* The delivering message (cws_loop.delivering) framed as opcode, if data and
+ * len are its payload and it is (or can now be) framed so; else NULL. */
+cws_msg *cws_delivered_frame(uint8_t opcode, const void *data, size_t len);
 int cws_conn_gather_iov(const cws_conn *c, struct iovec *iov, int max, uint8_t *gather, size_t cap, size_t small,
                         uint32_t *entries);
 /* n bytes of the queue were written: release finished messages and, when the

@@ -154,6 +154,9 @@ int cws_send_msg(cws_server *s, cws_conn_id id, cws_msg *m) {
 int cws_send(cws_server *s, cws_conn_id id, uint8_t opcode, const void *data, size_t len) {
     cws_loop *l;
     if (cws_id_check(s, id, &l) < 0) return -ENOENT;
+    /* The bytes on_message is handing over, sent on: their own block. */
+    cws_msg *delivered = cws_delivered_frame(opcode, data, len);
+    if (delivered) return cws_send_msg(s, id, delivered);
     cws_msg *m = cws_msg_frame(opcode, data, len);
     if (!m) return -ENOMEM;
     int rc = cws_send_msg(s, id, m);

@@ -470,5 +470,6 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->tls_handshakes_failed += atomic_load_explicit(&st->tls_handshakes_failed, memory_order_relaxed);
         out->tls_kernel_offloads += atomic_load_explicit(&st->tls_kernel_offloads, memory_order_relaxed);
         out->socket_writes += atomic_load_explicit(&st->socket_writes, memory_order_relaxed);
+        out->in_place_sends += atomic_load_explicit(&st->in_place_sends, memory_order_relaxed);
     }
 }

@@ -48,6 +48,10 @@ public final class WebSocketServer: Sendable {
         /// Writes to sockets: sendmsg calls (epoll) or send requests (io_uring).
         /// Over `messagesOut`: how many queued messages one write carries.
         public var socketWrites: UInt64 = 0
+        /// Messages sent on from the block they arrived in, with no copy: a
+        /// handler's `send` of the bytes it was handed (an echo, a relay to
+        /// another connection) when the message took more than one read.
+        public var inPlaceSends: UInt64 = 0
         /// What the endpoints' limits and checks refused.
         public var limits: LimitStatus
         /// Seconds since `start()`.
@@ -768,6 +772,7 @@ public final class WebSocketServer: Sendable {
         status.tlsHandshakesFailed = stats.tls_handshakes_failed
         status.tlsKernelOffloads = stats.tls_kernel_offloads
         status.socketWrites = stats.socket_writes
+        status.inPlaceSends = stats.in_place_sends
         return status
     }
 }

@@ -661,6 +661,8 @@ typedef struct cws_server_stats {
     uint64_t tls_kernel_offloads;   /* TLS connections whose sending went to the kernel (kernel_offload) */
     uint64_t socket_writes;         /* writes to sockets: sendmsg calls (epoll), send requests (io_uring);
                                        over messages_out, how well queued messages are batched */
+    uint64_t in_place_sends;        /* messages sent on from the block they arrived in (an echo or relay
+                                       from on_message of a message that took more than one read): no copy */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 
