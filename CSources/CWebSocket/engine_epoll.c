@@ -177,14 +177,31 @@ static void cws_ep_stop_accept(cws_loop *l) {
     }
 }
 
+/* Where the next read goes: the loop's buffer, or, in the payload of a
+ * large one-frame message (cws_rmsg_start), that message's own block, for
+ * at most the rest of the payload, which the parser then unmasks where it
+ * lies (no copy out of the loop's buffer). Plaintext only: TLS reads records. */
+#define CWS_EP_DIRECT_MIN 4096
+
+static uint8_t *cws_ep_read_target(cws_loop *l, cws_conn *c, size_t *want) {
+    if (!(c->flags & CWS_CF_RMSG) || c->tls || !c->parser.in_payload ||
+        (c->state != CWS_CONN_OPEN && c->state != CWS_CONN_CLOSING))
+        return l->rbuf;
+    size_t left = c->rcap - c->rlen;
+    if (left < CWS_EP_DIRECT_MIN) return l->rbuf;
+    if (*want > left) *want = left;
+    return c->rbuf + c->rlen;
+}
+
 static void cws_ep_read(cws_loop *l, cws_conn *c) {
     size_t total = 0;
     for (;;) {
         size_t want = cws_read_budget(c) - total;
-        ssize_t n = recv(c->fd, l->rbuf, want, 0);
+        uint8_t *into = cws_ep_read_target(l, c, &want);
+        ssize_t n = recv(c->fd, into, want, 0);
         if (n > 0) {
             total += (size_t)n;
-            cws_conn_input(l, c, l->rbuf, (size_t)n);
+            cws_conn_input(l, c, into, (size_t)n);
             /* More this turn only in the middle of a big message (the socket
              * had more, and the budget allows it). */
             if ((size_t)n < want || c->state == CWS_CONN_DEAD || (c->flags & (CWS_CF_PAUSED | CWS_CF_READ_DONE)) ||

@@ -219,7 +219,8 @@ void cws_conn_frames(cws_loop *l, cws_conn *c, uint8_t *p, size_t len) {
             }
         }
         if (ev.payload_len) {
-            memcpy(c->rbuf + c->rlen, ev.payload, ev.payload_len);
+            /* (Read straight into its place already: nothing to copy.) */
+            if (ev.payload != c->rbuf + c->rlen) memcpy(c->rbuf + c->rlen, ev.payload, ev.payload_len);
             c->rlen += (uint32_t)ev.payload_len;
         }
         if (last) {
