@@ -375,8 +375,9 @@ int cws_conn_iov(const cws_conn *c, struct iovec *iov, int max);
 /* The same, but runs of messages of at most `small` bytes are copied into
  * gather (cap bytes; NULL: none) and share one iovec, so the kernel copies
  * one contiguous span where it would take each tiny frame as a segment of
- * its own. Stops at a message that does not fit; *entries (if not NULL):
- * how many queue entries the iovecs cover. */
+ * its own; once gather is full, messages take iovecs of their own. Stops when
+ * the iovecs are used up; *entries (if not NULL): how many queue entries the
+ * iovecs cover. */
 /* engine_frames.c: the reassembly buffer. Frees it (or lets its message
  * block go), whichever it is. */
 void cws_rbuf_free(cws_conn *c);
