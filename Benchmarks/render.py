@@ -18,8 +18,19 @@ import textwrap
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-NAMES = {"uring": "ours, io_uring", "epoll": "ours, epoll", "hummingbird": "Hummingbird WS",
+NAMES = {"uring": "ours, io_uring", "epoll": "ours, epoll", "hummingbird": "Hummingbird WS", "uws": "uWebSockets",
+         "uring raw": "ours raw, io_uring", "epoll raw": "ours raw, epoll",
+         "uring base": "before, io_uring", "epoll base": "before, epoll",
          "single": "one server", "redis3": "3 servers + Redis"}
+UWS = "uws"
+
+
+def ratio(r):
+    return f"{r:.2f}×" if r is not None else "–"
+
+
+def ours_of(cfg):
+    return [s for s in cfg["servers"] if s not in (cfg["peer"], UWS)]
 
 
 def cell(s, key, unit_digits):
@@ -35,9 +46,11 @@ def cell(s, key, unit_digits):
 def markdown(doc, chart_rel):
     cfg, mach, summ = doc["config"], doc["machine"], doc["summary"]
     servers = cfg["servers"]
-    ours = [s for s in servers if s != cfg["peer"]]
+    ours = ours_of(cfg)
     peer = cfg["peer"]
-    head = ["scenario"] + [NAMES.get(s, s) for s in servers] + [f"{NAMES.get(s, s)} / peer" for s in ours] + ["target"]
+    uws = UWS in servers
+    head = ["scenario"] + [NAMES.get(s, s) for s in servers] + [f"{NAMES.get(s, s)} / peer" for s in ours if peer in servers]
+    head += [f"{NAMES.get(s, s)} / uWS" for s in ours if uws] + ["target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for sc in doc["scenarios"]:
         sid, kind = sc["id"], sc["kind"]
@@ -52,9 +65,10 @@ def markdown(doc, chart_rel):
             row = [sc["label"] + ", server µs/msg"]
             row += [cell(s.get(srv, {}), "srv_us_per_msg", 2) for srv in servers]
             target = f"≤ {sc['target']:g} µs"
-        for srv in ours:
-            r = s.get(srv, {}).get("ratio_to_peer")
-            row.append(f"{r:.2f}×" if r is not None else "–")
+        if peer in servers:
+            row += [ratio(s.get(srv, {}).get("ratio_to_peer")) for srv in ours]
+        if uws:
+            row += [ratio(s.get(srv, {}).get("ratio_to_uws")) for srv in ours]
         row.append(target)
         lines.append("| " + " | ".join(row) + " |")
     # throughput, for the echo scenarios
@@ -69,14 +83,28 @@ def markdown(doc, chart_rel):
             m = s.get(srv, {}).get("msgs_per_s")
             vals.append(f"{m['median']:,.0f}" if m else "failed")
         lines.append(f"| {sc['label']} | " + " | ".join(vals) + " |")
+    deflate = [sc for sc in doc["scenarios"] if sc["kind"] == "echo" and sc.get("deflate")]
+    if deflate:
+        lines += ["", "| compressed echo: payload bytes on the wire per echo, as the server sent them (median) | "
+                  + " | ".join(NAMES.get(s, s) for s in servers) + " |", "|" + "---|" * (len(servers) + 1)]
+        for sc in deflate:
+            s = summ.get(sc["id"], {})
+            vals = []
+            for srv in servers:
+                m = s.get(srv, {}).get("echo_wire_bytes")
+                vals.append(f"{m['median']:,.0f} B" if m else "–")
+            lines.append(f"| {sc['label']} | " + " | ".join(vals) + " |")
     if not any(sc["kind"] in ("echo", "idle") for sc in doc["scenarios"]):
         lines = []  # a fan-out-only run: no empty echo tables
     lines += fanout_tables(doc)
+    lines += before_table(doc)
+    lines += scaling_table(doc)
     n = cfg["reps"]
     text = [
         f"Server CPU per echoed message (the server process's utime+stime, all threads, over the measured "
         f"window, divided by messages echoed): median of {n} repetitions, (min–max) in brackets; "
-        f"ratio = ours / {NAMES.get(peer, peer)}, below 1 is better. Idle: the server's RSS growth per open "
+        f"ratio = ours / {NAMES.get(peer, peer)}{' and ours / uWebSockets' if UWS in servers else ''}, below 1 "
+        f"is better. Idle: the server's RSS growth per open "
         f"connection. Each server runs with one event loop pinned to CPU{cfg['server_cpu']}, "
         f"the load generator (`wsload`, one message in flight per connection unless stated) on "
         f"CPU{cfg['client_cpu']}; {cfg['duration_s']:g} s measured after {cfg['warmup_s']:g} s warm-up"
@@ -97,22 +125,26 @@ def markdown(doc, chart_rel):
 def fanout_tables(doc):
     """Fan-out: server CPU per delivery side by side, throughput and latency; the Redis cluster against one server."""
     cfg, summ = doc["config"], doc["summary"]
-    servers, peer = cfg["servers"], cfg["peer"]
-    ours = [s for s in servers if s != peer]
+    peer = cfg["peer"]
+    raw = [v for v in cfg.get("async_servers", []) if v.endswith(" raw")]
+    servers = cfg["servers"] + raw
+    ours = ours_of(cfg) + raw
+    uws = UWS in servers
     fan = [sc for sc in doc["scenarios"] if sc["kind"] == "fanout"]
     cluster = [sc for sc in doc["scenarios"] if sc["kind"] == "cluster"]
     out = []
     if fan:
         head = ["fan-out, server µs per delivery"] + [NAMES.get(s, s) for s in servers]
-        head += [f"{NAMES.get(s, s)} / peer" for s in ours if peer in servers] + ["target"]
+        head += [f"{NAMES.get(s, s)} / peer" for s in ours if peer in servers]
+        head += [f"{NAMES.get(s, s)} / uWS" for s in ours if uws] + ["target"]
         out += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for sc in fan:
             s = summ.get(sc["id"], {})
             row = [sc["label"]] + [cell(s.get(srv, {}), "srv_us_per_delivery", 3) for srv in servers]
             if peer in servers:
-                for srv in ours:
-                    r = s.get(srv, {}).get("ratio_to_peer")
-                    row.append(f"{r:.2f}×" if r is not None else "–")
+                row += [ratio(s.get(srv, {}).get("ratio_to_peer")) for srv in ours]
+            if uws:
+                row += [ratio(s.get(srv, {}).get("ratio_to_uws")) for srv in ours]
             row.append(f"≤ {sc['target']:g} µs" if sc.get("target") else "")
             out.append("| " + " | ".join(row) + " |")
         head = ["fan-out (medians)"] + [f"{NAMES.get(s, s)}: deliveries/s, latency p50 / p99 / p99.9 (ms)"
@@ -158,6 +190,52 @@ def fanout_tables(doc):
     return out
 
 
+def before_table(doc):
+    """Rows of another build of ours (the mode `base`: WSDEMO_BASE) beside this build's, same run."""
+    cfg, summ = doc["config"], doc["summary"]
+    base = [v for v in cfg.get("async_servers", []) if v.endswith(" base")]
+    if not base:
+        return []
+    head = ["this build / the base build (same run, medians)"] + [NAMES.get(b.split()[0], b.split()[0]) for b in base]
+    out = ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    key = {"idle": "rss_per_conn", "fanout": "srv_us_per_delivery"}
+    for sc in doc["scenarios"]:
+        if sc["kind"] not in ("echo", "idle", "fanout"):
+            continue
+        s = summ.get(sc["id"], {})
+        row = [sc["label"]]
+        for b in base:
+            r = s.get(b, {}).get("ratio_to_sync")  # the base row over this build's
+            row.append(ratio(1 / r) if r else "–")
+        out.append("| " + " | ".join(row) + " |")
+    out += ["", f"Base build: `WSDEMO_BASE={cfg.get('wsdemo_base') or '?'}`; below 1: this build is cheaper "
+                "(server CPU per message or delivery; idle: RSS per connection)."]
+    return out
+
+
+def scaling_table(doc):
+    cfg, summ = doc["config"], doc["summary"]
+    sc = next((sc for sc in doc["scenarios"] if sc["kind"] == "scaling"), None)
+    if not sc:
+        return []
+    s = summ.get(sc["id"], {})
+    rows = sorted({k.rsplit(" x", 1) [0] for k in s}, key=lambda b: cfg["servers"].index(b) if b in cfg["servers"] else 99)
+    loops = sorted({int(k.rsplit(" x", 1)[1]) for k in s})
+    head = [sc["label"] + ": messages/s (server µs/msg)"] + [f"{n} loop{'s' if n > 1 else ''}" for n in loops]
+    out = ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for b in rows:
+        row = [NAMES.get(b, b)]
+        for n in loops:
+            m = s.get(f"{b} x{n}", {})
+            mp, us = m.get("msgs_per_s"), m.get("srv_us_per_msg")
+            row.append(f"{mp['median']:,.0f} ({us['median']:.2f})" if mp and us else "–")
+        out.append("| " + " | ".join(row) + " |")
+    out += ["", f"Scaling: one `wsload` per loop, started together; on {doc['machine']['cpus']} CPUs the generators "
+                "share the cores with the server unless 2N CPUs are there (then the server is on CPUs 0..N-1): "
+                "on this machine the curve says little, a bigger one shows it. uWebSockets runs one thread."]
+    return out
+
+
 def throughput_cell(m):
     d = m.get("deliveries_per_s")
     if not d:
@@ -190,7 +268,7 @@ def chart(doc, path):
     fig, axes = plt.subplots(1, len(panels), figsize=(3 + 1.5 * sum(p[5] for p in panels), 4.8),
                              gridspec_kw={"width_ratios": [p[5] for p in panels]})
     axes = list(axes) if len(panels) > 1 else [axes]
-    colors = {"uring": "#1f77b4", "epoll": "#6baed6", "hummingbird": "#ff7f0e"}
+    colors = {"uring": "#1f77b4", "epoll": "#6baed6", "hummingbird": "#ff7f0e", "uws": "#2ca02c"}
     width = 0.8 / len(servers)
 
     def bars(ax, scs, key, ylabel, title, log=True):

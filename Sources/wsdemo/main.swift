@@ -16,13 +16,14 @@ import Glibc
 func usage() -> Never {
     print("""
     usage: wsdemo [--echo] [--host ADDR] [--port N] [--loops N] [--backend auto|uring|epoll] [--log-level LEVEL]
-                  [--no-admin] [--deflate] [--redis redis://[:password@]host:port/db] [--presence-ttl SECONDS]
+                  [--no-admin] [--deflate [--deflate-level N]] [--redis redis://[:password@]host:port/db] [--presence-ttl SECONDS]
                   [--redis-sharded] [--no-presence] [--history N] [--no-rate-limit] [--max-per-address N]
                   [--envelope] [--async | --session] [--on-loops] [--raw] [--tls-cert FILE --tls-key FILE [--tls-port N] [--tls-kernel]]
                                        the chat example (a page at /, the socket at /ws?ch=room&user=name,
                                        admin pages at /admin/sockets for loopback peers only; --no-admin: none);
                                        --echo echoes every message unchanged at every path
-                                       --deflate negotiates permessage-deflate (RFC 7692) with clients that offer it
+                                       --deflate negotiates permessage-deflate (RFC 7692) with clients that offer it;
+                                       --deflate-level N: zlib level 1-9 (Configuration.Compression.level, default 1)
                                        --redis joins the servers that share this Redis: channels, writeAll and
                                        writeConnection span them all (Redis pub/sub backplane); a killed
                                        server's members leave the cluster presence after --presence-ttl (15);
@@ -77,6 +78,7 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
     var rateLimited = true
     var envelopeEcho = false
     var rawRooms = false
+    var deflateLevel: Int?
     var tlsCertificate: String?
     var tlsKey: String?
     var tlsPort: Int?
@@ -93,7 +95,10 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
         switch arg {
         case "--echo": echo = true
         case "--no-admin": admin = false
-        case "--deflate": configuration.compression = Configuration.Compression()
+        case "--deflate": configuration.compression = configuration.compression ?? Configuration.Compression()
+        case "--deflate-level":
+            guard let level = Int(value(arg)), (1...9).contains(level) else { fail("--deflate-level takes 1...9") }
+            deflateLevel = level
         case "--redis":
             do {
                 redis = try RedisConfiguration(url: value(arg))
@@ -144,6 +149,10 @@ func serve(_ arguments: ArraySlice<String>) async -> Never {
     case let (certificate?, key?): configuration.tls = Configuration.TLS(certificateChainFile: certificate, privateKeyFile: key)
     case (nil, nil): break
     default: fail("--tls-cert and --tls-key go together")
+    }
+    if let deflateLevel {
+        guard configuration.compression != nil else { fail("--deflate-level needs --deflate") }
+        configuration.compression?.level = deflateLevel
     }
     if rawRooms && (echo || mode != .sync) {
         fail("--raw is the chat's raw relay: not with --echo, --async or --session")

@@ -504,6 +504,9 @@ static uint32_t msg_cap;   /* fanout: message bytes kept per subscriber to find 
 static void publisher_flush(void);
 static int sending = 0, measuring = 0;
 static uint64_t msgs_compressed, msgs_total, msgs_win, bytes_win, verify_errors, unexpected_frames, pings;
+/* echo: data-frame payload bytes the server sent while measuring (what a
+ * compressed echo costs on the wire, beside what it costs the server's CPU) */
+static uint64_t rx_payload_win;
 static uint64_t now_cached;
 
 static const char *ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="; /* for the RFC 6455 sample key */
@@ -855,6 +858,7 @@ static void on_frames(conn *c, const uint8_t *p, size_t n) {
             }
             c->op = op;
             c->skip = len;
+            if (op < 8 && measuring) rx_payload_win += len;
             if (len && n) continue;
             if (len) return;
         }
@@ -1578,10 +1582,12 @@ int main(int argc, char **argv) {
         printf("RESULT mode=echo conns=%d size=%zu inflight=%d secs=%.3f msgs=%" PRIu64 " msgs_per_s=%.0f "
                "bytes_per_s=%.0f p50_us=%.2f p99_us=%.2f p999_us=%.2f max_us=%.2f srv_us_per_msg=%.3f srv_pct=%.1f "
                "core_us_per_msg=%.3f core_si_us_per_msg=%.3f core_pct=%.1f core_steal_pct=%.1f cli_pct=%.1f cli_core_pct=%.1f "
-               "verify_errors=%" PRIu64 " closed_by_peer=%d deflate=%d wire_bytes=%zu compressed=%" PRIu64 "\n",
+               "verify_errors=%" PRIu64 " closed_by_peer=%d deflate=%d wire_bytes=%zu compressed=%" PRIu64
+               " echo_wire_bytes=%.1f\n",
                opt.conns, opt.size, opt.inflight, wall, msgs_win, mps, bps, p50 / 1e3, p99 / 1e3, p999 / 1e3,
                lat.max / 1e3, srv_us, srv_pct, core_us, si_us, core_pct, core_steal, cli_pct, ccore_pct, verify_errors,
-               n_closed_by_peer, opt.deflate, wire_len, msgs_compressed);
+               n_closed_by_peer, opt.deflate, wire_len, msgs_compressed,
+               msgs_win ? (double)rx_payload_win / (double)msgs_win : 0.0);
     fflush(stdout);
     return (verify_errors || n_closed_by_peer) ? 1 : 0;
 }
