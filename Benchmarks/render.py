@@ -55,7 +55,7 @@ def markdown(doc, chart_rel):
     for sc in doc["scenarios"]:
         sid, kind = sc["id"], sc["kind"]
         s = summ.get(sid, {})
-        if kind in ("fanout", "cluster", "fairness"):  # fairness: Benchmarks/run prints it
+        if kind in ("fanout", "cluster", "fairness", "scaling"):  # fairness: Benchmarks/run prints it
             continue
         if kind == "idle":
             row = [sc["label"] + ", RSS per connection (B)"]
@@ -72,28 +72,13 @@ def markdown(doc, chart_rel):
         row.append(target)
         lines.append("| " + " | ".join(row) + " |")
     # throughput, for the echo scenarios
-    lines += ["", "| scenario, messages/s (median) | " + " | ".join(NAMES.get(s, s) for s in servers) + " |",
-              "|" + "---|" * (len(servers) + 1)]
-    for sc in doc["scenarios"]:
-        if sc["kind"] != "echo":
-            continue
-        s = summ.get(sc["id"], {})
-        vals = []
-        for srv in servers:
-            m = s.get(srv, {}).get("msgs_per_s")
-            vals.append(f"{m['median']:,.0f}" if m else "failed")
-        lines.append(f"| {sc['label']} | " + " | ".join(vals) + " |")
-    deflate = [sc for sc in doc["scenarios"] if sc["kind"] == "echo" and sc.get("deflate")]
+    echo = [sc for sc in doc["scenarios"] if sc["kind"] == "echo"]
+    lines += median_table(summ, servers, echo, "scenario, messages/s (median)", "msgs_per_s", "{:,.0f}", "failed")
+    deflate = [sc for sc in echo if sc.get("deflate")]
     if deflate:
-        lines += ["", "| compressed echo: payload bytes on the wire per echo, as the server sent them (median) | "
-                  + " | ".join(NAMES.get(s, s) for s in servers) + " |", "|" + "---|" * (len(servers) + 1)]
-        for sc in deflate:
-            s = summ.get(sc["id"], {})
-            vals = []
-            for srv in servers:
-                m = s.get(srv, {}).get("echo_wire_bytes")
-                vals.append(f"{m['median']:,.0f} B" if m else "–")
-            lines.append(f"| {sc['label']} | " + " | ".join(vals) + " |")
+        lines += median_table(summ, servers, deflate,
+                              "compressed echo: payload bytes on the wire per echo, as the server sent them (median)",
+                              "echo_wire_bytes", "{:,.0f} B", "–")
     if not any(sc["kind"] in ("echo", "idle") for sc in doc["scenarios"]):
         lines = []  # a fan-out-only run: no empty echo tables
     lines += fanout_tables(doc)
@@ -118,8 +103,20 @@ def markdown(doc, chart_rel):
     ]
     out = text + lines
     if chart_rel:
-        out += ["", f"![server CPU per message, ours and Hummingbird]({chart_rel})"]
+        who = "ours, Hummingbird and uWebSockets" if UWS in cfg["servers"] else "ours and Hummingbird"
+        out += ["", f"![server CPU per message, {who}]({chart_rel})"]
     return "\n".join(out) + "\n"
+
+
+def median_table(summ, servers, scenarios, title, metric, form, missing):
+    """One row per scenario, one column per server: the metric's median."""
+    out = ["", f"| {title} | " + " | ".join(NAMES.get(s, s) for s in servers) + " |",
+           "|" + "---|" * (len(servers) + 1)]
+    for sc in scenarios:
+        s = summ.get(sc["id"], {})
+        vals = [form.format(m["median"]) if (m := s.get(srv, {}).get(metric)) else missing for srv in servers]
+        out.append(f"| {sc['label']} | " + " | ".join(vals) + " |")
+    return out
 
 
 def fanout_tables(doc):
@@ -135,14 +132,15 @@ def fanout_tables(doc):
     out = []
     if fan:
         head = ["fan-out, server µs per delivery"] + [NAMES.get(s, s) for s in servers]
-        head += [f"{NAMES.get(s, s)} / peer" for s in ours if peer in servers]
+        chat = ours_of(cfg)  # the peer runs the chat: raw rows are compared with uWebSockets only
+        head += [f"{NAMES.get(s, s)} / peer" for s in chat if peer in servers]
         head += [f"{NAMES.get(s, s)} / uWS" for s in ours if uws] + ["target"]
         out += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for sc in fan:
             s = summ.get(sc["id"], {})
             row = [sc["label"]] + [cell(s.get(srv, {}), "srv_us_per_delivery", 3) for srv in servers]
             if peer in servers:
-                row += [ratio(s.get(srv, {}).get("ratio_to_peer")) for srv in ours]
+                row += [ratio(s.get(srv, {}).get("ratio_to_peer")) for srv in chat]
             if uws:
                 row += [ratio(s.get(srv, {}).get("ratio_to_uws")) for srv in ours]
             row.append(f"≤ {sc['target']:g} µs" if sc.get("target") else "")
