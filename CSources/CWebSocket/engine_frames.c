@@ -224,11 +224,17 @@ void cws_conn_frames(cws_loop *l, cws_conn *c, uint8_t *p, size_t len) {
             c->rlen += (uint32_t)ev.payload_len;
         }
         if (last) {
-            if (c->flags & CWS_CF_RMSG) l->delivering = cws_rmsg_of(c);
+            /* The delivery holds the block too: a connection that ends
+             * during the callback (out of memory for a queue) frees its
+             * buffer, and the bytes being handed over must outlive that. */
+            cws_msg *block = (c->flags & CWS_CF_RMSG) ? cws_rmsg_of(c) : NULL;
+            if (block) cws_msg_retain(block);
+            l->delivering = block;
             cws_conn_deliver(l, c, op, c->rbuf, c->rlen);
             l->delivering = NULL;
             /* Free the reassembly buffer: idle connections stay small. */
             cws_rbuf_free(c);
+            cws_msg_release(block);
         }
     }
 }
