@@ -20,10 +20,10 @@
 
 #define CWS_UR_ENTRIES 1024
 /* A fan-out turn prepares a send per subscriber: 10,000 of them complete in
- * the turn's submissions. With the default CQ (twice the SQ) most would wait
- * in the kernel's overflow list, reaped a CQ's worth per turn, so the sends
- * of one burst came back over several turns and each next send carried half
- * as many messages. 16 B per entry: 128 KiB. */
+ * the turn's submissions. With the default CQ (twice the SQ) most waited in
+ * the kernel's overflow list (87,494 overflowed completions in 2 s at 10,000
+ * subscribers; 19,907 with this size), reaped a CQ's worth per turn. 16 B
+ * per entry: 128 KiB. */
 #define CWS_UR_CQ_ENTRIES 8192
 #define CWS_UR_BUFS 256          /* provided buffers per loop (power of two) */
 #define CWS_UR_BUF_SIZE (16 * 1024)
@@ -38,10 +38,10 @@
 #define CWS_UR_GATHER (256 * 1024)
 #define CWS_UR_GATHER_SMALL 2048 /* messages up to this many bytes are copied */
 #define CWS_UR_GATHER_KEEP 8     /* gather buffers kept on the free list */
-/* A send of a few small messages (a fan-out burst: 16 frames of 40 B to each
- * subscriber) copies them into the send context's own 1 KiB and goes as one
- * plain send of one span: the kernel no longer imports an iovec array and
- * copies segment by segment. */
+/* A send of a few small messages (a fan-out burst: 16 small frames to each
+ * subscriber) copies them into the send context's own 1 KiB, and when that
+ * is the whole send it goes as one plain send of one span: the kernel no
+ * longer imports an iovec array and copies segment by segment. */
 #define CWS_UR_INLINE 1024
 #define CWS_UR_INLINE_SMALL 256
 #define CWS_UR_HELD_MAX (64u << 20) /* kept input a loop copies out of its buffers, in all */
