@@ -102,6 +102,8 @@ struct EngineAbuseTests {
         var got = 0
         while got < echoes.count {
             let n = echoes.withUnsafeMutableBytes { recv(flooder.fd, $0.baseAddress! + got, $0.count - got, 0) }
+            // A signal to the process (a child's SIGCHLD) interrupts a recv with a timeout.
+            if n < 0 && errno == EINTR { continue }
             guard n > 0 else { throw EngineTestError(description: "flood echoes: recv \(n), errno \(errno), \(got) bytes") }
             got += n
         }
@@ -165,6 +167,7 @@ struct EngineAbuseTests {
         var got = 0
         while got < echoes.count {
             let n = echoes.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, $0.count - got, 0) }
+            if n < 0 && errno == EINTR { continue }
             guard n > 0 else { break }
             got += n
         }

@@ -90,7 +90,9 @@ public final class ChildProcess: @unchecked Sendable {
         var byte: UInt8 = 0
         var pfd = pollfd(fd: reader, events: Int16(POLLIN), revents: 0)
         while byte != UInt8(ascii: "\n") {
-            guard poll(&pfd, 1, timeoutMilliseconds) == 1, read(reader, &byte, 1) == 1 else { break }
+            let ready = poll(&pfd, 1, timeoutMilliseconds)
+            if ready < 0 && errno == EINTR { continue } // a signal (SIGCHLD of another child)
+            guard ready == 1, read(reader, &byte, 1) == 1 else { break }
             bytes.append(byte)
         }
         return String(decoding: bytes, as: UTF8.self)
