@@ -4,7 +4,9 @@ import Foundation
 /// what they await resumes here too). Not Swift's shared cooperative pool:
 /// that has one thread per core, and a server's other code that blocks one
 /// (a synchronous client, a lock held across I/O) would otherwise stall every
-/// connection's handler.
+/// connection's handler. Timers still go through that pool: `Task.sleep`
+/// wakes its task from Swift's global executor, so a pool kept busy by
+/// CPU-bound work delays a handler's sleep until one of its threads is free.
 final class HandlerExecutor: TaskExecutor, @unchecked Sendable {
     // Jobs waiting for a thread, under `condition`'s lock.
     private let condition = NSCondition()

@@ -178,69 +178,77 @@ private let quadSample: [UInt32] = {
 @Suite("UTF-8 validation") struct UTF8Tests {
 
     @Test("reference checker agrees with the standard library on every 1-, 2- and 3-byte sequence")
-    func referenceMatchesStdlibShort() {
-        var buf: [UInt8] = [0, 0, 0]
-        var mismatches = 0
-        buf.withUnsafeMutableBufferPointer { b in
-            let p = b.baseAddress!
-            for x in 0..<256 {
-                p[0] = UInt8(x)
-                if stdlibValid(p, 1) != (referenceBadOffset(p, 1) == nil) { mismatches += 1 }
+    func referenceMatchesStdlibShort() async throws {
+        let (mismatches, valid) = try await offThePool { () -> (Int, Int) in
+            var buf: [UInt8] = [0, 0, 0]
+            var mismatches = 0
+            buf.withUnsafeMutableBufferPointer { b in
+                let p = b.baseAddress!
+                for x in 0..<256 {
+                    p[0] = UInt8(x)
+                    if stdlibValid(p, 1) != (referenceBadOffset(p, 1) == nil) { mismatches += 1 }
+                }
+                for x in 0..<65536 {
+                    p[0] = UInt8(x >> 8); p[1] = UInt8(x & 0xFF)
+                    if stdlibValid(p, 2) != (referenceBadOffset(p, 2) == nil) { mismatches += 1 }
+                }
+                for t in 0..<(1 << 24) {
+                    p[0] = UInt8(t >> 16); p[1] = UInt8((t >> 8) & 0xFF); p[2] = UInt8(t & 0xFF)
+                    if stdlibValid(p, 3) != (tripleVerdicts[t] < 0) { mismatches += 1 }
+                }
             }
-            for x in 0..<65536 {
-                p[0] = UInt8(x >> 8); p[1] = UInt8(x & 0xFF)
-                if stdlibValid(p, 2) != (referenceBadOffset(p, 2) == nil) { mismatches += 1 }
-            }
-            for t in 0..<(1 << 24) {
-                p[0] = UInt8(t >> 16); p[1] = UInt8((t >> 8) & 0xFF); p[2] = UInt8(t & 0xFF)
-                if stdlibValid(p, 3) != (tripleVerdicts[t] < 0) { mismatches += 1 }
-            }
+            return (mismatches, tripleVerdicts.reduce(0) { $0 + ($1 < 0 ? 1 : 0) })
         }
         #expect(mismatches == 0)
         // The table is not vacuous: 3-byte valid sequences = 128^3 ASCII-only, plus
         // mixes of ASCII and 2-byte, plus 3-byte characters (U+0800-U+FFFF minus
         // 2048 surrogates).
-        let valid = tripleVerdicts.reduce(0) { $0 + ($1 < 0 ? 1 : 0) }
         #expect(valid == 128 * 128 * 128 + 2 * 128 * 1920 + (0x10000 - 0x800 - 0x800))
     }
 
     @Test("reference checker agrees with the standard library on the 4-byte sample")
-    func referenceMatchesStdlibQuads() {
-        var buf: [UInt8] = [0, 0, 0, 0]
-        var mismatches = 0
-        var valid4 = 0
-        buf.withUnsafeMutableBufferPointer { b in
-            let p = b.baseAddress!
-            for q in quadSample {
-                p[0] = UInt8(q >> 24); p[1] = UInt8((q >> 16) & 0xFF); p[2] = UInt8((q >> 8) & 0xFF); p[3] = UInt8(q & 0xFF)
-                let ref = referenceBadOffset(p, 4)
-                if stdlibValid(p, 4) != (ref == nil) { mismatches += 1 }
-                if ref == nil && p[0] >= 0xF0 { valid4 += 1 }
+    func referenceMatchesStdlibQuads() async throws {
+        let (mismatches, valid4) = try await offThePool { () -> (Int, Int) in
+            var buf: [UInt8] = [0, 0, 0, 0]
+            var mismatches = 0
+            var valid4 = 0
+            buf.withUnsafeMutableBufferPointer { b in
+                let p = b.baseAddress!
+                for q in quadSample {
+                    p[0] = UInt8(q >> 24); p[1] = UInt8((q >> 16) & 0xFF); p[2] = UInt8((q >> 8) & 0xFF); p[3] = UInt8(q & 0xFF)
+                    let ref = referenceBadOffset(p, 4)
+                    if stdlibValid(p, 4) != (ref == nil) { mismatches += 1 }
+                    if ref == nil && p[0] >= 0xF0 { valid4 += 1 }
+                }
             }
+            return (mismatches, valid4)
         }
         #expect(mismatches == 0)
         #expect(valid4 >= 0x100000) // every code point U+10000-U+10FFFF is in the sample
     }
 
     @Test("every 1-, 2- and 3-byte sequence as a whole buffer")
-    func exhaustiveShortWhole() {
-        var buf: [UInt8] = [0, 0, 0]
-        var failures: [String] = []
-        buf.withUnsafeMutableBufferPointer { b in
-            let p = b.baseAddress!
-            for x in 0..<256 {
-                p[0] = UInt8(x)
-                if validate(p, 1) != referenceBadOffset(p, 1) { failures.append(hex([p[0]])) }
+    func exhaustiveShortWhole() async throws {
+        let failures = try await offThePool { () -> [String] in
+            var buf: [UInt8] = [0, 0, 0]
+            var failures: [String] = []
+            buf.withUnsafeMutableBufferPointer { b in
+                let p = b.baseAddress!
+                for x in 0..<256 {
+                    p[0] = UInt8(x)
+                    if validate(p, 1) != referenceBadOffset(p, 1) { failures.append(hex([p[0]])) }
+                }
+                for x in 0..<65536 {
+                    p[0] = UInt8(x >> 8); p[1] = UInt8(x & 0xFF)
+                    if validate(p, 2) != referenceBadOffset(p, 2) { failures.append(hex(Array(b[0..<2]))) }
+                }
+                for t in 0..<(1 << 24) {
+                    p[0] = UInt8(t >> 16); p[1] = UInt8((t >> 8) & 0xFF); p[2] = UInt8(t & 0xFF)
+                    let want = tripleVerdicts[t]
+                    if (validate(p, 3) ?? -1) != Int(want), failures.count < 20 { failures.append(hex(Array(b))) }
+                }
             }
-            for x in 0..<65536 {
-                p[0] = UInt8(x >> 8); p[1] = UInt8(x & 0xFF)
-                if validate(p, 2) != referenceBadOffset(p, 2) { failures.append(hex(Array(b[0..<2]))) }
-            }
-            for t in 0..<(1 << 24) {
-                p[0] = UInt8(t >> 16); p[1] = UInt8((t >> 8) & 0xFF); p[2] = UInt8(t & 0xFF)
-                let want = tripleVerdicts[t]
-                if (validate(p, 3) ?? -1) != Int(want), failures.count < 20 { failures.append(hex(Array(b))) }
-            }
+            return failures
         }
         #expect(failures.isEmpty, "\(failures.prefix(20))")
     }
@@ -250,56 +258,62 @@ private let quadSample: [UInt32] = {
     /// kernel at `level` judges it: its pair tables, its look-back across
     /// vector and block boundaries, and a block that ends inside a character
     /// followed by an all-ASCII block.
-    private func exhaustiveEmbedded(level: Int32) {
-        var buf = [UInt8](repeating: 0x61, count: 128)
-        var failures: [String] = []
-        var bad = 0
-        buf.withUnsafeMutableBufferPointer { b in
-            let base = b.baseAddress!
-            for t in 0..<(1 << 24) {
-                let pos = 32 + ((t & 63) ^ ((t >> 6) & 63)) // decorrelate position from the bytes
-                let p = base + pos
-                p[0] = UInt8(t >> 16); p[1] = UInt8((t >> 8) & 0xFF); p[2] = UInt8(t & 0xFF)
-                let want = Int(tripleVerdicts[t])
-                let got = cws_utf8_validate_with(level, base, 128, &bad) == 0 ? -1 : bad - pos
-                if got != want, failures.count < 20 { failures.append("\(hex([p[0], p[1], p[2]])) at \(pos): \(got) want \(want)") }
-                p[0] = 0x61; p[1] = 0x61; p[2] = 0x61
+    private func exhaustiveEmbedded(level: Int32) async throws {
+        let failures = try await offThePool { () -> [String] in
+            var buf = [UInt8](repeating: 0x61, count: 128)
+            var failures: [String] = []
+            var bad = 0
+            buf.withUnsafeMutableBufferPointer { b in
+                let base = b.baseAddress!
+                for t in 0..<(1 << 24) {
+                    let pos = 32 + ((t & 63) ^ ((t >> 6) & 63)) // decorrelate position from the bytes
+                    let p = base + pos
+                    p[0] = UInt8(t >> 16); p[1] = UInt8((t >> 8) & 0xFF); p[2] = UInt8(t & 0xFF)
+                    let want = Int(tripleVerdicts[t])
+                    let got = cws_utf8_validate_with(level, base, 128, &bad) == 0 ? -1 : bad - pos
+                    if got != want, failures.count < 20 { failures.append("\(hex([p[0], p[1], p[2]])) at \(pos): \(got) want \(want)") }
+                    p[0] = 0x61; p[1] = 0x61; p[2] = 0x61
+                }
+                for (k, q) in quadSample.enumerated() {
+                    let pos = 32 + (k & 63)
+                    let p = base + pos
+                    p[0] = UInt8(q >> 24); p[1] = UInt8((q >> 16) & 0xFF); p[2] = UInt8((q >> 8) & 0xFF); p[3] = UInt8(q & 0xFF)
+                    let want = referenceBadOffset(p, 4) ?? -1
+                    let got = cws_utf8_validate_with(level, base, 128, &bad) == 0 ? -1 : bad - pos
+                    if got != want, failures.count < 20 { failures.append("\(hex(Array(b[pos..<pos + 4]))) at \(pos): \(got) want \(want)") }
+                    p[0] = 0x61; p[1] = 0x61; p[2] = 0x61; p[3] = 0x61
+                }
             }
-            for (k, q) in quadSample.enumerated() {
-                let pos = 32 + (k & 63)
-                let p = base + pos
-                p[0] = UInt8(q >> 24); p[1] = UInt8((q >> 16) & 0xFF); p[2] = UInt8((q >> 8) & 0xFF); p[3] = UInt8(q & 0xFF)
-                let want = referenceBadOffset(p, 4) ?? -1
-                let got = cws_utf8_validate_with(level, base, 128, &bad) == 0 ? -1 : bad - pos
-                if got != want, failures.count < 20 { failures.append("\(hex(Array(b[pos..<pos + 4]))) at \(pos): \(got) want \(want)") }
-                p[0] = 0x61; p[1] = 0x61; p[2] = 0x61; p[3] = 0x61
-            }
+            return failures
         }
         #expect(failures.isEmpty, "level \(level): \(failures)")
     }
 
     @Test("every 3-byte sequence and the 4-byte sample inside padding: scalar")
-    func exhaustiveEmbeddedScalar() { exhaustiveEmbedded(level: 0) }
+    func exhaustiveEmbeddedScalar() async throws { try await exhaustiveEmbedded(level: 0) }
 
     @Test("every 3-byte sequence and the 4-byte sample inside padding: SSE", .enabled(if: supported(CWS_SIMD_SSE)))
-    func exhaustiveEmbeddedSSE() { exhaustiveEmbedded(level: 1) }
+    func exhaustiveEmbeddedSSE() async throws { try await exhaustiveEmbedded(level: 1) }
 
     @Test("every 3-byte sequence and the 4-byte sample inside padding: AVX2", .enabled(if: supported(CWS_SIMD_AVX2)))
-    func exhaustiveEmbeddedAVX2() { exhaustiveEmbedded(level: 2) }
+    func exhaustiveEmbeddedAVX2() async throws { try await exhaustiveEmbedded(level: 2) }
 
     @Test("every 3-byte sequence and the 4-byte sample inside padding: AVX-512", .enabled(if: supported(CWS_SIMD_AVX512)))
-    func exhaustiveEmbeddedAVX512() { exhaustiveEmbedded(level: 3) }
+    func exhaustiveEmbeddedAVX512() async throws { try await exhaustiveEmbedded(level: 3) }
 
     @Test("4-byte sample as whole buffers")
-    func quadsWhole() {
-        var buf: [UInt8] = [0, 0, 0, 0]
-        var failures: [String] = []
-        buf.withUnsafeMutableBufferPointer { b in
-            let p = b.baseAddress!
-            for q in quadSample {
-                p[0] = UInt8(q >> 24); p[1] = UInt8((q >> 16) & 0xFF); p[2] = UInt8((q >> 8) & 0xFF); p[3] = UInt8(q & 0xFF)
-                if validate(p, 4) != referenceBadOffset(p, 4), failures.count < 20 { failures.append(hex(Array(b))) }
+    func quadsWhole() async throws {
+        let failures = try await offThePool { () -> [String] in
+            var buf: [UInt8] = [0, 0, 0, 0]
+            var failures: [String] = []
+            buf.withUnsafeMutableBufferPointer { b in
+                let p = b.baseAddress!
+                for q in quadSample {
+                    p[0] = UInt8(q >> 24); p[1] = UInt8((q >> 16) & 0xFF); p[2] = UInt8((q >> 8) & 0xFF); p[3] = UInt8(q & 0xFF)
+                    if validate(p, 4) != referenceBadOffset(p, 4), failures.count < 20 { failures.append(hex(Array(b))) }
+                }
             }
+            return failures
         }
         #expect(failures.isEmpty, "\(failures)")
     }
