@@ -15,28 +15,64 @@ final class RedisServer {
     static let executable = ["/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server"]
         .first { FileManager.default.isExecutableFile(atPath: $0) }
 
-    let port: Int
+    private(set) var port: Int
     private let extraArguments: [String]
     private var process: ChildProcess?
 
-    init(_ extraArguments: [String] = []) throws {
-        port = try Self.freePort()
+    /// `firstPort`: the port to try first (the test of a taken one).
+    init(_ extraArguments: [String] = [], firstPort: Int? = nil) throws {
+        port = try firstPort ?? Self.freePort()
         self.extraArguments = extraArguments
-        try start()
+        // A free port can be handed out twice before redis-server binds it
+        // (to another test, here or in another test process): then that
+        // one's Redis answers on it, and ours has exited. Another port.
+        for _ in 0..<4 {
+            if try startOurs() { return }
+            port = try Self.freePort()
+        }
+        guard try startOurs() else { throw ClientError("redis-server found its port taken five times") }
     }
 
     deinit { kill() }
 
+    /// Again on the same port (after `kill`, for the tests of a restart).
     func start() throws {
-        process = try ChildProcess(Self.executable!, ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "",
-                                                      "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
-                                                      "--dir", NSTemporaryDirectory()] + extraArguments)
-        let up = eventually(timeout: .seconds(5)) {
-            guard let fd = try? TestClient.tcp(port: port) else { return false }
-            Glibc.close(fd)
-            return true
+        guard try startOurs() else { throw ClientError("redis-server could not listen on \(port): it is taken") }
+    }
+
+    /// False when the Redis on the port is not ours (ours then is killed).
+    private func startOurs() throws -> Bool {
+        let child = try ChildProcess(Self.executable!, ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "",
+                                                        "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
+                                                        "--dir", NSTemporaryDirectory()] + extraArguments)
+        process = child
+        let port = port
+        var answering: pid_t?
+        guard eventually(timeout: .seconds(5), {
+            answering = Self.processID(onPort: port)
+            return answering != nil || !child.isRunning
+        }) else { throw ClientError("redis-server did not listen on \(port)") }
+        if answering == child.pid { return true }
+        kill()
+        return false
+    }
+
+    /// The process id the Redis listening on `port` reports (INFO server), nil if none answers.
+    static func processID(onPort port: Int) -> pid_t? {
+        guard let fd = try? TestClient.tcp(port: port) else { return nil }
+        defer { Glibc.close(fd) }
+        guard (try? TestClient.writeAll(fd, Array("INFO server\r\n".utf8))) != nil else { return nil }
+        var reply: [UInt8] = []
+        let deadline = ContinuousClock.now + .seconds(2)
+        while let chunk = try? TestClient.readSome(fd, deadline: deadline), !chunk.isEmpty {
+            reply += chunk
+            // A whole line: the chunk may end inside the number.
+            let text = String(decoding: reply, as: UTF8.self)
+            if let start = text.range(of: "process_id:"), let end = text.range(of: "\r\n", range: start.upperBound..<text.endIndex) {
+                return pid_t(text[start.upperBound..<end.lowerBound])
+            }
         }
-        guard up else { throw ClientError("redis-server did not listen on \(port)") }
+        return nil
     }
 
     /// SIGKILL: no goodbye to the clients, as in a crash.
@@ -166,6 +202,22 @@ extension TestClient {
 }
 
 @Suite(.serialized) struct ScaleOutTests {
+    /// The harness's Redis is its own: a port another Redis holds (one
+    /// handed out twice) sends it to another port, instead of letting a test
+    /// share the other's streams and channels (a CI run timed out that way
+    /// when two test processes ran side by side).
+    @Test func aRedisWhosePortIsTakenMovesToAnother() throws {
+        guard RedisServer.executable != nil else {
+            print("SKIPPED: redis-server is not installed (Debian: apt-get install redis-server)")
+            return
+        }
+        let first = try RedisServer()
+        let second = try RedisServer(firstPort: first.port)
+        #expect(second.port != first.port)
+        let (a, b) = (RedisServer.processID(onPort: first.port), RedisServer.processID(onPort: second.port))
+        #expect(a != nil && b != nil && a != b, "two Redis processes: \(String(describing: a)), \(String(describing: b))")
+    }
+
     @Test(arguments: RedisConfiguration.PubSub.allCases)
     func channelMessageReachesEveryServerOnceInPublisherOrder(_ pubSub: RedisConfiguration.PubSub) throws {
         let started = ContinuousClock.now
@@ -445,6 +497,9 @@ final class RedisClusterNodes {
         }
         let directory = NSTemporaryDirectory() + "ws-cluster-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var made: RedisClusterNodes?
+        // The nodes' files go with the cluster, or with a start that failed (its nodes killed first).
+        defer { if made == nil { try? FileManager.default.removeItem(atPath: directory) } }
         let nodes = try (0..<3).map { n in
             // The bus port defaults to port + 10000, which can be past 65535: a free one of its own.
             try RedisServer(["--cluster-enabled", "yes", "--cluster-config-file", "\(directory)/nodes-\(n).conf",
@@ -454,14 +509,24 @@ final class RedisClusterNodes {
                                         + ["--cluster-replicas", "0", "--cluster-yes"], output: .capture)
         let log = create.readToEnd()
         guard create.wait() == 0 else { throw ClientError("redis-cli --cluster create failed: \(log)") }
-        let cluster = RedisClusterNodes(nodes: nodes)
+        let cluster = RedisClusterNodes(nodes: nodes, directory: directory)
         guard eventually(timeout: .seconds(15), { nodes.allSatisfy { cluster.cli($0, ["CLUSTER", "INFO"]).contains("cluster_state:ok") } }) else {
             throw ClientError("the Redis Cluster did not come up: \(log)")
         }
+        made = cluster
         return cluster
     }
 
-    private init(nodes: [RedisServer]) { self.nodes = nodes }
+    private let directory: String
+    private init(nodes: [RedisServer], directory: String) {
+        self.nodes = nodes
+        self.directory = directory
+    }
+
+    deinit {
+        for node in nodes { node.kill() }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
 
     /// A command through redis-cli on one node; its raw output.
     func cli(_ node: RedisServer, _ arguments: [String]) -> String { node.cli(arguments) }
