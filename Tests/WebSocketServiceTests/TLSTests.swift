@@ -12,7 +12,9 @@ import Glibc
 /// Certificates made once per test run by scripts/make-test-certs (a
 /// throw-away CA; see that script for the names each one serves).
 let testCertificates: String = {
-    let dir = NSTemporaryDirectory() + "cws-tls-\(getpid())"
+    let dir = testCertificatesDirectory
+    // Gone with the test process: one per run would pile up in the temporary directory.
+    atexit { try? FileManager.default.removeItem(atPath: testCertificatesDirectory) }
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("scripts/make-test-certs").path
     let child = try? ChildProcess(script, [dir], output: .capture)
@@ -20,6 +22,8 @@ let testCertificates: String = {
     if child?.wait() != 0 { print("make-test-certs failed: \(output)") }
     return dir
 }()
+
+private let testCertificatesDirectory = NSTemporaryDirectory() + "cws-tls-\(getpid())"
 
 func certificate(_ name: String) -> (chain: String, key: String) {
     ("\(testCertificates)/\(name).pem", "\(testCertificates)/\(name).key")
