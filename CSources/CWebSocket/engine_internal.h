@@ -211,6 +211,7 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t tls_handshakes, tls_handshakes_failed, tls_kernel_offloads;
     _Atomic uint64_t socket_writes; /* sendmsg / send calls (epoll) and send requests (io_uring) */
     _Atomic uint64_t in_place_sends; /* sends of a delivered message's own block (cws_delivered_frame) */
+    _Atomic uint64_t send_contexts;  /* io_uring's sendmsg contexts held (a gauge) */
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;

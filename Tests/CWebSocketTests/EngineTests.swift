@@ -48,6 +48,12 @@ final class EngineEvents: @unchecked Sendable {
     func setBurst(count: Int, size: Int) { lock.withLock { _burst = (count, size) } }
     func takeBurst() -> (count: Int, size: Int)? { lock.withLock { defer { _burst = nil }; return _burst } }
 
+    /// When set, the next message is answered with `count` fan-outs of
+    /// itself to every open connection, all queued within one callback.
+    private var _fanOut: Int?
+    func setFanOut(count: Int) { lock.withLock { _fanOut = count } }
+    func takeFanOut() -> Int? { lock.withLock { defer { _fanOut = nil }; return _fanOut } }
+
     /// When set, a message makes the callback call cws_server_stop (on the
     /// loop thread); what it returned is kept here.
     private var _stopFromCallback = false
@@ -159,6 +165,13 @@ private let onMessage: @convention(c) (UnsafeMutableRawPointer?, cws_conn_id, Un
         var seq: UInt32 = 0
         if len >= 4, let data { memcpy(&seq, data, 4) }
         if ev.recordSequence(id, UInt32(littleEndian: seq)) { precondition(cws_pause_reading(ev.server, id) == 0) }
+        return
+    }
+    if let count = ev.takeFanOut() {
+        let ids = ev.opened
+        let m = cws_msg_new(opcode, data, len)
+        for _ in 0..<count { ids.withUnsafeBufferPointer { cws_send_msg_many(ev.server, $0.baseAddress, $0.count, m) } }
+        cws_msg_release(m)
         return
     }
     if let burst = ev.takeBurst() {

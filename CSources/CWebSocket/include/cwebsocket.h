@@ -663,6 +663,8 @@ typedef struct cws_server_stats {
                                        over messages_out, how well queued messages are batched */
     uint64_t in_place_sends;        /* messages sent on from the block they arrived in (an echo or relay
                                        from on_message of a message that took more than one read): no copy */
+    uint64_t send_contexts;         /* io_uring: sendmsg contexts (2 KiB each) held now, in flight or kept
+                                       for reuse; a loop keeps at most 256 once its sends complete */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 
