@@ -52,7 +52,7 @@ private final class AwaitingHandler: AsyncEnvelopeHandler {
         handled.wrappingAdd(1, ordering: .relaxed)
         switch message.cmd {
         case "echo":
-            if let gate { await gate.wait() } else { try await Task.sleep(for: .microseconds(Int.random(in: 0...800))) }
+            if let gate { await gate.wait() } else { await pause(for: .microseconds(Int.random(in: 0...800))) }
             service.write(Envelope(cmd: "echo", param: message.param), to: connection)
         case "sleep":
             do {
@@ -62,7 +62,7 @@ private final class AwaitingHandler: AsyncEnvelopeHandler {
                 throw error
             }
         case "fail":
-            try await Task.sleep(for: .milliseconds(1))
+            await pause(for: .milliseconds(1))
             throw TestHandler.TestFailure(description: "async boom")
         default:
             return

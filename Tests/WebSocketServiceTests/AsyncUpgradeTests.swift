@@ -47,7 +47,7 @@ private actor Sessions {
     struct Session { var userID: String }
     struct Unknown: Error {}
     func lookup(_ sid: String) async throws -> Session {
-        try await Task.sleep(for: .milliseconds(10))
+        await pause(for: .milliseconds(10))
         guard sid == "s1" else { throw Unknown() }
         return Session(userID: "bob")
     }
@@ -60,19 +60,19 @@ private actor Sessions {
         var routes = WebSocketRoutes()
         // An envelope endpoint whose authenticate awaits a session lookup.
         routes.socket("/ws", handler: TestHandler(), authenticate: { request in
-            try? await Task.sleep(for: .milliseconds(50))
+            await pause(for: .milliseconds(50))
             log.ran()
             guard request.queryItem("session") == "good" else { return .refuse(status: 401, message: "no session") }
             return .accept(Profile(userID: "alice"))
         })
         routes.raw("/raw", handler: Echo(), authenticate: { _ in
-            try? await Task.sleep(for: .milliseconds(50))
+            await pause(for: .milliseconds(50))
             log.ran()
             return .refuse(status: 401, message: "raw: no session")
         })
         // The whole decision awaits, then picks the client's last offer.
         routes.socket("/pick") { (request: ServerRequest) async -> UpgradeDecision in
-            try? await Task.sleep(for: .milliseconds(50))
+            await pause(for: .milliseconds(50))
             log.ran()
             return .accept(profile: nil, channel: nil, handler: .raw(SaysProtocol(token: nil)),
                            subprotocol: request.subprotocols.last)
@@ -80,7 +80,7 @@ private actor Sessions {
         // Slower than the handshake timeout.
         routes.socket("/slow") { (_: ServerRequest) async -> UpgradeDecision in
             let token = Token(log)
-            try? await Task.sleep(for: .milliseconds(800))
+            await pause(for: .milliseconds(800))
             log.decide()
             return .accept(profile: nil, channel: "late", handler: .raw(SaysProtocol(token: token)))
         }

@@ -31,7 +31,7 @@ private final class ThreadLog: Sendable {
             for await message in inbound {
                 log.here(context.server) // resumed by the loop's delivery
                 if case .text(let text) = message, text.hasPrefix("sleep") {
-                    try await Task.sleep(for: .milliseconds(2)) // resumed from a timer's thread
+                    await pause(for: .milliseconds(2)) // resumed from another thread, the pause timer's
                     log.here(context.server)
                 }
                 try await outbound.write(message)

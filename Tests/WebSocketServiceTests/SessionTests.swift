@@ -34,7 +34,7 @@ private final class SessionLog: Sendable {
         routes.socket("/s") { inbound, outbound, _ in
             log.sessions.wrappingAdd(1, ordering: .relaxed)
             for await message in inbound {
-                try await Task.sleep(for: .microseconds(Int.random(in: 0...800)))
+                await pause(for: .microseconds(Int.random(in: 0...800)))
                 try await outbound.write(cmd: "echo", param: message.param)
             }
         }

@@ -274,7 +274,7 @@ func expectBurstEchoed(_ count: Int, on client: TestClient, _ what: String = "")
     @Test(arguments: backends) func anAwaitedUpgradeOverTLSKeepsTheFramesSentBeforeIt(_ backend: Configuration.Backend) throws {
         var routes = WebSocketRoutes()
         routes.raw("/ws", handler: Echo(), authenticate: { request in
-            try? await Task.sleep(for: .milliseconds(100))
+            await pause(for: .milliseconds(100))
             return request.isSecure ? .accept(nil) : .refuse(status: 403, message: "TLS only")
         })
         let server = certificate("server")
