@@ -62,7 +62,7 @@ uint32_t cws_loop_bury(cws_loop *l) {
         cws_conn *c = l->graveyard;
         l->graveyard = c->timer_next;
         cws_sendq_clear(c);
-        free(c->q);
+        cws_sendq_free_ring(l, c);
         cws_tls_conn_free(c);
         cws_slot_at(l, c->slot)->conn = NULL;
         cws_slot_free(l, c->slot);

@@ -110,8 +110,11 @@ enum cws_conn_flags {
     CWS_CF_PAUSED = 1 << 10,      /* read_holds > 0: the application stopped reading */
     CWS_CF_WANT_DRAIN = 1 << 11,  /* cws_request_drain: on_drain once the queue is down to send_low_water */
     CWS_CF_RMSG = 1 << 12,        /* rbuf is the payload of a pooled message block (cws_rmsg_start) */
+    CWS_CF_QONCE = 1 << 13,       /* the send ring carried only the 101: it goes once drained */
 };
 
+/* Every open connection has one, so the fields are placed to leave no
+ * padding: 248 bytes, a 256-byte malloc chunk (256 bytes took 272). */
 struct cws_conn {
     int fd;
     uint32_t slot;
@@ -140,12 +143,12 @@ struct cws_conn {
     cws_parser parser;
     cws_utf8_state utf8;
     uint32_t rlen, rcap;     /* rbuf: request head, then message reassembly */
+    uint32_t zin;            /* compressed bytes of the message being inflated in pieces */
     uint8_t *rbuf;
     uint8_t *ctrl;           /* a control frame split across reads (125 B) */
     uint8_t *reason;         /* the peer's close reason, for on_close */
     uint32_t qhead, qcount, qcap;
     uint32_t qsending;       /* entries at the head that a write in flight still reads (io_uring) */
-    uint32_t zin;            /* compressed bytes of the message being inflated in pieces */
     uint32_t be_turn_bytes;  /* backend private: input taken this turn (io_uring's read budget) */
     uint32_t be_held_bytes;  /* backend private: kept input copied while stopped (io_uring) */
     cws_sendq_entry *q;      /* ring of qcap entries, allocated on first send */
@@ -158,6 +161,8 @@ struct cws_conn {
     struct cws_slot *slotp;  /* where qbytes is published for other threads (cws_buffered_amount) */
     struct cws_tls_conn *tls; /* NULL on a plain listener (engine_tls.c) */
 };
+/* 8 bytes more and every connection's malloc chunk grows by 16. */
+_Static_assert(sizeof(struct cws_conn) <= 248, "cws_conn outgrew its 256-byte malloc chunk");
 
 /* ---- loops and the server --------------------------------------------- */
 
@@ -212,6 +217,7 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t socket_writes; /* sendmsg / send calls (epoll) and send requests (io_uring) */
     _Atomic uint64_t in_place_sends; /* sends of a delivered message's own block (cws_delivered_frame) */
     _Atomic uint64_t send_contexts;  /* io_uring's sendmsg contexts held (a gauge) */
+    _Atomic uint64_t send_rings;     /* connections' send-queue rings allocated (a gauge) */
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;
@@ -482,6 +488,8 @@ int cws_slot_alloc(cws_loop *l, uint32_t *out);
 void cws_slot_free(cws_loop *l, uint32_t slot);
 /* engine_sendq.c: send queue */
 void cws_sendq_clear(cws_conn *c);
+/* Frees c's (empty or cleared) send ring, if it has one. */
+void cws_sendq_free_ring(cws_loop *l, cws_conn *c);
 int cws_sendq_push(cws_loop *l, cws_conn *c, cws_msg *m);
 /* Puts c on the loop's flush list: its queue is written at this turn's end
  * (at once where the list cannot grow). */

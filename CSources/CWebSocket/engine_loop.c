@@ -98,11 +98,7 @@ static void cws_conn_timeout(cws_loop *l, cws_conn *c) {
         return;
     }
     /* Idle: free what an idle connection does not need, and ping. */
-    if (!c->qcount && c->q) {
-        free(c->q);
-        c->q = NULL;
-        c->qcap = c->qhead = 0;
-    }
+    if (!c->qcount) cws_sendq_free_ring(l, c);
     cws_msg *m = cws_msg_frame(CWS_OP_PING, NULL, 0);
     if (!m || cws_sendq_push(l, c, m) < 0) {
         cws_msg_release(m);

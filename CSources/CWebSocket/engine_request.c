@@ -261,6 +261,9 @@ int cws_conn_upgrade(cws_loop *l, cws_conn *c, const void *key, size_t key_len, 
         return -1;
     }
     cws_msg_release(m);
+    /* Most connections are quiet after their 101: the ring that carried it
+     * goes once it is written, unless more was queued behind it. */
+    if (c->qcount == 1) c->flags |= CWS_CF_QONCE;
     c->user = user;
     c->state = CWS_CONN_OPEN;
     cws_parser_init(&c->parser, CWS_ROLE_SERVER, l->srv->cfg.max_message_size);

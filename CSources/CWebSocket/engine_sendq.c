@@ -30,11 +30,12 @@ void cws_conn_mark_dirty(cws_loop *l, cws_conn *c) {
     l->dirty[l->ndirty++] = cws_conn_id_of(l, c);
 }
 
-static int cws_sendq_room(cws_conn *c) {
+static int cws_sendq_room(cws_loop *l, cws_conn *c) {
     if (c->qcount < c->qcap) return 0;
     uint32_t cap = c->qcap ? c->qcap * 2 : 4;
     cws_sendq_entry *n = malloc(cap * sizeof *n);
     if (!n) return -ENOMEM;
+    if (!c->q) CWS_STAT_ADD(l, send_rings, 1);
     for (uint32_t i = 0; i < c->qcount; i++) n[i] = c->q[(c->qhead + i) & (c->qcap - 1)];
     free(c->q);
     c->q = n;
@@ -45,7 +46,7 @@ static int cws_sendq_room(cws_conn *c) {
 
 int cws_sendq_insert(cws_loop *l, cws_conn *c, uint32_t at, cws_msg *m) {
     if (at >= c->qcount) return cws_sendq_push(l, c, m);
-    if (cws_sendq_room(c) < 0) return -ENOMEM;
+    if (cws_sendq_room(l, c) < 0) return -ENOMEM;
     for (uint32_t i = c->qcount; i > at; i--)
         c->q[(c->qhead + i) & (c->qcap - 1)] = c->q[(c->qhead + i - 1) & (c->qcap - 1)];
     cws_msg_retain(m);
@@ -59,7 +60,7 @@ int cws_sendq_insert(cws_loop *l, cws_conn *c, uint32_t at, cws_msg *m) {
 
 /* Appends m (taking a new reference). Returns 0 or -ENOMEM. */
 int cws_sendq_push(cws_loop *l, cws_conn *c, cws_msg *m) {
-    if (cws_sendq_room(c) < 0) return -ENOMEM;
+    if (cws_sendq_room(l, c) < 0) return -ENOMEM;
     cws_msg_retain(m);
     c->q[(c->qhead + c->qcount) & (c->qcap - 1)] = (cws_sendq_entry){m, 0};
     c->qcount++;
@@ -124,6 +125,15 @@ int cws_conn_gather_iov(const cws_conn *c, struct iovec *iov, int max, uint8_t *
     return n;
 }
 
+void cws_sendq_free_ring(cws_loop *l, cws_conn *c) {
+    if (!c->q) return;
+    free(c->q);
+    c->q = NULL;
+    c->qcap = c->qhead = 0;
+    c->flags &= (uint16_t)~CWS_CF_QONCE;
+    CWS_STAT_ADD(l, send_rings, (uint64_t)-1);
+}
+
 void cws_sendq_clear(cws_conn *c) {
     for (uint32_t i = 0; i < c->qcount; i++) cws_msg_release(c->q[(c->qhead + i) & (c->qcap - 1)].msg);
     c->qcount = 0;
@@ -151,14 +161,12 @@ void cws_conn_wrote(cws_loop *l, cws_conn *c, size_t n) {
     /* May run on_drain, which may queue more or close (both handled below). */
     cws_conn_queue_changed(l, c);
     if (c->qcount || c->state == CWS_CONN_DEAD) return;
-    /* Drained: a ring that grew in a burst, or that only carried the idle
-     * ping, goes (an idle connection keeps no queue; a busy one keeps a small
-     * ring so steady traffic does not allocate). */
-    if (c->q && (c->qcap > CWS_SENDQ_KEEP || (c->flags & CWS_CF_PING_SENT))) {
-        free(c->q);
-        c->q = NULL;
-        c->qcap = c->qhead = 0;
-    }
+    /* Drained: a ring that grew in a burst, or that only carried the 101 or
+     * the idle ping, goes (an idle connection keeps no queue: 10,000 quiet
+     * ones kept 640 KB of rings until their idle pings; a busy one keeps a
+     * small ring so steady traffic does not allocate). */
+    if (c->q && (c->qcap > CWS_SENDQ_KEEP || (c->flags & (CWS_CF_PING_SENT | CWS_CF_QONCE))))
+        cws_sendq_free_ring(l, c);
     if (c->flags & CWS_CF_SHUT_AFTER) {
         /* TLS: close_notify goes first; this runs again once it is written. */
         if (cws_tls_close_notify(l, c)) return;

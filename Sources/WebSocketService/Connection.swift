@@ -49,26 +49,26 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
         }
     }
 
-    let handler: ConnectionHandler
+    // Stored fields in this order: largest alignment first, the small ones
+    // last, so padding is minimal (an idle connection is mostly this object).
+    /// The endpoint's handler, limits and checks (shared by its connections).
+    let settings: EndpointSettings
+    var handler: ConnectionHandler { settings.handler }
+    /// The endpoint's limits and permission checks.
+    var limits: Limits { settings.limits }
+    var authorization: Authorization { settings.authorization }
     /// The channel joined at open (nil for raw endpoints).
     let firstChannel: String?
-    /// The endpoint's limits and permission checks.
-    let limits: Limits
-    let authorization: Authorization
-    // Loop thread only (every message of a connection arrives on its loop):
-    // the inbound buckets and the warning gate need no lock.
-    nonisolated(unsafe) var inbound: InboundRate
-    nonisolated(unsafe) var warnings = WarningGate()
     /// An async envelope endpoint's waiting messages (a raw session's in
-    /// `rawQueue`), and the task that handles them (set in on_open and
+    /// `rawQueue`); the task that handles them (set in on_open and
     /// cancelled in on_close, both on the loop thread).
-    let queue: InboundQueue<Message>?
-    let rawQueue: InboundQueue<WireMessage>?
+    private let inbox: Inbox
+    var queue: InboundQueue<Message>? { if case .envelopes(let queue) = inbox { queue } else { nil } }
+    var rawQueue: InboundQueue<WireMessage>? { if case .raw(let queue) = inbox { queue } else { nil } }
     nonisolated(unsafe) var task: Task<Void, Never>?
     /// Where the client asked to recover each channel from (its upgrade's
     /// `recover`), taken by the channel's first join; under the service's lock.
     nonisolated(unsafe) var recoveryPositions: [String: ChannelPosition]?
-
 
     // nil for an anonymous connection (its userID is derived from the id).
     private let _profile: Profile?
@@ -76,7 +76,6 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     private let baseLogger: Logger
     // Written once, under loggerCreation, before loggerMade is set.
     nonisolated(unsafe) private var madeLogger: Logger?
-    private let loggerMade = Atomic<Bool>(false)
     // One for every connection: taken once in a connection's life, when its
     // logger is first made, so nothing is gained by a lock per connection.
     private static let loggerCreation = PthreadMutex()
@@ -86,41 +85,47 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     // is read and written, lets readers skip that one.
     nonisolated(unsafe) private var _joined: [String] = []
     private static let joinedLocks = LockStripes(count: 64)
-    // Awaited writes waiting for the send queue to drain (OutboundWriter), under a stripe of drainLocks.
-    nonisolated(unsafe) private var _drainWaiters = DrainWaiters()
-    private static let drainLocks = LockStripes(count: 64)
     // In-counters have one writer (the loop thread); out-counters have many.
     private let _messagesIn = Atomic<UInt64>(0)
     private let _bytesIn = Atomic<UInt64>(0)
     private let _messagesOut = Atomic<UInt64>(0)
     private let _bytesOut = Atomic<UInt64>(0)
     private let _refused = Atomic<UInt64>(0)
+    // Loop thread only (every message of a connection arrives on its loop):
+    // the inbound buckets and the warning gate need no lock.
+    nonisolated(unsafe) var inbound: InboundRate
+    private let loggerMade = Atomic<Bool>(false)
+    nonisolated(unsafe) var warnings = WarningGate()
+    // Awaited writes waiting for the send queue to drain (OutboundWriter), under a stripe of drainLocks.
+    nonisolated(unsafe) private var _drainWaiters = DrainWaiters()
+    private static let drainLocks = LockStripes(count: 64)
+
+    /// Which inbound queue the handler reads, if any: one word for all three.
+    private enum Inbox {
+        case none
+        case envelopes(InboundQueue<Message>)
+        case raw(InboundQueue<WireMessage>)
+    }
 
     init(id: UUID, profile: Profile?, remoteAddress: String, clientAddress: String, path: String,
-         handler: ConnectionHandler, firstChannel: String?, subprotocol: String? = nil, limits: Limits = Limits(),
-         authorization: Authorization = .none, logger: Logger) {
+         firstChannel: String?, subprotocol: String? = nil, settings: EndpointSettings, logger: Logger) {
         self.id = id
         self._profile = profile
         self.remoteAddress = remoteAddress
         self.clientAddress = clientAddress
         self.subprotocol = subprotocol
-        self.limits = limits
-        self.authorization = authorization
-        self.inbound = InboundRate(limits, now: monotonicNanoseconds())
-        switch handler {
+        self.settings = settings
+        self.inbound = InboundRate(settings.limits, now: monotonicNanoseconds())
+        switch settings.handler {
         case .asyncEnvelope, .envelopeSession:
-            queue = InboundQueue(highWater: limits.maxQueuedMessages)
-            rawQueue = nil
+            inbox = .envelopes(InboundQueue(highWater: settings.limits.maxQueuedMessages))
         case .rawSession:
-            queue = nil
-            rawQueue = InboundQueue(highWater: limits.maxQueuedMessages)
+            inbox = .raw(InboundQueue(highWater: settings.limits.maxQueuedMessages))
         case .envelope, .raw:
-            queue = nil
-            rawQueue = nil
+            inbox = .none
         }
         self.started = Date()
         self.path = path
-        self.handler = handler
         self.firstChannel = firstChannel
         self.baseLogger = logger
     }

@@ -37,16 +37,19 @@ enum LogText {
 struct WarningGate {
     static let interval: UInt64 = 60_000_000_000
     private var lastLogged: UInt64 = 0
+    // 16 bytes in all (every connection has one): the count saturates, far
+    // beyond what a minute of one connection's warnings reaches.
+    private var suppressedCount: UInt32 = 0
     private var hasLogged = false
-    private(set) var suppressed = 0
+    var suppressed: Int { Int(suppressedCount) }
 
     /// nil: suppress this one (counted); else log it, with this many suppressed before it.
     mutating func pass(now: UInt64) -> Int? {
         guard !hasLogged || now &- lastLogged >= Self.interval else {
-            suppressed += 1
+            if suppressedCount < .max { suppressedCount += 1 }
             return nil
         }
-        defer { hasLogged = true; lastLogged = now; suppressed = 0 }
+        defer { hasLogged = true; lastLogged = now; suppressedCount = 0 }
         return suppressed
     }
 }

@@ -45,8 +45,10 @@ extension WebSocketServer {
     func writeRawLocally(_ bytes: [UInt8], opcode: Opcode, channel: String?, except: UUID?) -> Int {
         let ids = state.withLock { s -> [cws_conn_id] in
             guard let channel else {
-                for connection in s.byEngineID.values { connection.countOut(bytes.count) }
-                return Array(s.byEngineID.keys)
+                return s.byID.values.map { connection in
+                    connection.countOut(bytes.count)
+                    return connection.engineID
+                }
             }
             guard let members = s.channels[channel] else { return [] }
             return Self.recipients(members, except: except.flatMap { s.byID[$0]?.engineID }, bytes: bytes.count)

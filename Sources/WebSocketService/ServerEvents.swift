@@ -39,9 +39,9 @@ extension WebSocketServer {
             refuseUpgrade(.now(req), .status(403))
             return
         }
-        switch route {
+        switch route.decide {
         case .now(let decide):
-            complete(.now(req), request, decide(request))
+            complete(.now(req), request, decide(request), shared: route.shared)
         case .later(let decide):
             // The request is a copy already (makeRequest); the engine keeps
             // what the 101 needs and stops reading until the answer.
@@ -56,7 +56,7 @@ extension WebSocketServer {
                 tasks[engineID] = Task(executorPreference: asyncExecutor) {
                     let decision = await decide(request)
                     self.pendingDecisions.withLock { _ = $0.removeValue(forKey: engineID) }
-                    self.complete(.later(engineID), request, decision)
+                    self.complete(.later(engineID), request, decision, shared: route.shared)
                 }
             }
         }
@@ -69,8 +69,11 @@ extension WebSocketServer {
         case later(cws_conn_id)
     }
 
-    /// Carries out an upgrade decision.
-    func complete(_ answer: UpgradeAnswer, _ request: ServerRequest, _ decision: UpgradeDecision) {
+    /// Carries out an upgrade decision; `shared`: the endpoint's settings
+    /// when it has fixed ones (the decision's handler, limits and checks are
+    /// those), else nil.
+    func complete(_ answer: UpgradeAnswer, _ request: ServerRequest, _ decision: UpgradeDecision,
+                  shared: EndpointSettings?) {
         switch decision {
         case .refuse(let response):
             refuseUpgrade(answer, response)
@@ -85,8 +88,9 @@ extension WebSocketServer {
             let client = ClientAddress.resolve(request, trustedProxies: configuration.trustedProxies)
             let connection = Connection(
                 id: UUID(), profile: profile, remoteAddress: request.remoteAddress, clientAddress: client,
-                path: request.path, handler: handler, firstChannel: channel, subprotocol: subprotocol,
-                limits: limits, authorization: authorization, logger: logger)
+                path: request.path, firstChannel: channel, subprotocol: subprotocol,
+                settings: shared ?? EndpointSettings(handler: handler, limits: limits, authorization: authorization),
+                logger: logger)
             if !historyStore.isEmpty { connection.recoveryPositions = ChannelPosition.recoveryPositions(request) }
             if let channel, let reason = joinRefusal(connection, channel, askHook: true) {
                 limitCounters.joinsRefused.wrappingAdd(1, ordering: .relaxed)
@@ -202,7 +206,6 @@ extension WebSocketServer {
     func opened(_ connection: Connection) {
         state.withLock { s in
             s.byID[connection.id] = connection
-            s.byEngineID[connection.engineID] = connection
         }
         if let channel = connection.firstChannel { join(connection, channel, askHook: false) }
         startSessionTask(connection)
@@ -275,7 +278,6 @@ extension WebSocketServer {
         var left: [String] = []
         state.withLock { s in
             s.byID[connection.id] = nil
-            s.byEngineID[engineID] = nil
             // Read under the lock: a join racing with this close either
             // happened before (and is undone here) or finds the connection gone.
             let channels = connection.withJoined { joined in

@@ -76,7 +76,7 @@ extension WebSocketServer {
             warnAbout(connection, "rate limit exceeded: closing", [:])
             close(connection, code: .policyViolation, reason: "rate limit exceeded")
         case .drop:
-            connection.inbound.droppedSinceNotice += 1
+            if connection.inbound.droppedSinceNotice < .max { connection.inbound.droppedSinceNotice += 1 }
             guard connection.handler.speaksEnvelope,
                   now &- connection.inbound.lastNotice >= 1_000_000_000 else { break }
             let dropped = connection.inbound.droppedSinceNotice

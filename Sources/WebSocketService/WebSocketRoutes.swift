@@ -36,9 +36,18 @@ public struct WebSocketRoutes: Sendable {
     /// fastest path: no task, nothing held), or by awaiting, on the handler
     /// executor, while the engine holds the request (bounded by the
     /// handshake timeout).
-    enum SocketDecider: Sendable {
-        case now(SocketRoute)
-        case later(AsyncSocketRoute)
+    struct SocketDecider: Sendable {
+        enum Decide: Sendable {
+            case now(SocketRoute)
+            case later(AsyncSocketRoute)
+        }
+        let decide: Decide
+        /// A registered endpoint's handler, limits and checks, made once and
+        /// shared by every connection it accepts (its decisions carry these
+        /// same values); nil: each accepted connection gets its own.
+        let shared: EndpointSettings?
+
+        static func now(_ route: @escaping SocketRoute) -> SocketDecider { SocketDecider(decide: .now(route), shared: nil) }
     }
 
     private(set) var pages: [String: PageRoute] = [:]
@@ -58,7 +67,7 @@ public struct WebSocketRoutes: Sendable {
 
     /// A socket endpoint with full control over each upgrade.
     public mutating func socket(_ path: String, upgrade: @escaping @Sendable (ServerRequest) -> UpgradeDecision) {
-        sockets[path] = .now(upgrade)
+        sockets[path] = SocketDecider(decide: .now(upgrade), shared: nil)
     }
 
     /// A socket endpoint whose decision awaits (a session store, a key set).
@@ -69,7 +78,7 @@ public struct WebSocketRoutes: Sendable {
     /// is answered 503 for it, and what it returns then is dropped.
     @_disfavoredOverload
     public mutating func socket(_ path: String, upgrade: @escaping @Sendable (ServerRequest) async -> UpgradeDecision) {
-        sockets[path] = .later(upgrade)
+        sockets[path] = SocketDecider(decide: .later(upgrade), shared: nil)
     }
 
     /// An envelope endpoint: `authenticate` sees the request (headers,
@@ -121,42 +130,43 @@ public struct WebSocketRoutes: Sendable {
         _ path: String, _ connectionHandler: ConnectionHandler, _ subprotocols: [String], _ limits: Limits,
         _ authorization: Authorization, _ authenticate: @escaping @Sendable (ServerRequest) async -> Authentication
     ) {
-        socket(path) { (request: ServerRequest) async -> UpgradeDecision in
-            Self.envelopeDecision(await authenticate(request), request, connectionHandler, subprotocols, limits, authorization)
-        }
+        let settings = EndpointSettings(handler: connectionHandler, limits: limits, authorization: authorization)
+        sockets[path] = SocketDecider(decide: .later { (request: ServerRequest) async -> UpgradeDecision in
+            Self.envelopeDecision(await authenticate(request), request, settings, subprotocols)
+        }, shared: settings)
     }
 
     mutating func envelopeSocket(
         _ path: String, _ connectionHandler: ConnectionHandler, _ subprotocols: [String], _ limits: Limits,
         _ authorization: Authorization, _ authenticate: @escaping @Sendable (ServerRequest) -> Authentication
     ) {
-        socket(path) { request in
-            Self.envelopeDecision(authenticate(request), request, connectionHandler, subprotocols, limits, authorization)
-        }
+        let settings = EndpointSettings(handler: connectionHandler, limits: limits, authorization: authorization)
+        sockets[path] = SocketDecider(decide: .now { request in
+            Self.envelopeDecision(authenticate(request), request, settings, subprotocols)
+        }, shared: settings)
     }
 
     private static func envelopeDecision(
-        _ authentication: Authentication, _ request: ServerRequest, _ connectionHandler: ConnectionHandler,
-        _ subprotocols: [String], _ limits: Limits, _ authorization: Authorization
+        _ authentication: Authentication, _ request: ServerRequest, _ settings: EndpointSettings, _ subprotocols: [String]
     ) -> UpgradeDecision {
         switch authentication {
         case .refuse(let status, let message):
             return .refuse(.status(status, message))
         case .accept(let profile):
-            return .accept(profile: profile, channel: channel(of: request), handler: connectionHandler,
-                           limits: limits, authorization: authorization,
+            return .accept(profile: profile, channel: channel(of: request), handler: settings.handler,
+                           limits: settings.limits, authorization: settings.authorization,
                            subprotocol: subprotocol(subprotocols, offered: request.subprotocols))
         }
     }
 
     private static func rawDecision(
-        _ authentication: Authentication, _ request: ServerRequest, _ connectionHandler: ConnectionHandler,
-        _ subprotocols: [String], _ limits: Limits
+        _ authentication: Authentication, _ request: ServerRequest, _ settings: EndpointSettings, _ subprotocols: [String]
     ) -> UpgradeDecision {
         switch authentication {
         case .refuse(let status, let message): return .refuse(.status(status, message))
         case .accept(let profile):
-            return .accept(profile: profile, channel: nil, handler: connectionHandler, limits: limits,
+            return .accept(profile: profile, channel: nil, handler: settings.handler, limits: settings.limits,
+                           authorization: settings.authorization,
                            subprotocol: subprotocol(subprotocols, offered: request.subprotocols))
         }
     }
@@ -174,7 +184,10 @@ public struct WebSocketRoutes: Sendable {
         _ path: String, _ connectionHandler: ConnectionHandler, _ subprotocols: [String], _ limits: Limits,
         _ authenticate: @escaping @Sendable (ServerRequest) -> Authentication
     ) {
-        socket(path) { request in Self.rawDecision(authenticate(request), request, connectionHandler, subprotocols, limits) }
+        let settings = EndpointSettings(handler: connectionHandler, limits: limits, authorization: .none)
+        sockets[path] = SocketDecider(decide: .now { request in
+            Self.rawDecision(authenticate(request), request, settings, subprotocols)
+        }, shared: settings)
     }
 
     /// A raw endpoint whose `authenticate` awaits (see `socket(_:upgrade:)`
@@ -184,10 +197,10 @@ public struct WebSocketRoutes: Sendable {
         _ path: String, handler: some RawHandler, subprotocols: [String] = [], limits: Limits = Limits(),
         authenticate: @escaping @Sendable (ServerRequest) async -> Authentication
     ) {
-        let connectionHandler = ConnectionHandler.raw(handler)
-        socket(path) { (request: ServerRequest) async -> UpgradeDecision in
-            Self.rawDecision(await authenticate(request), request, connectionHandler, subprotocols, limits)
-        }
+        let settings = EndpointSettings(handler: .raw(handler), limits: limits, authorization: .none)
+        sockets[path] = SocketDecider(decide: .later { (request: ServerRequest) async -> UpgradeDecision in
+            Self.rawDecision(await authenticate(request), request, settings, subprotocols)
+        }, shared: settings)
     }
 
     /// The first of `supported` that the client offered (subprotocol names

@@ -97,8 +97,9 @@ public final class WebSocketServer: Sendable {
     nonisolated(unsafe) private(set) var server: OpaquePointer?
 
     struct State {
+        // The open connections. The engine's ids need no table of their own:
+        // each connection carries its id, and channels map ids to connections.
         var byID: [UUID: Connection] = [:]
-        var byEngineID: [cws_conn_id: Connection] = [:]
         /// Members by engine id: the fan-out needs the ids (and bumps each
         /// member's out-counters), nothing per recipient beyond that.
         var channels: [String: [cws_conn_id: Connection]] = [:]
@@ -442,10 +443,10 @@ public final class WebSocketServer: Sendable {
     private func writeAllLocally(_ bytes: [UInt8]) -> Int {
         let ids = state.withLock { s -> [cws_conn_id] in
             var ids: [cws_conn_id] = []
-            ids.reserveCapacity(s.byEngineID.count)
-            for (id, connection) in s.byEngineID {
+            ids.reserveCapacity(s.byID.count)
+            for connection in s.byID.values {
                 guard connection.handler.speaksEnvelope else { continue }
-                ids.append(id)
+                ids.append(connection.engineID)
                 connection.countOut(bytes.count)
             }
             return ids
@@ -574,7 +575,7 @@ public final class WebSocketServer: Sendable {
         var firstLocalMember = false
         func addMember() -> [cws_conn_id]? {
             state.withLock { s -> [cws_conn_id]? in
-                guard s.byEngineID[engineID] != nil, s.channels[channel]?[engineID] == nil else { return nil }
+                guard s.byID[connection.id] === connection, s.channels[channel]?[engineID] == nil else { return nil }
                 // Under the lock: joins racing on other threads cannot both take the last place.
                 guard connection.withJoined({ $0.count }) < maxChannels else {
                     full = true

@@ -665,6 +665,8 @@ typedef struct cws_server_stats {
                                        from on_message of a message that took more than one read): no copy */
     uint64_t send_contexts;         /* io_uring: sendmsg contexts (2 KiB each) held now, in flight or kept
                                        for reuse; a loop keeps at most 256 once its sends complete */
+    uint64_t send_rings;            /* connections holding a send-queue ring now (64-512 B each); a
+                                       connection idle since its 101 holds none */
 } cws_server_stats;
 void cws_server_get_stats(const cws_server *s, cws_server_stats *out);
 
