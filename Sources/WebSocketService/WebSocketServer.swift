@@ -144,34 +144,33 @@ public final class WebSocketServer: Sendable {
         configuration.apply(to: &cfg)
         cfg.callbacks.ctx = Unmanaged.passUnretained(self).toOpaque()
         cfg.callbacks.on_request = { ctx, req, http, upgrade in
-            Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue().handleRequest(req!, http!, upgrade)
+            WebSocketServer.withServer(ctx) { $0.handleRequest(req!, http!, upgrade) }
         }
         cfg.callbacks.on_open = { ctx, _, user in
-            Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue()
-                .opened(Unmanaged<Connection>.fromOpaque(user!).takeUnretainedValue())
+            WebSocketServer.withServer(ctx) { server in WebSocketServer.withConnection(user) { server.opened($0) } }
         }
         cfg.callbacks.on_message = { ctx, _, user, opcode, data, len in
-            Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue()
-                .received(Unmanaged<Connection>.fromOpaque(user!).takeUnretainedValue(), opcode: opcode,
-                          UnsafeRawBufferPointer(start: data, count: len))
+            WebSocketServer.withServer(ctx) { server in
+                WebSocketServer.withConnection(user) { server.received($0, opcode: opcode, UnsafeRawBufferPointer(start: data, count: len)) }
+            }
         }
         cfg.callbacks.on_close = { ctx, _, user, code, reason, len in
             // The engine's reference from the upgrade ends here.
             let connection = Unmanaged<Connection>.fromOpaque(user!).takeRetainedValue()
             let text = String(decoding: UnsafeRawBufferPointer(start: reason, count: len), as: UTF8.self)
-            Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue().closed(connection, code: code, reason: text)
+            WebSocketServer.withServer(ctx) { $0.closed(connection, code: code, reason: text) }
         }
         cfg.callbacks.on_drain = { _, _, user in
-            Unmanaged<Connection>.fromOpaque(user!).takeUnretainedValue().drained()
+            WebSocketServer.withConnection(user) { $0.drained() }
         }
         if configuration.asyncExecution == .eventLoops {
             cfg.callbacks.on_turn = { ctx, loop in
-                Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue().loopExecutors[Int(loop)].runTurn()
+                WebSocketServer.withServer(ctx) { $0.loopExecutors[Int(loop)].runTurn() }
             }
         }
 
         cfg.callbacks.on_log = { ctx, level, message in
-            Unmanaged<WebSocketServer>.fromOpaque(ctx!).takeUnretainedValue().engineLog(level, message!)
+            WebSocketServer.withServer(ctx) { $0.engineLog(level, message!) }
         }
 
         var message = [CChar](repeating: 0, count: 256)
@@ -195,6 +194,25 @@ public final class WebSocketServer: Sendable {
                 LoopExecutor(server: created, loop: loop) { Self.handlerExecutor(executor, threads: threads) }
             }
         }
+    }
+
+    /// The server behind an engine callback's ctx, taken without a retain:
+    /// ctx is unretained, and the loops are joined (stop) before the server
+    /// can go, so it outlives every callback. A retain per callback is an
+    /// atomic add on one line that every loop shares, and once anything holds
+    /// a weak reference to the server (the metrics sampler does) each one
+    /// takes Swift's side-table slow path: 7% of the server's CPU in a
+    /// pipelined echo (perf, Benchmarks/profiles/run echo).
+    @inline(__always)
+    static func withServer<Result>(_ ctx: UnsafeMutableRawPointer?, _ body: (WebSocketServer) -> Result) -> Result {
+        Unmanaged<WebSocketServer>.fromOpaque(ctx!)._withUnsafeGuaranteedRef(body)
+    }
+
+    /// The connection behind an engine callback's user pointer, without a
+    /// retain: the engine holds its reference from the upgrade to on_close.
+    @inline(__always)
+    static func withConnection<Result>(_ user: UnsafeMutableRawPointer?, _ body: (Connection) -> Result) -> Result {
+        Unmanaged<Connection>.fromOpaque(user!)._withUnsafeGuaranteedRef(body)
     }
 
     deinit {
