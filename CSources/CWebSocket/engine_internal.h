@@ -218,6 +218,7 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t in_place_sends; /* sends of a delivered message's own block (cws_delivered_frame) */
     _Atomic uint64_t send_contexts;  /* io_uring's sendmsg contexts held (a gauge) */
     _Atomic uint64_t send_rings;     /* connections' send-queue rings allocated (a gauge) */
+    _Atomic uint64_t send_contexts_made; /* io_uring's sendmsg contexts malloc'd (a counter) */
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;

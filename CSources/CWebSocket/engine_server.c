@@ -473,5 +473,6 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->in_place_sends += atomic_load_explicit(&st->in_place_sends, memory_order_relaxed);
         out->send_contexts += atomic_load_explicit(&st->send_contexts, memory_order_relaxed);
         out->send_rings += atomic_load_explicit(&st->send_rings, memory_order_relaxed);
+        out->send_contexts_made += atomic_load_explicit(&st->send_contexts_made, memory_order_relaxed);
     }
 }

@@ -664,7 +664,9 @@ typedef struct cws_server_stats {
     uint64_t in_place_sends;        /* messages sent on from the block they arrived in (an echo or relay
                                        from on_message of a message that took more than one read): no copy */
     uint64_t send_contexts;         /* io_uring: sendmsg contexts (2 KiB each) held now, in flight or kept
-                                       for reuse; a loop keeps at most 256 once its sends complete */
+                                       for reuse; once two ticks pass without needing them, a loop keeps 256 */
+    uint64_t send_contexts_made;    /* io_uring: sendmsg contexts allocated so far; beside send_contexts,
+                                       how often bursts had to allocate rather than reuse */
     uint64_t send_rings;            /* connections holding a send-queue ring now (64-512 B each); a
                                        connection idle since its 101 holds none */
 } cws_server_stats;
