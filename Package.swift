@@ -117,6 +117,8 @@ let package = Package(
         .target(name: "CTestTLS", path: "Tests/Support/CTestTLS",
                 linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         .target(name: "ChildProcess", dependencies: ["CSpawn"], path: "Tests/Support/ChildProcess"),
+        // Test support: blocking work on a thread of its own, off Swift's cooperative pool.
+        .target(name: "OffThePool", path: "Tests/Support/OffThePool"),
         // A C echo server on the engine that the tests run as a child process
         // (a descriptor limit of its own, its CPU readable in /proc).
         .executableTarget(name: "EngineTestHost", dependencies: ["CWebSocket"], path: "Tests/Support/EngineTestHost"),
@@ -125,13 +127,14 @@ let package = Package(
             dependencies: [
                 "ConformanceSuite",
                 "WebSocketService",
+                "OffThePool",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/ConformanceTests"
         ),
         .testTarget(
             name: "CWebSocketTests",
-            dependencies: ["CWebSocket", "WebSocketService", "ChildProcess"],
+            dependencies: ["CWebSocket", "WebSocketService", "ChildProcess", "OffThePool"],
             path: "Tests/CWebSocketTests"
         ),
         .testTarget(
@@ -142,6 +145,7 @@ let package = Package(
                 "WebSocketRedis", // ScaleOutTests
                 "CHiredis", // ClusterHistoryTests: DUMP and RESTORE of a stream
                 "ChildProcess",
+                "OffThePool",
                 "CTestTLS", // TLSTests
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,3 +1,4 @@
+import OffThePool
 import ChildProcess
 import CWebSocket
 import Foundation

@@ -1,5 +1,6 @@
 import ConformanceSuite
 import Foundation
+import OffThePool
 import Logging
 import Testing
 import WebSocketService
@@ -114,16 +115,6 @@ struct SuiteTests {
         ]
         #expect((zlib[0] >> 1) & 3 == 2)
         #expect(try Inflater().messageCopy(zlib) == letters)
-    }
-}
-
-/// Runs blocking work on a thread of its own and awaits its result: Swift
-/// Testing runs a test on the cooperative pool (two threads on two cores),
-/// where half a minute of it would hold back the other tests and the timers
-/// (`Task.sleep`) that their handlers await.
-func offThePool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-    await withCheckedContinuation { continuation in
-        Thread.detachNewThread { continuation.resume(returning: body()) }
     }
 }
 

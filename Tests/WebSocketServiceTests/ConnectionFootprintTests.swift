@@ -45,10 +45,11 @@ import Glibc
         // The custom endpoint's connections keep what was decided for each.
         #expect(custom.map(\.limits.maxChannels) == [3, 5])
         #expect(custom[0].settings !== custom[1].settings)
-        // 344 usable bytes is a 352-byte malloc chunk: the fields leave no
-        // padding that would take it to the next size (it was 552).
+        // It asks for 337 bytes: 344 usable in a 352-byte chunk (it was 552).
+        // malloc hands over a whole free chunk when what it would split off
+        // is under its 32-byte minimum, so one may get 16 bytes more (seen).
         for connection in service.connections() {
-            #expect(Self.heapBytes(connection) <= 344, "a Connection takes \(Self.heapBytes(connection)) bytes")
+            #expect(Self.heapBytes(connection) <= 360, "a Connection takes \(Self.heapBytes(connection)) bytes")
         }
     }
 }

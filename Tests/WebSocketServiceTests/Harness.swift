@@ -1,4 +1,5 @@
 import Foundation
+import OffThePool
 import Logging
 import Synchronization
 @testable import WebSocketService
@@ -65,17 +66,6 @@ func startService(_ backend: Configuration.Backend, routes: WebSocketRoutes, log
     }
     try service.start()
     return service
-}
-
-/// Runs blocking client code on a thread of its own, so the test does not
-/// hold one of the few threads of Swift's cooperative pool (two on a
-/// two-core machine) while the handlers it waits for need them.
-func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread {
-            do { continuation.resume(returning: try body()) } catch { continuation.resume(throwing: error) }
-        }
-    }
 }
 
 /// Polls `condition` every millisecond until it holds or `timeout` passes.

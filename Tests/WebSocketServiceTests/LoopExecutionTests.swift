@@ -1,3 +1,4 @@
+import OffThePool
 import CWebSocket
 import Foundation
 import Synchronization
@@ -93,7 +94,7 @@ private final class ThreadLog: Sendable {
         let port = service.port
         let clients = try await offThePool { try (0..<3).map { _ in try TestClient.connect(port: port, path: "/wait") } }
         #expect(eventually { log.started.load(ordering: .relaxed) == 3 })
-        try await offThePool { service.stop(timeout: .milliseconds(200)) }
+        await offThePool { service.stop(timeout: .milliseconds(200)) }
         #expect(eventually { log.ended.load(ordering: .relaxed) == 3 }, "every task ended after the stop")
         _ = clients
     }

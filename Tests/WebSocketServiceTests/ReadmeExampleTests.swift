@@ -1,3 +1,4 @@
+import OffThePool
 import Logging
 import Testing
 import WebSocketService

@@ -1,3 +1,4 @@
+import OffThePool
 import Testing
 import WebSocketService
 
