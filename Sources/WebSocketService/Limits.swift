@@ -23,6 +23,11 @@ public struct Limits: Sendable, Hashable {
             self.perSecond = max(0, perSecond)
             self.burst = max(1, burst)
         }
+
+        /// `tokens` after `nanoseconds` of refilling, capped at `burst`.
+        func refilled(_ tokens: Double, after nanoseconds: UInt64) -> Double {
+            min(burst, tokens + Double(nanoseconds) * perSecond / 1e9)
+        }
     }
 
     /// What happens to a message over a rate limit.
@@ -81,7 +86,7 @@ struct TokenBucket {
     /// holds any (a message may pass).
     mutating func refill(_ rate: Limits.Rate, now: UInt64) -> Bool {
         if now > last {
-            tokens = min(rate.burst, tokens + Double(now - last) * rate.perSecond / 1e9)
+            tokens = rate.refilled(tokens, after: now - last)
             last = now
         }
         return tokens > 0
@@ -116,9 +121,8 @@ struct InboundRate {
     /// message that passes is charged.
     mutating func admit(_ count: Int, _ limits: Limits, now: UInt64) -> Bool {
         if now > lastRefill {
-            let elapsed = Double(now - lastRefill)
-            if let rate = limits.messages { messageTokens = min(rate.burst, messageTokens + elapsed * rate.perSecond / 1e9) }
-            if let rate = limits.bytes { byteTokens = min(rate.burst, byteTokens + elapsed * rate.perSecond / 1e9) }
+            if let rate = limits.messages { messageTokens = rate.refilled(messageTokens, after: now - lastRefill) }
+            if let rate = limits.bytes { byteTokens = rate.refilled(byteTokens, after: now - lastRefill) }
             lastRefill = now
         }
         if limits.messages != nil, messageTokens <= 0 { return false }

@@ -14,8 +14,7 @@ struct EngineSendContextTests {
     func aBurstToManyConnectionsKeepsAtMost256Contexts(_ backend: EngineBackend) throws {
         guard let srv = try EngineServer(backend, configure: { $0.loops = 1 }) else { return }
         defer { srv.stop() }
-        let clients = try (0..<300).map { _ in try openClient(srv) }
-        try srv.events.wait("opens") { srv.events.opened.count == 300 }
+        let clients = try openClients(srv, count: 300)
         // Two messages to each of the 300 within one callback: one sendmsg
         // (a context) per connection, all submitted in the same turn.
         srv.events.setFanOut(count: 2)
@@ -40,8 +39,7 @@ struct EngineSendContextTests {
     func burstsTurnAfterTurnReuseTheirContexts(_ backend: EngineBackend) throws {
         guard let srv = try EngineServer(backend, configure: { $0.loops = 1 }) else { return }
         defer { srv.stop() }
-        let clients = try (0..<300).map { _ in try openClient(srv) }
-        try srv.events.wait("opens") { srv.events.opened.count == 300 }
+        let clients = try openClients(srv, count: 300)
         var wrong = 0
         for _ in 0..<5 {
             srv.events.setFanOut(count: 2)

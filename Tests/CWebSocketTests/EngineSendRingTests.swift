@@ -11,8 +11,7 @@ struct EngineSendRingTests {
     func connectionsQuietSinceTheir101HoldNoRing(_ backend: EngineBackend) throws {
         guard let srv = try EngineServer(backend, configure: { $0.loops = 1 }) else { return }
         defer { srv.stop() }
-        let clients = try (0..<50).map { _ in try openClient(srv) }
-        try srv.events.wait("opens") { srv.events.opened.count == 50 }
+        let clients = try openClients(srv, count: 50)
         try expectRings(srv, 0)
         // One of them echoes: a connection with traffic keeps its ring, and the
         // others still hold none.

@@ -442,6 +442,13 @@ private let opClose = UInt8(CWS_OP_CLOSE.rawValue)
 
 func openClient(_ srv: EngineServer) throws -> EngineClient { try openClient(port: srv.port) }
 
+/// `count` clients, upgraded, once the server has seen every one open.
+func openClients(_ srv: EngineServer, count: Int) throws -> [EngineClient] {
+    let clients = try (0..<count).map { _ in try openClient(srv) }
+    try srv.events.wait("\(count) opens") { srv.events.opened.count == count }
+    return clients
+}
+
 func openClient(port: UInt16) throws -> EngineClient {
     let c = try EngineClient(port: port)
     let head = try c.handshake()
