@@ -32,7 +32,7 @@ private let levels = (Int32(CWS_SIMD_SCALAR.rawValue)...Int32(CWS_SIMD_AVX512.ra
     /// The scalar kernel against the byte-wise definition: every length
     /// 0...1024 at the first eight alignments, every key phase.
     @Test func scalarMatchesDefinition() async throws {
-        let mismatches = try await offThePool { () -> Int in
+        let mismatches = await offThePool { () -> Int in
             let scalar = Int32(CWS_SIMD_SCALAR.rawValue)
             let source = (0..<1100).map { UInt8(truncatingIfNeeded: $0 &* 151 &+ 17) }
             var mismatches = 0
@@ -125,7 +125,7 @@ private let levels = (Int32(CWS_SIMD_SCALAR.rawValue)...Int32(CWS_SIMD_AVX512.ra
 
     @Test func largeBuffersAgreeAcrossLevels() async throws {
         // Past the alignment thresholds of the AVX kernels (512 B, 1 KiB).
-        let failures = try await offThePool { () -> [String] in
+        let failures = await offThePool { () -> [String] in
             var failures: [String] = []
             var rng = SystemRandomNumberGenerator()
             let key = wireKey([0x9A, 0x01, 0xC3, 0x7E])

@@ -180,7 +180,7 @@ private let quadSample: [UInt32] = {
 
     @Test("reference checker agrees with the standard library on every 1-, 2- and 3-byte sequence")
     func referenceMatchesStdlibShort() async throws {
-        let (mismatches, valid) = try await offThePool { () -> (Int, Int) in
+        let (mismatches, valid) = await offThePool { () -> (Int, Int) in
             var buf: [UInt8] = [0, 0, 0]
             var mismatches = 0
             buf.withUnsafeMutableBufferPointer { b in
@@ -209,7 +209,7 @@ private let quadSample: [UInt32] = {
 
     @Test("reference checker agrees with the standard library on the 4-byte sample")
     func referenceMatchesStdlibQuads() async throws {
-        let (mismatches, valid4) = try await offThePool { () -> (Int, Int) in
+        let (mismatches, valid4) = await offThePool { () -> (Int, Int) in
             var buf: [UInt8] = [0, 0, 0, 0]
             var mismatches = 0
             var valid4 = 0
@@ -230,7 +230,7 @@ private let quadSample: [UInt32] = {
 
     @Test("every 1-, 2- and 3-byte sequence as a whole buffer")
     func exhaustiveShortWhole() async throws {
-        let failures = try await offThePool { () -> [String] in
+        let failures = await offThePool { () -> [String] in
             var buf: [UInt8] = [0, 0, 0]
             var failures: [String] = []
             buf.withUnsafeMutableBufferPointer { b in
@@ -260,7 +260,7 @@ private let quadSample: [UInt32] = {
     /// vector and block boundaries, and a block that ends inside a character
     /// followed by an all-ASCII block.
     private func exhaustiveEmbedded(level: Int32) async throws {
-        let failures = try await offThePool { () -> [String] in
+        let failures = await offThePool { () -> [String] in
             var buf = [UInt8](repeating: 0x61, count: 128)
             var failures: [String] = []
             var bad = 0
@@ -304,7 +304,7 @@ private let quadSample: [UInt32] = {
 
     @Test("4-byte sample as whole buffers")
     func quadsWhole() async throws {
-        let failures = try await offThePool { () -> [String] in
+        let failures = await offThePool { () -> [String] in
             var buf: [UInt8] = [0, 0, 0, 0]
             var failures: [String] = []
             buf.withUnsafeMutableBufferPointer { b in

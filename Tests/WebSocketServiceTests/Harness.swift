@@ -15,6 +15,19 @@ let backends: [Configuration.Backend] = [.epoll, .uring]
 /// Where async connections' tasks run: handler threads, and the event loops.
 let executions = Configuration.AsyncExecution.allCases
 
+/// `count` bytes whose byte j is `byte(j % period)`: one period made by the
+/// closure, then copied. A payload of megabytes made by calling a closure per
+/// byte costs seconds in a debug build under ThreadSanitizer (the sanitize
+/// step's pass of these tests), on a thread of Swift's two-thread pool or on
+/// the loop thread that a handler runs on, while other tests wait for both.
+func repeating(_ count: Int, period: Int, _ byte: (Int) -> UInt8) -> [UInt8] {
+    guard count > 0 else { return [] }
+    var out = (0..<min(count, period)).map(byte)
+    out.reserveCapacity(count)
+    while out.count < count { out.append(contentsOf: out.prefix(count - out.count)) }
+    return out
+}
+
 /// A log handler that keeps what it is given, so tests can check what was logged.
 final class LogCapture: Sendable {
     struct Entry: Sendable {

@@ -19,7 +19,7 @@ import Testing
 
     static func payload(_ size: Int, seed: Int) -> [UInt8] {
         // ASCII, so the same bytes are valid text too.
-        (0..<size).map { UInt8(65 + ($0 &+ seed) % 26) }
+        repeating(size, period: 26) { UInt8(65 + ($0 &+ seed) % 26) }
     }
 
     @Test(arguments: backends) func echoesOfLargeMessagesSendTheirOwnBlock(_ backend: Configuration.Backend) throws {

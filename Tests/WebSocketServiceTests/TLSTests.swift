@@ -76,7 +76,7 @@ func expectBurstEchoed(_ count: Int, on client: TestClient, _ what: String = "")
         #expect(client.tls?.alpn == "http/1.1")
         #expect(seen.names.withLock { $0 } == ["localhost"])
         for size in [0, 1, 125, 126, 16_383, 16_384, 16_385, 65_536, 1 << 20, 4 << 20] {
-            let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ size) }
+            let payload = repeating(size, period: 256) { UInt8(truncatingIfNeeded: $0 &* 31 &+ size) }
             try client.send(.binary, payload)
             #expect(try client.receive(timeout: .seconds(20)) == .binary(payload), "\(size) bytes")
         }
@@ -313,7 +313,7 @@ func expectBurstEchoed(_ count: Int, on client: TestClient, _ what: String = "")
         defer { service.stop() }
         let client = try TestClient.connect(port: service.port, tls: trustTestCA)
         for size in [5, 16_385, 1 << 20] {
-            let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            let payload = repeating(size, period: 256) { UInt8(truncatingIfNeeded: $0 &* 7) }
             try client.send(.binary, payload)
             #expect(try client.receive(timeout: .seconds(20)) == .binary(payload), "\(size) bytes")
         }
@@ -349,7 +349,7 @@ func expectBurstEchoed(_ count: Int, on client: TestClient, _ what: String = "")
             let client = try TestClient.connect(port: service.port, tls: tls)
             #expect(client.tls?.cipher == suite)
             for size in [0, 1, 125, 16_383, 16_384, 16_385, 65_536, 4 << 20] {
-                let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ size) }
+                let payload = repeating(size, period: 256) { UInt8(truncatingIfNeeded: $0 &* 13 &+ size) }
                 try client.send(.binary, payload)
                 #expect(try client.receive(timeout: .seconds(20)) == .binary(payload), "\(suite): \(size) bytes")
             }
