@@ -27,12 +27,12 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     /// The client's IP address: the peer's, or, when the peer is one of
     /// `Configuration.trustedProxies`, the one its `X-Forwarded-For` names.
     /// `Configuration.maxConnectionsPerAddress` counts by it.
-    public let clientAddress: String
+    public var clientAddress: String { extras?.forwardedClient ?? ClientAddress.ip(ofPeer: remoteAddress) }
     public let started: Date
     /// The request path it upgraded on.
     public let path: String
     /// The subprotocol its 101 named (`Sec-WebSocket-Protocol`), if any.
-    public let subprotocol: String?
+    public var subprotocol: String? { extras?.subprotocol }
     /// A logger with this connection's id in its metadata (made on first use
     /// and kept: an idle connection carries none of its allocations).
     public var logger: Logger {
@@ -50,8 +50,8 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     }
 
     // The small fields (rate state, flags, gates) come last and together, so
-    // padding does not push the object into the next malloc size: 337 bytes
-    // asked, a 352-byte chunk (ConnectionFootprintTests). An idle connection
+    // padding does not push the object into the next malloc size: 305 bytes
+    // asked, a 320-byte chunk (ConnectionFootprintTests). An idle connection
     // is mostly this object.
     /// The endpoint's handler, limits and checks (shared by its connections).
     let settings: EndpointSettings
@@ -70,7 +70,28 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     nonisolated(unsafe) var task: Task<Void, Never>?
     /// Where the client asked to recover each channel from (its upgrade's
     /// `recover`), taken by the channel's first join; under the service's lock.
-    nonisolated(unsafe) var recoveryPositions: [String: ChannelPosition]?
+    var recoveryPositions: [String: ChannelPosition]? {
+        get { extras?.recoveryPositions }
+        set { extras?.recoveryPositions = newValue }
+    }
+    /// What most connections leave out, in one object that only those that
+    /// have something make: nil for a direct client without a subprotocol or
+    /// a recovery (40 bytes of the object's 337 were these, mostly empty).
+    private let extras: Extras?
+
+    private final class Extras: @unchecked Sendable {
+        /// The client's address when a trusted proxy forwarded it (else the peer's).
+        let forwardedClient: String?
+        let subprotocol: String?
+        /// Under the service's lock.
+        var recoveryPositions: [String: ChannelPosition]?
+
+        init(forwardedClient: String?, subprotocol: String?, recoveryPositions: [String: ChannelPosition]?) {
+            self.forwardedClient = forwardedClient
+            self.subprotocol = subprotocol
+            self.recoveryPositions = recoveryPositions
+        }
+    }
 
     // nil for an anonymous connection (its userID is derived from the id).
     private let _profile: Profile?
@@ -110,12 +131,14 @@ public final class Connection: Sendable, Identifiable, CustomStringConvertible {
     }
 
     init(id: UUID, profile: Profile?, remoteAddress: String, clientAddress: String, path: String,
-         firstChannel: String?, subprotocol: String? = nil, settings: EndpointSettings, logger: Logger) {
+         firstChannel: String?, subprotocol: String? = nil, recoveryPositions: [String: ChannelPosition]? = nil,
+         settings: EndpointSettings, logger: Logger) {
         self.id = id
         self._profile = profile
         self.remoteAddress = remoteAddress
-        self.clientAddress = clientAddress
-        self.subprotocol = subprotocol
+        let forwarded = clientAddress == ClientAddress.ip(ofPeer: remoteAddress) ? nil : clientAddress
+        self.extras = forwarded == nil && subprotocol == nil && recoveryPositions == nil ? nil
+            : Extras(forwardedClient: forwarded, subprotocol: subprotocol, recoveryPositions: recoveryPositions)
         self.settings = settings
         self.inbound = InboundRate(settings.limits, now: monotonicNanoseconds())
         switch settings.handler {

@@ -89,9 +89,9 @@ extension WebSocketServer {
             let connection = Connection(
                 id: UUID(), profile: profile, remoteAddress: request.remoteAddress, clientAddress: client,
                 path: request.path, firstChannel: channel, subprotocol: subprotocol,
+                recoveryPositions: historyStore.isEmpty ? nil : ChannelPosition.recoveryPositions(request),
                 settings: shared ?? EndpointSettings(handler: handler, limits: limits, authorization: authorization),
                 logger: logger)
-            if !historyStore.isEmpty { connection.recoveryPositions = ChannelPosition.recoveryPositions(request) }
             if let channel, let reason = joinRefusal(connection, channel, askHook: true) {
                 limitCounters.joinsRefused.wrappingAdd(1, ordering: .relaxed)
                 let tooLong = channel.utf8.count > limits.maxChannelNameBytes
