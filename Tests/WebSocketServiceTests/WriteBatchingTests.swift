@@ -66,7 +66,7 @@ import Testing
         guard let service = try startService(backend, routes: routes, configure: { $0.maxSendQueue = 64 << 20 }) else { return }
         defer { service.stop() }
         let port = service.port
-        // 467 blocking reads, 3 MiB: off the pool. Nil when every message
+        // 468 blocking reads, 3 MiB: off the pool. Nil when every message
         // arrived whole and in order.
         let (mismatch, leftOver) = try await offThePool { () -> (String?, Bool) in
             let client = try TestClient.connect(port: port, path: "/burst")
