@@ -219,6 +219,8 @@ typedef struct cws_loop_stats {
     _Atomic uint64_t send_contexts;  /* io_uring's sendmsg contexts held (a gauge) */
     _Atomic uint64_t send_rings;     /* connections' send-queue rings allocated (a gauge) */
     _Atomic uint64_t send_contexts_made; /* io_uring's sendmsg contexts malloc'd (a counter) */
+    _Atomic uint64_t send_gather_bytes;      /* io_uring's gather buffers held (a gauge) */
+    _Atomic uint64_t send_gather_bytes_peak; /* the most send_gather_bytes has been (a high-water mark) */
 } cws_loop_stats;
 
 typedef struct cws_backend_ops cws_backend_ops;

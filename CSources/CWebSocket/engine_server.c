@@ -485,5 +485,7 @@ void cws_server_get_stats(const cws_server *s, cws_server_stats *out) {
         out->send_contexts += atomic_load_explicit(&st->send_contexts, memory_order_relaxed);
         out->send_rings += atomic_load_explicit(&st->send_rings, memory_order_relaxed);
         out->send_contexts_made += atomic_load_explicit(&st->send_contexts_made, memory_order_relaxed);
+        out->send_gather_bytes += atomic_load_explicit(&st->send_gather_bytes, memory_order_relaxed);
+        out->send_gather_bytes_peak += atomic_load_explicit(&st->send_gather_bytes_peak, memory_order_relaxed);
     }
 }

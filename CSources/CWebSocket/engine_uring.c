@@ -115,6 +115,7 @@ typedef struct cws_uring {
     uint32_t sends_tick;       /* the tick that sends_low counts from */
     uint32_t sends_quiet;      /* ticks in a row whose sends_low was over CWS_UR_SENDS_KEEP */
     uint32_t free_gathers;     /* gather buffers held by free_sends */
+    uint64_t gather_bytes, gather_peak;
     int dead;                  /* the ring was torn down after a fatal error */
     cws_conn **rearm;          /* recv to re-arm after ENOBUFS */
     uint32_t nrearm, rearm_cap;
@@ -341,9 +342,21 @@ static void cws_ur_maybe_release(cws_loop *l, cws_conn *c) {
 
 /* Fills s->iov from c's queue (see CWS_UR_GATHER); returns how many queue
  * entries it covers, each whole (the kernel, or our copy, reads them). */
-static uint32_t cws_ur_send_iov(cws_conn *c, cws_usend *s) {
+static void cws_ur_gather_count(cws_loop *l, int64_t n) {
+    cws_uring *u = l->be;
+    u->gather_bytes += (uint64_t)n;
+    CWS_STAT_ADD(l, send_gather_bytes, (uint64_t)n);
+    if (u->gather_bytes > u->gather_peak) {
+        u->gather_peak = u->gather_bytes;
+        atomic_store_explicit(&l->stats.send_gather_bytes_peak, u->gather_peak, memory_order_relaxed);
+    }
+}
+static uint32_t cws_ur_send_iov(cws_loop *l, cws_conn *c, cws_usend *s) {
     int gather = c->qcount > CWS_UR_SEND_IOV;
-    if (gather && !s->gather && !(s->gather = malloc(CWS_UR_GATHER))) gather = 0;
+    if (gather && !s->gather) {
+        if ((s->gather = malloc(CWS_UR_GATHER))) cws_ur_gather_count(l, CWS_UR_GATHER);
+        else gather = 0;
+    }
     uint32_t entries;
     int n = gather ? cws_conn_gather_iov(c, s->iov, CWS_UR_SEND_IOV, s->gather, CWS_UR_GATHER, CWS_UR_GATHER_SMALL,
                                          &entries)
@@ -388,7 +401,7 @@ static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
         s->conn = c;
         memset(&s->mh, 0, sizeof s->mh);
         s->mh.msg_iov = s->iov;
-        c->qsending = cws_ur_send_iov(c, s);
+        c->qsending = cws_ur_send_iov(l, c, s);
         /* One span (the messages copied together): a plain send of it. */
         if (s->mh.msg_iovlen == 1) io_uring_prep_send(sqe, c->fd, s->iov[0].iov_base, s->iov[0].iov_len, MSG_NOSIGNAL);
         else io_uring_prep_sendmsg(sqe, c->fd, &s->mh, MSG_NOSIGNAL);
@@ -769,6 +782,7 @@ static void cws_ur_cqe(cws_loop *l, struct io_uring_cqe *cqe) {
         cws_usend *s = CWS_UD_PTR(ud);
         cws_conn *c = s->conn;
         if (s->gather && u->free_gathers >= CWS_UR_GATHER_KEEP) {
+            cws_ur_gather_count(l, -CWS_UR_GATHER);
             free(s->gather);
             s->gather = NULL;
         }
@@ -803,6 +817,7 @@ static void cws_ur_trim_sends(cws_loop *l) {
         u->free_sends = s->next;
         u->nfree_sends--;
         if (s->gather) u->free_gathers--;
+        if (s->gather) cws_ur_gather_count(l, -CWS_UR_GATHER);
         free(s->gather);
         free(s);
         CWS_STAT_ADD(l, send_contexts, (uint64_t)-1);

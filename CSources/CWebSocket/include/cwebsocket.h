@@ -667,6 +667,11 @@ typedef struct cws_server_stats {
                                        for reuse; once two ticks pass without needing them, a loop keeps 256 */
     uint64_t send_contexts_made;    /* io_uring: sendmsg contexts allocated so far; beside send_contexts,
                                        how often bursts had to allocate rather than reuse */
+    uint64_t send_gather_bytes;     /* io_uring: bytes of gather buffers (256 KiB each) held now, in flight
+                                       or kept: a send from a queue of more than 64 messages copies the
+                                       small ones into one */
+    uint64_t send_gather_bytes_peak; /* io_uring: the most send_gather_bytes has been (each loop's
+                                        high-water mark, summed) */
     uint64_t send_rings;            /* connections holding a send-queue ring now (64-512 B each); a
                                        connection idle since its 101 holds none */
 } cws_server_stats;
