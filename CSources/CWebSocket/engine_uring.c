@@ -8,6 +8,7 @@
 #include "engine_uring.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,16 @@
 #define CWS_UR_GATHER (256 * 1024)
 #define CWS_UR_GATHER_SMALL 2048 /* messages up to this many bytes are copied */
 #define CWS_UR_GATHER_KEEP 8     /* gather buffers kept on the free list */
+/* A chat room's join burst queues hundreds of presence messages for every
+ * member at once. A gather buffer for each of them copied the same shared
+ * messages once per member (500 MB in flight for a 2,000-member room), and
+ * being malloc'd they stayed: glibc raised its mmap threshold past 256 KiB
+ * at the first free, served the rest from the heap and kept that heap once
+ * the burst was over (45 KB of RSS per member of the idle room, against 2 KB
+ * on epoll). So a loop maps at most this many bytes of them, in flight and
+ * kept; a connection past that sends 64 iovecs of the messages themselves,
+ * and munmap hands the pages back. */
+#define CWS_UR_GATHER_LOOP_MAX (8u << 20)
 /* Send contexts an idle loop keeps on the free list. A burst to 10,000
  * subscribers has as many sendmsg calls in flight at once (21 MB); the
  * contexts it leaves go once CWS_UR_SENDS_QUIET_TICKS whole ticks passed
@@ -47,6 +58,7 @@
  * 10% of the server's CPU). */
 #define CWS_UR_SENDS_KEEP 256
 #define CWS_UR_SENDS_QUIET_TICKS 2
+#define CWS_UR_HEAP_TRIM_MS 10000 /* see cws_ur_trim_heap */
 /* A send of a few small messages (a fan-out burst: 16 small frames to each
  * subscriber) copies them into the send context's own 1 KiB, and when that
  * is the whole send it goes as one plain send of one span: the kernel no
@@ -98,7 +110,7 @@ typedef struct cws_usend {
     struct cws_usend *next;
     cws_conn *conn;
     struct msghdr mh;
-    uint8_t *gather; /* CWS_UR_GATHER bytes, or NULL until a backed-up queue needs it */
+    uint8_t *gather; /* CWS_UR_GATHER bytes while a send from a backed-up queue is in flight */
     struct iovec iov[CWS_UR_SEND_IOV];
     uint8_t inline_gather[CWS_UR_INLINE];
 } cws_usend;
@@ -114,8 +126,13 @@ typedef struct cws_uring {
     uint32_t sends_low;        /* the fewest on free_sends since sends_tick */
     uint32_t sends_tick;       /* the tick that sends_low counts from */
     uint32_t sends_quiet;      /* ticks in a row whose sends_low was over CWS_UR_SENDS_KEEP */
-    uint32_t free_gathers;     /* gather buffers held by free_sends */
-    uint64_t gather_bytes, gather_peak;
+    uint8_t *free_gathers;     /* kept gather buffers, each linked through its first 8 bytes */
+    uint32_t nfree_gathers;
+    uint64_t gather_bytes;     /* gather buffers mapped, in flight and kept */
+    uint64_t gather_peak;      /* the most gather_bytes has been */
+    int heap_trim_wanted;      /* a burst's send contexts were freed since the last malloc_trim */
+    int heap_trimmed;          /* this loop has called it, last at heap_trimmed_ms */
+    uint64_t heap_trimmed_ms;
     int dead;                  /* the ring was torn down after a fatal error */
     cws_conn **rearm;          /* recv to re-arm after ENOBUFS */
     uint32_t nrearm, rearm_cap;
@@ -252,9 +269,13 @@ static void cws_ur_fini(cws_loop *l) {
     while (u->free_sends) {
         cws_usend *s = u->free_sends;
         u->free_sends = s->next;
-        free(s->gather);
         free(s);
         CWS_STAT_ADD(l, send_contexts, (uint64_t)-1);
+    }
+    while (u->free_gathers) {
+        uint8_t *g = u->free_gathers;
+        memcpy(&u->free_gathers, g, sizeof(uint8_t *));
+        munmap(g, CWS_UR_GATHER);
     }
     free(u->rearm);
     for (uint32_t i = 0; i < u->ndeferred; i++) {
@@ -351,12 +372,38 @@ static void cws_ur_gather_count(cws_loop *l, int64_t n) {
         atomic_store_explicit(&l->stats.send_gather_bytes_peak, u->gather_peak, memory_order_relaxed);
     }
 }
-static uint32_t cws_ur_send_iov(cws_loop *l, cws_conn *c, cws_usend *s) {
-    int gather = c->qcount > CWS_UR_SEND_IOV;
-    if (gather && !s->gather) {
-        if ((s->gather = malloc(CWS_UR_GATHER))) cws_ur_gather_count(l, CWS_UR_GATHER);
-        else gather = 0;
+
+/* A kept gather buffer, a new mapping, or NULL at CWS_UR_GATHER_LOOP_MAX. */
+static uint8_t *cws_ur_gather_take(cws_loop *l) {
+    cws_uring *u = l->be;
+    uint8_t *g = u->free_gathers;
+    if (g) {
+        memcpy(&u->free_gathers, g, sizeof(uint8_t *));
+        u->nfree_gathers--;
+        return g;
     }
+    if (u->gather_bytes + CWS_UR_GATHER > CWS_UR_GATHER_LOOP_MAX) return NULL;
+    g = mmap(NULL, CWS_UR_GATHER, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (g == MAP_FAILED) return NULL;
+    cws_ur_gather_count(l, CWS_UR_GATHER);
+    return g;
+}
+
+static void cws_ur_gather_give(cws_loop *l, uint8_t *g) {
+    cws_uring *u = l->be;
+    if (u->nfree_gathers < CWS_UR_GATHER_KEEP) {
+        memcpy(g, &u->free_gathers, sizeof(uint8_t *));
+        u->free_gathers = g;
+        u->nfree_gathers++;
+        return;
+    }
+    munmap(g, CWS_UR_GATHER);
+    cws_ur_gather_count(l, -(int64_t)CWS_UR_GATHER);
+}
+
+static uint32_t cws_ur_send_iov(cws_loop *l, cws_conn *c, cws_usend *s) {
+    s->gather = c->qcount > CWS_UR_SEND_IOV ? cws_ur_gather_take(l) : NULL;
+    int gather = s->gather != NULL;
     uint32_t entries;
     int n = gather ? cws_conn_gather_iov(c, s->iov, CWS_UR_SEND_IOV, s->gather, CWS_UR_GATHER, CWS_UR_GATHER_SMALL,
                                          &entries)
@@ -386,9 +433,7 @@ static void cws_ur_conn_flush(cws_loop *l, cws_conn *c) {
             u->free_sends = s->next;
             u->nfree_sends--;
             if (u->nfree_sends < u->sends_low) u->sends_low = u->nfree_sends;
-            if (s->gather) u->free_gathers--;
         } else if ((s = malloc(sizeof *s))) {
-            s->gather = NULL;
             u->sends_low = 0;
             CWS_STAT_ADD(l, send_contexts, 1);
             CWS_STAT_ADD(l, send_contexts_made, 1);
@@ -781,12 +826,8 @@ static void cws_ur_cqe(cws_loop *l, struct io_uring_cqe *cqe) {
     case CWS_UD_SENDMSG: {
         cws_usend *s = CWS_UD_PTR(ud);
         cws_conn *c = s->conn;
-        if (s->gather && u->free_gathers >= CWS_UR_GATHER_KEEP) {
-            cws_ur_gather_count(l, -CWS_UR_GATHER);
-            free(s->gather);
-            s->gather = NULL;
-        }
-        if (s->gather) u->free_gathers++;
+        if (s->gather) cws_ur_gather_give(l, s->gather);
+        s->gather = NULL;
         s->next = u->free_sends;
         u->free_sends = s;
         u->nfree_sends++;
@@ -798,6 +839,27 @@ static void cws_ur_cqe(cws_loop *l, struct io_uring_cqe *cqe) {
     }
 }
 
+/* The contexts of a burst were allocated between the send-queue rings it
+ * grew, and the 256 kept pin heap pages that glibc does not give back while
+ * anything on them lives: a 2,000-member room's join burst left 8 KB of freed
+ * heap per member once idle (5,000: 7.3 KB; epoll: 2 KB). malloc_trim returns
+ * the free pages (3.1 and 2.0 KB per member after it) but takes 0.3-3 ms of
+ * the loop on that heap, so a loop trims at most once per
+ * CWS_UR_HEAP_TRIM_MS, after a burst's contexts were freed. */
+static void cws_ur_trim_heap(cws_loop *l) {
+#ifdef __GLIBC__
+    cws_uring *u = l->be;
+    if (!u->heap_trim_wanted) return;
+    if (u->heap_trimmed && l->now_ms - u->heap_trimmed_ms < CWS_UR_HEAP_TRIM_MS) return;
+    malloc_trim(0);
+    u->heap_trim_wanted = 0;
+    u->heap_trimmed = 1;
+    u->heap_trimmed_ms = l->now_ms;
+#else
+    (void)l;
+#endif
+}
+
 /* Once a tick: the contexts no send needed for CWS_UR_SENDS_QUIET_TICKS
  * whole ticks (the free list never went below them), down to
  * CWS_UR_SENDS_KEEP, go back to the allocator. */
@@ -805,6 +867,7 @@ static void cws_ur_trim_sends(cws_loop *l) {
     cws_uring *u = l->be;
     if (u->sends_tick == l->tick) return;
     u->sends_tick = l->tick;
+    cws_ur_trim_heap(l);
     uint32_t low = u->sends_low;
     u->sends_low = u->nfree_sends;
     if (low <= CWS_UR_SENDS_KEEP) {
@@ -816,14 +879,12 @@ static void cws_ur_trim_sends(cws_loop *l) {
         cws_usend *s = u->free_sends;
         u->free_sends = s->next;
         u->nfree_sends--;
-        if (s->gather) u->free_gathers--;
-        if (s->gather) cws_ur_gather_count(l, -CWS_UR_GATHER);
-        free(s->gather);
         free(s);
         CWS_STAT_ADD(l, send_contexts, (uint64_t)-1);
     }
     u->sends_low = u->nfree_sends;
     u->sends_quiet = 0;
+    u->heap_trim_wanted = 1;
 }
 
 static void cws_ur_run(cws_loop *l) {
