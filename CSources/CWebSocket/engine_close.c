@@ -29,10 +29,13 @@ void cws_conn_report(cws_loop *l, cws_conn *c) {
         const cws_callbacks *cb = &l->srv->cfg.callbacks;
         uint16_t code = c->close_code ? c->close_code : CWS_CLOSE_ABNORMAL;
         if (cb->on_close)
-            cb->on_close(cb->ctx, cws_conn_id_of(l, c), c->user, code, c->reason, c->reason_len);
+            cb->on_close(cb->ctx, cws_conn_id_of(l, c), c->user, code, c->cold ? c->cold->reason : NULL,
+                         c->reason_len);
     }
-    free(c->reason);
-    c->reason = NULL;
+    if (c->cold) {
+        free(c->cold->reason);
+        c->cold->reason = NULL;
+    }
 }
 
 void cws_conn_finish(cws_loop *l, cws_conn *c) {
@@ -42,9 +45,13 @@ void cws_conn_finish(cws_loop *l, cws_conn *c) {
     cws_timer_clear(l, c);
     cws_conn_report(l, c);
     cws_rbuf_free(c);
-    free(c->ctrl);
-    c->ctrl = NULL;
     cws_conn_zfree(l, c);
+    /* The cold record itself stays until the connection is freed: code up
+     * the stack may still hold it. */
+    if (c->cold) {
+        free(c->cold->ctrl);
+        c->cold->ctrl = NULL;
+    }
     l->srv->ops->conn_close(l, c);
 }
 
@@ -64,6 +71,7 @@ uint32_t cws_loop_bury(cws_loop *l) {
         cws_sendq_clear(c);
         cws_sendq_free_ring(l, c);
         cws_tls_conn_free(c);
+        free(c->cold);
         cws_slot_at(l, c->slot)->conn = NULL;
         cws_slot_free(l, c->slot);
         l->live--;

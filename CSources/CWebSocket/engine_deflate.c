@@ -37,12 +37,14 @@ static void cws_loop_zbuf_trim(cws_loop *l) {
 }
 
 void cws_conn_zfree(cws_loop *l, cws_conn *c) {
-    cws_deflater_free(c->zdef);
-    c->zdef = NULL;
-    if (c->zinf) {
-        if (c->pmd & CWS_PMD_CLIENT_NCT) cws_loop_inflater_put(l, c->zinf);
-        else cws_inflater_free(c->zinf);
-        c->zinf = NULL;
+    cws_conn_cold *z = c->cold;
+    if (!z) return;
+    cws_deflater_free(z->zdef);
+    z->zdef = NULL;
+    if (z->zinf) {
+        if (c->pmd & CWS_PMD_CLIENT_NCT) cws_loop_inflater_put(l, z->zinf);
+        else cws_inflater_free(z->zinf);
+        z->zinf = NULL;
     }
 }
 
@@ -54,6 +56,7 @@ void cws_conn_zfree(cws_loop *l, cws_conn *c) {
  */
 cws_msg *cws_conn_compress(cws_loop *l, cws_conn *c, cws_msg *m) {
     const cws_deflate_config *dc = &l->srv->cfg.deflate;
+    cws_conn_cold *z = c->cold; /* made at the upgrade that negotiated compression */
     const uint8_t *payload = m->data + m->hdr_len;
     size_t plen = m->len - m->hdr_len;
     if (plen < dc->min_size) {
@@ -61,22 +64,22 @@ cws_msg *cws_conn_compress(cws_loop *l, cws_conn *c, cws_msg *m) {
         return m;
     }
     if (!(c->pmd & CWS_PMD_SERVER_NCT)) {
-        if (!c->zdef && !(c->zdef = cws_deflater_new(dc->level, dc->mem_level, c->z_sbits, 1))) return NULL;
+        if (!z->zdef && !(z->zdef = cws_deflater_new(dc->level, dc->mem_level, z->z_sbits, 1))) return NULL;
         l->zbuf.len = 0;
-        cws_msg *z = NULL;
-        if (cws_deflater_message(c->zdef, payload, plen, &l->zbuf) == 0)
-            z = cws_msg_frame_rsv(m->opcode, CWS_RSV1, l->zbuf.data, l->zbuf.len);
+        cws_msg *framed = NULL;
+        if (cws_deflater_message(z->zdef, payload, plen, &l->zbuf) == 0)
+            framed = cws_msg_frame_rsv(m->opcode, CWS_RSV1, l->zbuf.data, l->zbuf.len);
         cws_loop_zbuf_trim(l);
-        return z;
+        return framed;
     }
     /* A variant made with a window no bigger than c's is valid for c. */
     cws_msg *v = atomic_load_explicit(&m->zvar, memory_order_acquire);
-    if (v && (v == m || v->zbits <= c->z_sbits)) {
+    if (v && (v == m || v->zbits <= z->z_sbits)) {
         cws_msg_retain(v);
         return v;
     }
-    cws_deflater **dp = &l->zdef[c->z_sbits - 8];
-    if (!*dp && !(*dp = cws_deflater_new(dc->level, dc->mem_level, c->z_sbits, 0))) return NULL;
+    cws_deflater **dp = &l->zdef[z->z_sbits - 8];
+    if (!*dp && !(*dp = cws_deflater_new(dc->level, dc->mem_level, z->z_sbits, 0))) return NULL;
     l->zbuf.len = 0;
     if (cws_deflater_message(*dp, payload, plen, &l->zbuf) < 0) {
         cws_loop_zbuf_trim(l);
@@ -89,7 +92,7 @@ cws_msg *cws_conn_compress(cws_loop *l, cws_conn *c, cws_msg *m) {
             cws_loop_zbuf_trim(l);
             return NULL;
         }
-        made->zbits = c->z_sbits;
+        made->zbits = z->z_sbits;
     } else {
         cws_msg_retain(m); /* not smaller: send the message as it is */
     }
@@ -123,10 +126,11 @@ static uint64_t cws_inflate_limit(const cws_server_config *cfg, uint64_t zin, in
 
 /* A piece of a compressed data message. Returns -1 if the connection failed. */
 int cws_conn_zinput(cws_loop *l, cws_conn *c, uint8_t op, const cws_frame_event *ev) {
-    if (ev->message_start && ev->frame_start) c->zin = 0;
-    c->zin += (uint32_t)ev->payload_len;
+    cws_conn_cold *z = c->cold; /* made at the upgrade that negotiated compression */
+    if (ev->message_start && ev->frame_start) z->zin = 0;
+    z->zin += (uint32_t)ev->payload_len;
     int by_ratio;
-    uint64_t max = cws_inflate_limit(&l->srv->cfg, c->zin, &by_ratio);
+    uint64_t max = cws_inflate_limit(&l->srv->cfg, z->zin, &by_ratio);
     int last = ev->frame_end && ev->header.fin;
     int whole = ev->message_start && ev->frame_start && last;
     int shared = (c->pmd & CWS_PMD_CLIENT_NCT) != 0;
@@ -137,8 +141,8 @@ int cws_conn_zinput(cws_loop *l, cws_conn *c, uint8_t op, const cws_frame_event 
     } else {
         /* Takeover: c's own context for its life. Otherwise borrow one of the
          * loop's until this message is complete. */
-        if (!c->zinf) c->zinf = shared ? cws_loop_inflater_get(l) : cws_inflater_new(c->z_cbits, 1);
-        f = c->zinf;
+        if (!z->zinf) z->zinf = shared ? cws_loop_inflater_get(l) : cws_inflater_new(z->z_cbits, 1);
+        f = z->zinf;
     }
     if (!f) {
         cws_conn_fail(l, c, CWS_CLOSE_INTERNAL_ERROR);
@@ -163,8 +167,8 @@ int cws_conn_zinput(cws_loop *l, cws_conn *c, uint8_t op, const cws_frame_event 
         if (rc == 0 && last && u && cws_utf8_finish(u) != CWS_UTF8_VALID) rc = -CWS_CLOSE_INVALID_PAYLOAD;
         if (rc == 0 && last) {
             if (shared) {
-                cws_loop_inflater_put(l, c->zinf);
-                c->zinf = NULL;
+                cws_loop_inflater_put(l, z->zinf);
+                z->zinf = NULL;
             }
             cws_conn_deliver(l, c, op, c->rbuf, c->rlen);
             free(c->rbuf);

@@ -125,8 +125,9 @@ static void cws_conn_control(cws_loop *l, cws_conn *c, uint8_t opcode, uint8_t *
     c->flags |= CWS_CF_CLOSE_RECV | CWS_CF_READ_DONE;
     /* Report what the peer said, whether it answered our close or began one. */
     c->close_code = code;
-    if (reason_len && (c->reason = malloc(reason_len))) {
-        memcpy(c->reason, reason, reason_len);
+    cws_conn_cold *cold = reason_len ? cws_conn_cold_get(c) : NULL;
+    if (cold && (cold->reason = malloc(reason_len))) {
+        memcpy(cold->reason, reason, reason_len);
         c->reason_len = (uint8_t)reason_len;
     }
     if (c->flags & CWS_CF_CLOSE_SENT) {
@@ -166,15 +167,17 @@ void cws_conn_frames(cws_loop *l, cws_conn *c, uint8_t *p, size_t len) {
                 continue;
             }
             /* A control frame split across reads: gather its <= 125 bytes. */
-            if (!c->ctrl && !(c->ctrl = malloc(125))) {
+            cws_conn_cold *cold = cws_conn_cold_get(c);
+            if (!cold || (!cold->ctrl && !(cold->ctrl = malloc(125)))) {
                 cws_conn_finish(l, c);
                 return;
             }
-            memcpy(c->ctrl + ev.payload_offset, ev.payload, ev.payload_len);
+            memcpy(cold->ctrl + ev.payload_offset, ev.payload, ev.payload_len);
             if (ev.frame_end) {
-                cws_conn_control(l, c, op, c->ctrl, (size_t)ev.header.payload_len);
-                free(c->ctrl);
-                c->ctrl = NULL;
+                uint8_t *ctrl = cold->ctrl;
+                cold->ctrl = NULL; /* the control frame may close and finish c */
+                cws_conn_control(l, c, op, ctrl, (size_t)ev.header.payload_len);
+                free(ctrl);
             }
             continue;
         }

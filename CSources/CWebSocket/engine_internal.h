@@ -17,6 +17,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <sys/uio.h>
 
 typedef struct cws_loop cws_loop;
@@ -113,8 +114,24 @@ enum cws_conn_flags {
     CWS_CF_QONCE = 1 << 13,       /* the send ring carried only the 101: it goes once drained */
 };
 
+/* What few connections use: compression (made at an upgrade that
+ * negotiated it), a control frame split across reads, the peer's close
+ * reason. Out of line, an idle connection's chunk is 32 bytes smaller. */
+typedef struct cws_conn_cold {
+    /* Compression contexts, allocated on first use: zdef only with server
+     * context takeover; zinf with client context takeover, or lent by the
+     * loop while a compressed message arrives in pieces. */
+    cws_deflater *zdef;
+    cws_inflater *zinf;
+    uint8_t *ctrl;           /* a control frame split across reads (125 B) */
+    uint8_t *reason;         /* the peer's close reason, for on_close (reason_len bytes) */
+    uint32_t zin;            /* compressed bytes of the message being inflated in pieces */
+    uint8_t z_sbits;         /* negotiated server / client window bits */
+    uint8_t z_cbits;
+} cws_conn_cold;
+
 /* Every open connection has one, so the fields are placed to leave no
- * padding: 248 bytes, a 256-byte malloc chunk (256 bytes took 272). */
+ * padding: 216 bytes, a 224-byte malloc chunk. */
 struct cws_conn {
     int fd;
     uint32_t slot;
@@ -124,13 +141,11 @@ struct cws_conn {
     uint16_t flags;
     uint16_t close_code;     /* reported to on_close */
     uint8_t be_flags;        /* backend private */
-    uint8_t pmd;             /* cws_pmd_flags; 0 = no compression */
+    uint8_t pmd;             /* cws_pmd_flags; 0 = no compression (else cold is set) */
     uint16_t be_inflight;    /* backend private: operations the kernel holds */
     uint16_t read_holds;     /* cws_pause_reading calls not yet resumed */
     uint32_t pings;          /* pings in the second that began at ping_window_ms */
     uint32_t ping_window_ms; /* loop clock (now_ms), truncated */
-    uint8_t z_sbits;         /* negotiated server / client window bits */
-    uint8_t z_cbits;
     cws_conn *timer_next, *timer_prev;
     uint32_t timer_tick;     /* deadline in loop ticks (when linked) */
     uint32_t active_tick;    /* last tick with input */
@@ -143,26 +158,26 @@ struct cws_conn {
     cws_parser parser;
     cws_utf8_state utf8;
     uint32_t rlen, rcap;     /* rbuf: request head, then message reassembly */
-    uint32_t zin;            /* compressed bytes of the message being inflated in pieces */
+    uint32_t qhead;
     uint8_t *rbuf;
-    uint8_t *ctrl;           /* a control frame split across reads (125 B) */
-    uint8_t *reason;         /* the peer's close reason, for on_close */
-    uint32_t qhead, qcount, qcap;
+    cws_conn_cold *cold;     /* NULL until something above needs it (cws_conn_cold_get) */
+    uint32_t qcount, qcap;
     uint32_t qsending;       /* entries at the head that a write in flight still reads (io_uring) */
     uint32_t be_turn_bytes;  /* backend private: input taken this turn (io_uring's read budget) */
     uint32_t be_held_bytes;  /* backend private: kept input copied while stopped (io_uring) */
     cws_sendq_entry *q;      /* ring of qcap entries, allocated on first send */
     uint64_t qbytes;         /* unwritten bytes in q */
-    /* Compression contexts, allocated on first use: zdef only with server
-     * context takeover; zinf with client context takeover, or lent by the
-     * loop while a compressed message arrives in pieces. */
-    cws_deflater *zdef;
-    cws_inflater *zinf;
     struct cws_slot *slotp;  /* where qbytes is published for other threads (cws_buffered_amount) */
     struct cws_tls_conn *tls; /* NULL on a plain listener (engine_tls.c) */
 };
 /* 8 bytes more and every connection's malloc chunk grows by 16. */
-_Static_assert(sizeof(struct cws_conn) <= 248, "cws_conn outgrew its 256-byte malloc chunk");
+_Static_assert(sizeof(struct cws_conn) <= 216, "cws_conn outgrew its 224-byte malloc chunk");
+
+/* c's cold fields, made (zeroed) on first need; NULL when out of memory. */
+static inline cws_conn_cold *cws_conn_cold_get(cws_conn *c) {
+    if (!c->cold) c->cold = calloc(1, sizeof *c->cold);
+    return c->cold;
+}
 
 /* ---- loops and the server --------------------------------------------- */
 

@@ -252,6 +252,7 @@ void cws_request_respond(cws_request *req, int status, const char *content_type,
 int cws_conn_upgrade(cws_loop *l, cws_conn *c, const void *key, size_t key_len, const char *protocol,
                      const char *ext, const cws_deflate_params *dp, void *user) {
     int deflate = ext && *ext;
+    if (deflate && !cws_conn_cold_get(c)) return -1; /* where its window bits and contexts live */
     size_t cap = 256 + (protocol ? strlen(protocol) : 0) + (deflate ? strlen(ext) : 0);
     cws_msg *m = cws_msg_alloc(cap);
     if (!m) return -1;
@@ -270,8 +271,8 @@ int cws_conn_upgrade(cws_loop *l, cws_conn *c, const void *key, size_t key_len, 
     if (deflate) {
         c->pmd = (uint8_t)(CWS_PMD_ON | (dp->server_no_context_takeover ? CWS_PMD_SERVER_NCT : 0) |
                            (dp->client_no_context_takeover ? CWS_PMD_CLIENT_NCT : 0));
-        c->z_sbits = dp->server_max_window_bits;
-        c->z_cbits = dp->client_max_window_bits;
+        c->cold->z_sbits = dp->server_max_window_bits;
+        c->cold->z_cbits = dp->client_max_window_bits;
         c->parser.rsv_allowed = CWS_RSV1;
     }
     return 0;
