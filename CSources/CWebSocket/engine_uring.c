@@ -260,6 +260,8 @@ static int cws_ur_init(cws_loop *l, char *err, size_t cap) {
     return 0;
 }
 
+static void cws_ur_gathers_release(cws_loop *l);
+
 static void cws_ur_fini(cws_loop *l) {
     cws_uring *u = l->be;
     if (u->br && !u->dead) io_uring_unregister_buf_ring(&u->ring, CWS_UR_BGID);
@@ -272,11 +274,7 @@ static void cws_ur_fini(cws_loop *l) {
         free(s);
         CWS_STAT_ADD(l, send_contexts, (uint64_t)-1);
     }
-    while (u->free_gathers) {
-        uint8_t *g = u->free_gathers;
-        memcpy(&u->free_gathers, g, sizeof(uint8_t *));
-        munmap(g, CWS_UR_GATHER);
-    }
+    cws_ur_gathers_release(l);
     free(u->rearm);
     for (uint32_t i = 0; i < u->ndeferred; i++) {
         cws_udeferred *d = &u->deferred[i];
@@ -399,6 +397,19 @@ static void cws_ur_gather_give(cws_loop *l, uint8_t *g) {
     }
     munmap(g, CWS_UR_GATHER);
     cws_ur_gather_count(l, -(int64_t)CWS_UR_GATHER);
+}
+
+/* A burst that kept some has gone quiet (cws_ur_trim_sends): its 2 MiB of
+ * touched pages go back too. */
+static void cws_ur_gathers_release(cws_loop *l) {
+    cws_uring *u = l->be;
+    while (u->free_gathers) {
+        uint8_t *g = u->free_gathers;
+        memcpy(&u->free_gathers, g, sizeof(uint8_t *));
+        munmap(g, CWS_UR_GATHER);
+        cws_ur_gather_count(l, -(int64_t)CWS_UR_GATHER);
+    }
+    u->nfree_gathers = 0;
 }
 
 static uint32_t cws_ur_send_iov(cws_loop *l, cws_conn *c, cws_usend *s) {
@@ -884,6 +895,7 @@ static void cws_ur_trim_sends(cws_loop *l) {
     }
     u->sends_low = u->nfree_sends;
     u->sends_quiet = 0;
+    cws_ur_gathers_release(l);
     u->heap_trim_wanted = 1;
 }
 
