@@ -41,7 +41,7 @@
 #define CWS_UR_GATHER_KEEP 8     /* gather buffers kept on the free list */
 /* A chat room's join burst queues hundreds of presence messages for every
  * member at once. A gather buffer for each of them copied the same shared
- * messages once per member (500 MB in flight for a 2,000-member room), and
+ * messages once per member (2,000 x 256 KiB for a 2,000-member room), and
  * being malloc'd they stayed: glibc raised its mmap threshold past 256 KiB
  * at the first free, served the rest from the heap and kept that heap once
  * the burst was over (45 KB of RSS per member of the idle room, against 2 KB
@@ -359,8 +359,7 @@ static void cws_ur_maybe_release(cws_loop *l, cws_conn *c) {
     }
 }
 
-/* Fills s->iov from c's queue (see CWS_UR_GATHER); returns how many queue
- * entries it covers, each whole (the kernel, or our copy, reads them). */
+/* Gather bytes mapped, and their high-water mark, in the loop's stats. */
 static void cws_ur_gather_count(cws_loop *l, int64_t n) {
     cws_uring *u = l->be;
     u->gather_bytes += (uint64_t)n;
@@ -412,6 +411,8 @@ static void cws_ur_gathers_release(cws_loop *l) {
     u->nfree_gathers = 0;
 }
 
+/* Fills s->iov from c's queue (see CWS_UR_GATHER); returns how many queue
+ * entries it covers, each whole (the kernel, or our copy, reads them). */
 static uint32_t cws_ur_send_iov(cws_loop *l, cws_conn *c, cws_usend *s) {
     s->gather = c->qcount > CWS_UR_SEND_IOV ? cws_ur_gather_take(l) : NULL;
     int gather = s->gather != NULL;
