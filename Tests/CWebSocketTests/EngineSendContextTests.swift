@@ -17,13 +17,7 @@ struct EngineSendContextTests {
         let clients = try openClients(srv, count: 300)
         // Two messages to each of the 300 within one callback: one sendmsg
         // (a context) per connection, all submitted in the same turn.
-        srv.events.setFanOut(count: 2)
-        try clients[0].sendText("fan")
-        var wrong = 0
-        for c in clients {
-            for _ in 0..<2 where try c.readFrame() != Frame(opcode: UInt8(CWS_OP_TEXT.rawValue), payload: Array("fan".utf8)) { wrong += 1 }
-        }
-        #expect(wrong == 0)
+        #expect(try fanOutAndRead(srv, clients, count: 2) == 0)
         // Once the completions are in: 300 were used, 256 are kept (fewer
         // would mean the burst never had that many in flight), 44 freed.
         let kept = backend == .uring ? 256 : 0
@@ -41,13 +35,7 @@ struct EngineSendContextTests {
         defer { srv.stop() }
         let clients = try openClients(srv, count: 300)
         var wrong = 0
-        for _ in 0..<5 {
-            srv.events.setFanOut(count: 2)
-            try clients[0].sendText("fan")
-            for c in clients {
-                for _ in 0..<2 where try c.readFrame() != Frame(opcode: UInt8(CWS_OP_TEXT.rawValue), payload: Array("fan".utf8)) { wrong += 1 }
-            }
-        }
+        for _ in 0..<5 { wrong += try fanOutAndRead(srv, clients, count: 2) }
         #expect(wrong == 0)
         // Five bursts of 300 sends, each after the last one's completions:
         // 300 contexts made, reused by the next four (44 more if the loop was

@@ -21,13 +21,7 @@ struct EngineSendGatherTests {
         let clients = try openClients(srv, count: 300)
         // 100 messages to each of the 300 within one callback: every queue is
         // past 64 entries when the turn's sends go out.
-        srv.events.setFanOut(count: 100)
-        try clients[0].sendText("fan")
-        var wrong = 0
-        for c in clients {
-            for _ in 0..<100 where try c.readFrame() != Frame(opcode: UInt8(CWS_OP_TEXT.rawValue), payload: Array("fan".utf8)) { wrong += 1 }
-        }
-        #expect(wrong == 0)
+        #expect(try fanOutAndRead(srv, clients, count: 100) == 0)
         var stats = cws_server_stats()
         cws_server_get_stats(srv.server, &stats)
         if backend == .uring {

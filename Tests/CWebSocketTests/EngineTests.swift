@@ -449,6 +449,20 @@ func openClients(_ srv: EngineServer, count: Int) throws -> [EngineClient] {
     return clients
 }
 
+/// Sends "fan" from the first client with the server set to fan it out
+/// `count` times to every open connection within one callback; reads them
+/// back on every client and returns how many frames were not that message.
+func fanOutAndRead(_ srv: EngineServer, _ clients: [EngineClient], count: Int) throws -> Int {
+    srv.events.setFanOut(count: count)
+    try clients[0].sendText("fan")
+    let expected = Frame(opcode: UInt8(CWS_OP_TEXT.rawValue), payload: Array("fan".utf8))
+    var wrong = 0
+    for c in clients {
+        for _ in 0..<count where try c.readFrame() != expected { wrong += 1 }
+    }
+    return wrong
+}
+
 func openClient(port: UInt16) throws -> EngineClient {
     let c = try EngineClient(port: port)
     let head = try c.handshake()
