@@ -128,8 +128,6 @@ typedef struct cws_uring {
     uint32_t sends_quiet;      /* ticks in a row whose sends_low was over CWS_UR_SENDS_KEEP */
     uint8_t *free_gathers;     /* kept gather buffers, each linked through its first 8 bytes */
     uint32_t nfree_gathers;
-    uint64_t gather_bytes;     /* gather buffers mapped, in flight and kept */
-    uint64_t gather_peak;      /* the most gather_bytes has been */
     int heap_trim_wanted;      /* a burst's send contexts were freed since the last malloc_trim */
     int heap_trimmed;          /* this loop has called it, last at heap_trimmed_ms */
     uint64_t heap_trimmed_ms;
@@ -359,15 +357,17 @@ static void cws_ur_maybe_release(cws_loop *l, cws_conn *c) {
     }
 }
 
-/* Gather bytes mapped, and their high-water mark, in the loop's stats. */
+/* The gather bytes this loop has mapped (in flight and kept) live in its
+ * stats, which only this thread writes, and its bound reads them there. */
+static uint64_t cws_ur_gather_bytes(const cws_loop *l) {
+    return atomic_load_explicit(&l->stats.send_gather_bytes, memory_order_relaxed);
+}
+
 static void cws_ur_gather_count(cws_loop *l, int64_t n) {
-    cws_uring *u = l->be;
-    u->gather_bytes += (uint64_t)n;
     CWS_STAT_ADD(l, send_gather_bytes, (uint64_t)n);
-    if (u->gather_bytes > u->gather_peak) {
-        u->gather_peak = u->gather_bytes;
-        atomic_store_explicit(&l->stats.send_gather_bytes_peak, u->gather_peak, memory_order_relaxed);
-    }
+    uint64_t now = cws_ur_gather_bytes(l);
+    if (now > atomic_load_explicit(&l->stats.send_gather_bytes_peak, memory_order_relaxed))
+        atomic_store_explicit(&l->stats.send_gather_bytes_peak, now, memory_order_relaxed);
 }
 
 /* A kept gather buffer, a new mapping, or NULL at CWS_UR_GATHER_LOOP_MAX. */
@@ -379,7 +379,7 @@ static uint8_t *cws_ur_gather_take(cws_loop *l) {
         u->nfree_gathers--;
         return g;
     }
-    if (u->gather_bytes + CWS_UR_GATHER > CWS_UR_GATHER_LOOP_MAX) return NULL;
+    if (cws_ur_gather_bytes(l) + CWS_UR_GATHER > CWS_UR_GATHER_LOOP_MAX) return NULL;
     g = mmap(NULL, CWS_UR_GATHER, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (g == MAP_FAILED) return NULL;
     cws_ur_gather_count(l, CWS_UR_GATHER);
